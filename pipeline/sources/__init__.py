@@ -11,7 +11,7 @@ comes from); formats are shared and chosen by file suffix.
 
 from .files import SourceFile, list_source_files, open_source_file, source_root
 from .kinds import KINDS, Kind, normalize_subset
-from .read import DOCUMENTS, READER_VERSION, REJECTS, FileTally, ReadSource, read_documents
+from .read import DOCUMENTS, READER_VERSION, REJECTS, FileTally, ReadSource, count_tally, read_documents
 from .spec import SourceSpec
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "ReadSource",
     "SourceFile",
     "SourceSpec",
+    "count_tally",
     "list_source_files",
     "normalize_subset",
     "open_source_file",

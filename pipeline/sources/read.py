@@ -25,7 +25,7 @@ from .formats import format_of, iter_json_lines, iter_parquet_rows
 from .kinds import kind_named
 from .spec import SourceSpec
 
-__all__ = ["ReadSource", "read_documents", "FileTally", "DOCUMENTS", "REJECTS"]
+__all__ = ["ReadSource", "read_documents", "count_tally", "FileTally", "DOCUMENTS", "REJECTS", "READER_VERSION"]
 
 DOCUMENTS, REJECTS = "documents", "rejects"
 
@@ -156,12 +156,6 @@ class _ReadFileFn(beam.DoFn):
 
     def __init__(self, spec: SourceSpec):
         self._spec = spec
-        ns = f"source:{spec.name}"
-        self._counters = {
-            name: Metrics.counter(ns, name)
-            for name in ("files", "read", "forwarded", "rejected", "excluded_subset", "corrupt_files")
-        }
-        self._ns = ns
 
     def process(self, sf: SourceFile):
         tally = FileTally()
@@ -170,19 +164,21 @@ class _ReadFileFn(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(REJECTS, item)
             else:
                 yield item
-        _count(self._counters, self._ns, tally)
+        count_tally(self._spec.name, tally)
 
 
-def _count(counters, ns: str, tally: FileTally) -> None:
-    counters["files"].inc()
-    counters["read"].inc(tally.read)
-    counters["forwarded"].inc(tally.forwarded)
-    counters["excluded_subset"].inc(tally.excluded_subset)
-    counters["rejected"].inc(sum(tally.rejected.values()))
+def count_tally(source: str, tally: FileTally) -> None:
+    """Add one file's tally to the ``source:<name>`` Beam counters."""
+    ns = f"source:{source}"
+    Metrics.counter(ns, "files").inc()
+    Metrics.counter(ns, "read").inc(tally.read)
+    Metrics.counter(ns, "forwarded").inc(tally.forwarded)
+    Metrics.counter(ns, "excluded_subset").inc(tally.excluded_subset)
+    Metrics.counter(ns, "rejected").inc(sum(tally.rejected.values()))
     for reason, n in tally.rejected.items():
         Metrics.counter(ns, f"rejected_{reason}").inc(n)
     if tally.corrupt:
-        counters["corrupt_files"].inc()
+        Metrics.counter(ns, "corrupt_files").inc()
 
 
 class ReadSource(beam.PTransform):

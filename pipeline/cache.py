@@ -1,0 +1,375 @@
+"""Tokenize once, mix many: the per-source token cache.
+
+    CACHE/<source>/<fingerprint>/
+      part-00000.bin/.idx        tokens of input file 0, one MMIDIDX entry per document (EOS included)
+      part-00000.docs.parquet    row i describes entry i: doc_id, subset, n_tokens, doc_hash
+      part-00000.rejects.jsonl   records rejected while reading file 0 (only when there are some)
+      part-00000.json            the part's summary: file, counts, stats, sha256s (written last)
+      cache.json                 the whole cache: fingerprint inputs, tokenizer, totals (written last)
+
+One input file makes one part, so a cache's bytes do not depend on the runner or the worker count,
+and a rerun after a crash keeps every part that was finished. The fingerprint covers the source's
+files and sizes, the reader version, the reading options and the tokenizer's sha256: a cache with
+the same fingerprint is reused as it is; any change makes a new one. Each part is a GPT-NeoX /
+Megatron dataset as it stands.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import hashlib
+import json
+import os
+from typing import Any, Iterator
+
+import apache_beam as beam
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.metrics import Metrics
+
+from .document import Document, Reject
+from .errors import FormatError
+from .mmidx import MMIDXReader, MMIDXWriter
+from .sources import READER_VERSION, FileTally, SourceFile, SourceSpec, count_tally, read_documents
+from .storage import atomic_writer, read_json, write_json
+from .hashing import doc_hash
+from .tokenizer import Encoder, LoadedTokenizer
+
+__all__ = ["BuildCache", "TokenCache", "cache_fingerprint", "cache_dir", "HISTOGRAM_BINS"]
+
+CACHE_VERSION = 1
+HISTOGRAM_BINS = 40  # bin k holds documents of [2**k, 2**(k+1)) tokens
+_BATCH_CHARS = 1 << 22  # characters per encode call: bounds the tokenizer's transient memory
+_TABLE_ROWS = 1 << 16  # doc-table rows per parquet row group
+_DOC_TABLE_SCHEMA = pa.schema(
+    [("doc_id", pa.string()), ("subset", pa.string()), ("n_tokens", pa.int32()), ("doc_hash", pa.uint64())]
+)
+
+
+def cache_fingerprint(spec: SourceSpec, files: list[SourceFile], tokenizer: LoadedTokenizer) -> str:
+    """sha256 over everything that decides the cache's content."""
+    key = {
+        "cache_version": CACHE_VERSION,
+        "reader_version": READER_VERSION,
+        "kind": spec.kind,
+        "text_field": spec.text_key,
+        "include": sorted(spec.include),
+        "exclude": sorted(spec.exclude),
+        "skip_corrupt_files": spec.skip_corrupt_files,
+        "files": [[f.rel, f.size] for f in files],
+        "tokenizer_sha256": tokenizer.sha256,
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def cache_dir(cache_root: str, source: str, fingerprint: str) -> str:
+    return os.path.join(cache_root, source, fingerprint[:16])
+
+
+def _part_name(index: int) -> str:
+    return f"part-{index:05d}"
+
+
+class _Stats:
+    """Documents, tokens, per-subset totals and a log2 length histogram, merged part by part."""
+
+    def __init__(self):
+        self.docs = 0
+        self.tokens = 0
+        self.subsets: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
+        self.hist_docs = np.zeros(HISTOGRAM_BINS, np.int64)
+        self.hist_tokens = np.zeros(HISTOGRAM_BINS, np.int64)
+
+    def add(self, subset: str, n_tokens: int) -> None:
+        self.docs += 1
+        self.tokens += n_tokens
+        s = self.subsets[subset]
+        s[0] += 1
+        s[1] += n_tokens
+        k = n_tokens.bit_length() - 1
+        self.hist_docs[k] += 1
+        self.hist_tokens[k] += n_tokens
+
+    def merge(self, d: dict) -> None:
+        self.docs += d["documents"]
+        self.tokens += d["tokens"]
+        for name, s in d["subsets"].items():
+            mine = self.subsets[name]
+            mine[0] += s["documents"]
+            mine[1] += s["tokens"]
+        self.hist_docs += np.asarray(d["histogram"]["documents"], np.int64)
+        self.hist_tokens += np.asarray(d["histogram"]["tokens"], np.int64)
+
+    def to_dict(self) -> dict:
+        return {
+            "documents": self.docs,
+            "tokens": self.tokens,
+            "subsets": {k: {"documents": v[0], "tokens": v[1]} for k, v in sorted(self.subsets.items())},
+            "histogram": {
+                "bins": "log2: bin k holds documents of [2**k, 2**(k+1)) tokens",
+                "documents": self.hist_docs.tolist(),
+                "tokens": self.hist_tokens.tolist(),
+            },
+        }
+
+
+class _DocTable:
+    """Streams (doc_id, subset, n_tokens, doc_hash) rows to parquet in row groups: memory stays bounded."""
+
+    def __init__(self, path: str):
+        self._cm = atomic_writer(path, "wb")
+        self._writer = pq.ParquetWriter(self._cm.__enter__(), _DOC_TABLE_SCHEMA, compression="zstd")
+        self._rows: tuple[list, list, list, list] = ([], [], [], [])
+
+    def add(self, doc_id: str, subset: str, n_tokens: int) -> None:
+        ids, subsets, counts, hashes = self._rows
+        ids.append(doc_id)
+        subsets.append(subset)
+        counts.append(n_tokens)
+        hashes.append(doc_hash(doc_id))
+        if len(ids) >= _TABLE_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._rows[0]:
+            self._writer.write_table(pa.Table.from_arrays([pa.array(c) for c in self._rows], schema=_DOC_TABLE_SCHEMA))
+            self._rows = ([], [], [], [])
+
+    def close(self) -> None:
+        self._flush()
+        self._writer.close()
+        self._cm.__exit__(None, None, None)
+
+    def abort(self, exc: BaseException) -> None:
+        try:
+            self._writer.close()
+        finally:
+            try:
+                self._cm.__exit__(type(exc), exc, exc.__traceback__)
+            except BaseException:
+                pass
+
+
+class _TokenizeFileFn(beam.DoFn):
+    """Read one input file, tokenize its documents in bounded batches, write its cache part."""
+
+    def __init__(self, spec: SourceSpec, tokenizer: LoadedTokenizer, directory: str, fingerprint: str):
+        self._spec, self._tokenizer, self._dir, self._fp = spec, tokenizer, directory, fingerprint
+        self._encoder: Encoder | None = None
+
+    def setup(self):
+        self._encoder = Encoder(self._tokenizer)
+
+    def process(self, element: tuple[int, SourceFile]):
+        index, sf = element
+        prefix = os.path.join(self._dir, _part_name(index))
+        done = _finished_part(prefix, self._fp, sf)
+        if done is not None:  # a rerun keeps parts that were finished
+            Metrics.counter(f"cache:{self._spec.name}", "parts_reused").inc()
+            yield done
+            return
+        yield self._build(index, sf, prefix)
+
+    def _build(self, index: int, sf: SourceFile, prefix: str) -> dict:
+        tally, stats = FileTally(), _Stats()
+        rejects = _RejectsFile(prefix + ".rejects.jsonl")
+        os.makedirs(self._dir, exist_ok=True)
+        writer = MMIDXWriter(prefix, self._tokenizer.dtype)
+        table = _DocTable(prefix + ".docs.parquet")
+        try:
+            for batch in _document_batches(read_documents(self._spec, sf, tally), rejects.add):
+                for doc, ids in zip(batch, self._encoder.encode_batch([d.text for d in batch])):
+                    writer.add(ids)
+                    table.add(doc.doc_id, doc.subset, len(ids))
+                    stats.add(doc.subset, len(ids))
+            table.close()
+            shard = writer.close()
+            rejects.close()
+        except BaseException as e:
+            writer.abort()
+            table.abort(e)
+            rejects.abort()
+            raise
+        count_tally(self._spec.name, tally)
+        Metrics.counter(f"cache:{self._spec.name}", "tokens").inc(stats.tokens)
+        Metrics.counter(f"cache:{self._spec.name}", "documents").inc(stats.docs)
+        summary = {
+            "index": index,
+            "part": _part_name(index),
+            "fingerprint": self._fp,
+            "file": sf.rel,
+            "file_size": sf.size,
+            "tally": tally.as_dict(),
+            "stats": stats.to_dict(),
+            "shard": {k: v for k, v in shard.to_dict().items() if k != "prefix"},
+            "rejects": rejects.count,
+        }
+        write_json(prefix + ".json", summary)
+        return summary
+
+
+class _RejectsFile:
+    """Rejected records as JSON lines, created only when there is one."""
+
+    def __init__(self, path: str):
+        self._path, self._cm, self._f, self.count = path, None, None, 0
+
+    def add(self, reject: Reject) -> None:
+        if self._f is None:
+            self._cm = atomic_writer(self._path, "wb")
+            self._f = self._cm.__enter__()
+        self._f.write(orjson.dumps(reject.to_json()) + b"\n")
+        self.count += 1
+
+    def close(self) -> None:
+        if self._cm is not None:
+            self._cm.__exit__(None, None, None)
+
+    def abort(self) -> None:
+        if self._cm is not None:
+            try:
+                self._cm.__exit__(RuntimeError, RuntimeError("aborted"), None)
+            except RuntimeError:
+                pass
+
+
+def _document_batches(items: Iterator[Document | Reject], on_reject) -> Iterator[list[Document]]:
+    """Group documents into batches of at most ``_BATCH_CHARS`` characters (a huge one alone)."""
+    batch: list[Document] = []
+    chars = 0
+    for item in items:
+        if isinstance(item, Reject):
+            on_reject(item)
+            continue
+        if batch and chars + len(item.text) > _BATCH_CHARS:
+            yield batch
+            batch, chars = [], 0
+        batch.append(item)
+        chars += len(item.text)
+    if batch:
+        yield batch
+
+
+def _finished_part(prefix: str, fingerprint: str, sf: SourceFile) -> dict | None:
+    path = prefix + ".json"
+    if not os.path.exists(path):
+        return None
+    summary = read_json(path)
+    if summary.get("fingerprint") != fingerprint or summary.get("file") != sf.rel:
+        return None
+    if not (os.path.exists(prefix + ".bin") and os.path.exists(prefix + ".idx")):
+        return None
+    return summary
+
+
+class _FinalizeCacheFn(beam.DoFn):
+    """Check every part arrived, total them, write cache.json last."""
+
+    def __init__(self, spec: SourceSpec, tokenizer: LoadedTokenizer, directory: str, fingerprint: str, n_files: int):
+        self._spec, self._tokenizer, self._dir, self._fp, self._n = spec, tokenizer, directory, fingerprint, n_files
+
+    def process(self, summaries: list[dict]):
+        summaries = sorted(summaries, key=lambda s: s["index"])
+        if [s["index"] for s in summaries] != list(range(self._n)):
+            raise RuntimeError(f"cache {self._dir}: expected {self._n} parts, got {len(summaries)}")
+        stats, tally = _Stats(), collections.Counter()
+        rejected = collections.Counter()
+        corrupt = []
+        for s in summaries:
+            stats.merge(s["stats"])
+            t = s["tally"]
+            for k in ("read", "forwarded", "excluded_subset"):
+                tally[k] += t[k]
+            rejected.update(t["rejected"])
+            if t["corrupt"]:
+                corrupt.append({"file": s["file"], "error": t["corrupt"]})
+        manifest = {
+            "cache_version": CACHE_VERSION,
+            "source": self._spec.name,
+            "spec": dataclasses.asdict(self._spec),
+            "fingerprint": self._fp,
+            "tokenizer": self._tokenizer.info(),
+            "accounting": {
+                "read": tally["read"],
+                "forwarded": tally["forwarded"],
+                "excluded_subset": tally["excluded_subset"],
+                "rejected": sum(rejected.values()),
+                "rejected_by_reason": dict(sorted(rejected.items())),
+                "corrupt_files": corrupt,
+            },
+            "stats": stats.to_dict(),
+            "parts": [
+                {"part": s["part"], "file": s["file"], "file_size": s["file_size"], "documents": s["stats"]["documents"],
+                 "tokens": s["stats"]["tokens"], "rejects": s["rejects"], **{k: s["shard"][k] for k in ("bin_sha256", "idx_sha256")}}
+                for s in summaries
+            ],
+        }
+        write_json(os.path.join(self._dir, "cache.json"), manifest)
+        yield manifest
+
+
+class BuildCache(beam.PTransform):
+    """Tokenize a source's files into its cache; outputs the cache's manifest (one element)."""
+
+    def __init__(self, spec: SourceSpec, files: list[SourceFile], tokenizer: LoadedTokenizer, cache_root: str):
+        super().__init__()
+        self._spec, self._files, self._tokenizer = spec, files, tokenizer
+        self.fingerprint = cache_fingerprint(spec, files, tokenizer)
+        self.directory = cache_dir(cache_root, spec.name, self.fingerprint)
+
+    def expand(self, pbegin):
+        args = (self._spec, self._tokenizer, self.directory, self.fingerprint)
+        return (
+            pbegin
+            | "ListFiles" >> beam.Create(list(enumerate(self._files)))
+            | "SpreadFiles" >> beam.Reshuffle()
+            | "TokenizeFiles" >> beam.ParDo(_TokenizeFileFn(*args))
+            | "CollectParts" >> beam.combiners.ToList()
+            | "WriteCacheManifest" >> beam.ParDo(_FinalizeCacheFn(*args, len(self._files)))
+        )
+
+
+class TokenCache:
+    """A finished cache, opened read-only: its manifest, document tables and token parts."""
+
+    def __init__(self, directory: str):
+        self.directory = directory
+        path = os.path.join(directory, "cache.json")
+        if not os.path.exists(path):
+            raise FormatError(f"{directory}: no cache.json: not a finished token cache (run `mixprep tokenize`).")
+        self.manifest = read_json(path)
+        self._readers: dict[int, MMIDXReader] = {}
+
+    @classmethod
+    def find(cls, cache_root: str, spec: SourceSpec, files: list[SourceFile], tokenizer: LoadedTokenizer) -> "TokenCache | None":
+        directory = cache_dir(cache_root, spec.name, cache_fingerprint(spec, files, tokenizer))
+        if not os.path.exists(os.path.join(directory, "cache.json")):
+            return None
+        return cls(directory)
+
+    @property
+    def parts(self) -> list[dict]:
+        return self.manifest["parts"]
+
+    @property
+    def stats(self) -> dict:
+        return self.manifest["stats"]
+
+    def prefix(self, part: int) -> str:
+        return os.path.join(self.directory, self.parts[part]["part"])
+
+    def doc_table(self, part: int, columns: list[str] | None = None) -> pa.Table:
+        return pq.read_table(self.prefix(part) + ".docs.parquet", columns=columns)
+
+    def tokens(self, part: int) -> MMIDXReader:
+        if part not in self._readers:
+            self._readers[part] = MMIDXReader(self.prefix(part))
+        return self._readers[part]
+
+    def close(self) -> None:
+        for r in self._readers.values():
+            r.close()
+        self._readers.clear()

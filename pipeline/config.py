@@ -1,0 +1,266 @@
+"""Mixture configs: YAML in ``mixtures/`` loaded into frozen, typed dataclasses.
+
+    cfg = load_mixture("mixtures/stage1.yaml", overrides={"total_tokens": 2_000_000})
+
+Every key is checked: an unknown key is an error naming the file, the key and the nearest valid key;
+weights are shares of tokens and must sum to 1; a tokenizer path must exist. Paths in the file are
+relative to the data root (sources) or to the config file's folder (tokenizer).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import math
+import os
+import typing
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+from .sources.kinds import KINDS
+from .sources.spec import SourceSpec
+
+__all__ = ["MixtureConfig", "SourceConfig", "LongDocPolicy", "load_mixture", "config_hash"]
+
+
+def _help(text: str, default: Any = dataclasses.MISSING) -> Any:
+    if default is dataclasses.MISSING:
+        return dataclasses.field(metadata={"help": text})
+    if isinstance(default, (list, dict, tuple)):
+        return dataclasses.field(default_factory=lambda: default, metadata={"help": text})
+    return dataclasses.field(default=default, metadata={"help": text})
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceConfig:
+    """One source in a mixture: how to read it (``spec``) and how much of the mixture it makes."""
+
+    name: str = _help("unique name used in ids, caches and manifests")
+    kind: str = _help(f"reader kind: {', '.join(KINDS)}")
+    weight: float = _help("share of the mixture's tokens, 0..1; all weights sum to 1")
+    category: str = _help("a label to total shares by (web, code, books, ...)", "other")
+    root: str = _help("folder relative to the data root (or an absolute URI)", "")
+    paths: tuple[str, ...] = _help("globs under root; the kind's defaults when empty", ())
+    hub: str | None = _help("Hugging Face hub dataset id to stream instead of root", None)
+    revision: str = _help("hub revision", "main")
+    include: tuple[str, ...] = _help("subsets to keep (empty: all)", ())
+    exclude: tuple[str, ...] = _help("subsets to drop", ())
+    text_field: str = _help("field holding the text; the kind's default when empty", "")
+    skip_corrupt_files: bool = _help("count and skip structurally broken files instead of failing", False)
+    max_repetition: float = _help("most epochs of any part of this source the mixture may take", 1.0)
+
+    @property
+    def spec(self) -> SourceSpec:
+        return SourceSpec(
+            name=self.name,
+            kind=self.kind,
+            root=self.root,
+            paths=self.paths,
+            hub=self.hub,
+            revision=self.revision,
+            include=self.include,
+            exclude=self.exclude,
+            text_field=self.text_field,
+            skip_corrupt_files=self.skip_corrupt_files,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class LongDocPolicy:
+    """Upweight naturally long documents inside each source (RECIPE.md; after Fu et al. 2024)."""
+
+    threshold: int = _help("a document is long when its tokens (EOS included) are at least this", 4096)
+    factor: float = _help("the long bucket's token fraction goes from f0 to min(cap, factor * f0)", 2.0)
+    cap: float = _help("upper bound on the long bucket's token fraction", 0.8)
+    fraction: float | None = _help("an explicit long-bucket fraction instead of factor/cap", None)
+
+
+@dataclasses.dataclass(frozen=True)
+class MixtureConfig:
+    """A whole mixture: how many tokens, cut how, from which sources in which shares."""
+
+    name: str = _help("the mixture's name; shards are named NAME-NNNNN-of-MMMMM")
+    total_tokens: int = _help("tokens in the mixture (before cutting into samples)")
+    seq_len: int = _help("context length; every sample holds seq_len + 1 tokens")
+    tokenizer: str = _help("path to a HF tokenizer.json (relative to this file) or a hub id")
+    sources: tuple[SourceConfig, ...] = _help("the sources and their shares")
+    seed: int = _help("seeds every keep/repeat/order decision", 1234)
+    shards: int = _help("number of output shards (0: from tokens_per_shard)", 0)
+    tokens_per_shard: int = _help("target tokens per output shard when shards is 0", 1 << 30)
+    length_buckets: tuple[int, ...] = _help("token-count bounds splitting each source into buckets", ())
+    long_documents: LongDocPolicy | None = _help("upweight long documents (stage 2)", None)
+    description: str = _help("free text", "")
+
+    @property
+    def num_shards(self) -> int:
+        if self.shards:
+            return self.shards
+        return max(1, math.ceil(self.total_tokens / self.tokens_per_shard))
+
+    @property
+    def bucket_bounds(self) -> tuple[int, ...]:
+        """Sorted length-bucket bounds, including the long-document threshold."""
+        bounds = set(self.length_buckets)
+        if self.long_documents:
+            bounds.add(self.long_documents.threshold)
+        return tuple(sorted(bounds))
+
+    def source(self, name: str) -> SourceConfig:
+        for s in self.sources:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_jsonable(dataclasses.asdict(self))
+
+
+def config_hash(cfg: MixtureConfig) -> str:
+    """sha256 of the resolved config, as canonical JSON."""
+    return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()
+
+
+def _to_jsonable(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _to_jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_to_jsonable(x) for x in v]
+    return v
+
+
+def load_mixture(path: str, overrides: dict[str, Any] | None = None) -> MixtureConfig:
+    """Load and check a mixture file; ``overrides`` (e.g. from the command line) win over the file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"mixture file {path} does not exist.") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e}).") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level.")
+    raw = {**raw, **{k: v for k, v in (overrides or {}).items() if v is not None}}
+    cfg = _build(MixtureConfig, raw, path, "")
+    tok = cfg.tokenizer
+    if not _looks_like_hub_id(tok):
+        tok = tok if os.path.isabs(tok) else os.path.normpath(os.path.join(os.path.dirname(path), tok))
+        if not os.path.exists(tok):
+            raise ConfigError(
+                f"{path}: tokenizer {cfg.tokenizer!r} not found (looked at {tok}). Give a path to a "
+                "tokenizer.json (relative to the mixture file) or a hub id, or pass --tokenizer."
+            )
+        cfg = dataclasses.replace(cfg, tokenizer=tok)
+    _check(cfg, path)
+    return cfg
+
+
+def _looks_like_hub_id(s: str) -> bool:
+    # "EleutherAI/gpt-neox-20b": one slash, no file suffix, not an existing path.
+    return s.count("/") == 1 and not s.endswith(".json") and not os.path.exists(s) and not s.startswith(".")
+
+
+def _build(cls, raw: Any, path: str, where: str):
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: {where or 'the file'} must be a mapping, found {type(raw).__name__}.")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key in raw:
+        if key not in fields:
+            near = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.5)
+            hint = f" Did you mean {near[0]!r}?" if near else f" Valid keys: {', '.join(fields)}."
+            raise ConfigError(f"{path}: unknown key {where}{key!r}.{hint}")
+    values = {}
+    for name, f in fields.items():
+        key = f"{where}{name}"
+        if name not in raw:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{path}: missing required key {key!r} ({f.metadata.get('help', '')}).")
+            continue
+        values[name] = _coerce(raw[name], hints[name], path, key)
+    return cls(**values)
+
+
+def _coerce(value: Any, hint: Any, path: str, key: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(value, inner, path, key)
+    if origin is tuple:
+        if isinstance(value, (str, int, float)):
+            value = [value]
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: {key!r} must be a list, found {value!r}.")
+        if args and args[0] is SourceConfig:
+            return tuple(_build(SourceConfig, v, path, f"{key}[{i}].") for i, v in enumerate(value))
+        return tuple(_coerce(v, args[0], path, f"{key}[{i}]") for i, v in enumerate(value))
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, path, f"{key}.")
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: {key!r} must be true or false, found {value!r}.")
+        return value
+    if hint is int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, str):
+            try:
+                value = int(float(value.replace("_", ""))) if value.strip() else value
+            except ValueError:
+                pass
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(f"{path}: {key!r} must be an integer, found {value!r}.")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: {key!r} must be a number, found {value!r}.")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: {key!r} must be a string, found {value!r}.")
+        return value
+    return value
+
+
+def _check(cfg: MixtureConfig, path: str) -> None:
+    if cfg.total_tokens <= 0:
+        raise ConfigError(f"{path}: 'total_tokens' must be positive, found {cfg.total_tokens}.")
+    if cfg.seq_len <= 0:
+        raise ConfigError(f"{path}: 'seq_len' must be positive, found {cfg.seq_len}.")
+    if cfg.shards < 0 or cfg.tokens_per_shard <= 0:
+        raise ConfigError(f"{path}: 'shards' must be >= 0 and 'tokens_per_shard' > 0.")
+    if not cfg.sources:
+        raise ConfigError(f"{path}: 'sources' is empty.")
+    names = [s.name for s in cfg.sources]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"{path}: source names must be unique; repeated: {', '.join(dupes)}.")
+    for i, s in enumerate(cfg.sources):
+        where = f"sources[{i}] ({s.name})"
+        if s.kind not in KINDS:
+            near = difflib.get_close_matches(s.kind, list(KINDS), n=1, cutoff=0.5)
+            hint = f" Did you mean {near[0]!r}?" if near else f" Known kinds: {', '.join(KINDS)}."
+            raise ConfigError(f"{path}: {where}: unknown kind {s.kind!r}.{hint}")
+        if not 0.0 <= s.weight <= 1.0:
+            raise ConfigError(f"{path}: {where}: 'weight' must be between 0 and 1, found {s.weight}.")
+        if s.max_repetition <= 0:
+            raise ConfigError(f"{path}: {where}: 'max_repetition' must be positive, found {s.max_repetition}.")
+        if s.kind == "files" and not s.paths and not s.hub:
+            raise ConfigError(f"{path}: {where}: kind 'files' needs 'paths' (globs under 'root').")
+    total = sum(s.weight for s in cfg.sources)
+    if abs(total - 1.0) > 1e-6:
+        listing = ", ".join(f"{s.name}={s.weight:g}" for s in cfg.sources)
+        raise ConfigError(f"{path}: source weights must sum to 1 (shares of tokens); they sum to {total:.6g} ({listing}).")
+    if any(b <= 0 for b in cfg.length_buckets):
+        raise ConfigError(f"{path}: 'length_buckets' bounds must be positive token counts.")
+    p = cfg.long_documents
+    if p is not None:
+        if p.threshold <= 0 or p.factor <= 0 or not 0 < p.cap <= 1:
+            raise ConfigError(f"{path}: 'long_documents' needs threshold > 0, factor > 0 and 0 < cap <= 1.")
+        if p.fraction is not None and not 0 <= p.fraction <= 1:
+            raise ConfigError(f"{path}: 'long_documents.fraction' must be between 0 and 1.")

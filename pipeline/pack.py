@@ -1,0 +1,185 @@
+"""Shuffle and pack: route every selected copy to an output shard, then write shards of samples.
+
+Each copy of a document has a placement key (``hashing.decision_keys(..., PLACE, copy)``): its high
+bits pick the shard, the whole key orders the shard. A shard is the concatenation of its copies'
+tokens (each ends with EOS) in key order, cut into entries of exactly ``seq_len + 1`` tokens; the
+tail (fewer than ``seq_len + 1`` tokens) is dropped and reported.
+
+What crosses the shuffle is compact numpy arrays of references (24 bytes a copy), one array per
+(cache part, shard), never token arrays: the local runner holds grouped data in memory.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+from typing import Sequence
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.metrics import Metrics
+
+from .cache import TokenCache
+from .hashing import PLACE, decision_keys
+from .mmidx import MMIDXWriter
+from .select import BucketSelection, copies_for, doc_arrays
+from .storage import read_json, write_json
+
+__all__ = ["PackShards", "REF_DTYPE", "shard_name", "pack_stream"]
+
+REF_DTYPE = np.dtype([("key", "<u8"), ("source", "<u2"), ("part", "<u4"), ("row", "<u4"), ("n", "<u4")])
+
+
+def shard_name(mixture: str, index: int, count: int) -> str:
+    return f"{mixture}-{index:05d}-of-{count:05d}"
+
+
+def shard_of(keys: np.ndarray, num_shards: int) -> np.ndarray:
+    """Shard index from a key's top 32 bits: uniform, and independent of its position bits' order."""
+    return ((keys >> np.uint64(32)) * np.uint64(num_shards)) >> np.uint64(32)
+
+
+class _RouteCopiesFn(beam.DoFn):
+    """One cache part -> (shard, references) for every copy its documents contribute."""
+
+    def __init__(self, sources, caches, bounds, selections, seed, num_shards):
+        self._sources, self._caches, self._bounds = sources, caches, bounds
+        self._selections, self._seed, self._m = selections, seed, num_shards
+
+    def process(self, element: tuple[int, int]):
+        src, part = element
+        name = self._sources[src]
+        cache = TokenCache(self._caches[src])
+        n, bucket, h, keys = doc_arrays(cache, part, self._bounds, self._seed, name)
+        copies = copies_for(bucket, keys, self._selections[src])
+        rows = np.arange(len(n), dtype=np.uint32)
+        out: dict[int, list[np.ndarray]] = collections.defaultdict(list)
+        for k in range(int(copies.max(initial=0))):
+            take = copies > k
+            refs = np.empty(int(take.sum()), dtype=REF_DTYPE)
+            refs["key"] = decision_keys(h[take], self._seed, name, PLACE, k)
+            refs["source"], refs["part"], refs["row"], refs["n"] = src, part, rows[take], n[take]
+            shards = shard_of(refs["key"], self._m)
+            for s in np.unique(shards):
+                out[int(s)].append(refs[shards == s])
+        Metrics.counter(f"mix:{name}", "copies").inc(int(copies.sum()))
+        for s, chunks in sorted(out.items()):
+            yield s, np.concatenate(chunks)
+
+
+def pack_stream(pieces, seq_len: int, writer: MMIDXWriter) -> int:
+    """Concatenate token arrays and write entries of exactly ``seq_len + 1``; return the tail length."""
+    width = seq_len + 1
+    pending: list[np.ndarray] = []
+    pending_len = 0
+    for tokens in pieces:
+        pending.append(tokens)
+        pending_len += len(tokens)
+        if pending_len >= 64 * width:
+            pending, pending_len = _emit(pending, width, writer)
+    pending, pending_len = _emit(pending, width, writer)
+    return pending_len
+
+
+def _emit(pending, width, writer):
+    buf = np.concatenate(pending) if len(pending) > 1 else pending[0] if pending else np.empty(0, np.int64)
+    whole = len(buf) // width
+    for i in range(whole):
+        writer.add(buf[i * width : (i + 1) * width])
+    rest = buf[whole * width :]
+    return ([rest] if len(rest) else []), len(rest)
+
+
+class _WriteShardFn(beam.DoFn):
+    """Sort a shard's references by key, stream their tokens, cut samples, write the shard."""
+
+    def __init__(self, mixture, sources, caches, num_shards, seq_len, dtype, out_dir, plan_hash):
+        self._mixture, self._sources, self._caches = mixture, sources, caches
+        self._m, self._seq_len, self._dtype = num_shards, seq_len, dtype
+        self._out, self._plan_hash = out_dir, plan_hash
+
+    def process(self, element):
+        shard, chunks = element
+        name = shard_name(self._mixture, shard, self._m)
+        sidecar = os.path.join(self._out, "_shards", name + ".json")
+        if os.path.exists(sidecar) and read_json(sidecar).get("plan_hash") == self._plan_hash and all(
+            os.path.exists(os.path.join(self._out, name + ext)) for ext in (".bin", ".idx")
+        ):
+            yield read_json(sidecar)  # finished by an earlier run of the same plan
+            return
+        refs = np.concatenate(list(chunks)) if chunks else np.empty(0, REF_DTYPE)
+        refs = refs[np.lexsort((refs["row"], refs["part"], refs["source"], refs["key"]))]
+        caches = {s: TokenCache(self._caches[s]) for s in np.unique(refs["source"]).tolist()}
+        os.makedirs(self._out, exist_ok=True)
+        with MMIDXWriter(os.path.join(self._out, name), self._dtype) as writer:
+            pieces = (caches[r["source"]].tokens(int(r["part"]))[int(r["row"])] for r in refs)
+            tail = pack_stream(pieces, self._seq_len, writer)
+        info = writer.close()
+        for c in caches.values():
+            c.close()
+        per_source = _per_source(refs, tail, self._sources)
+        record = {
+            "name": name,
+            "index": shard,
+            "plan_hash": self._plan_hash,
+            "sequences": info.sequences,
+            "tokens": info.tokens,
+            "tail_tokens": tail,
+            "bin_sha256": info.bin_sha256,
+            "idx_sha256": info.idx_sha256,
+            "bin_bytes": info.bin_bytes,
+            "idx_bytes": info.idx_bytes,
+            "sources": per_source,
+        }
+        write_json(sidecar, record)
+        Metrics.counter("mix", "samples").inc(info.sequences)
+        yield record
+
+
+def _per_source(refs: np.ndarray, tail: int, sources: Sequence[str]) -> dict:
+    """Copies and tokens per source in this shard; the tail is charged to the last copies."""
+    out = {}
+    n = refs["n"].astype(np.int64)
+    tail_by = np.zeros(len(n), dtype=np.int64)
+    left, i = tail, len(n) - 1
+    while left > 0 and i >= 0:
+        tail_by[i] = min(left, n[i])
+        left -= tail_by[i]
+        i -= 1
+    for s in np.unique(refs["source"]).tolist():
+        m = refs["source"] == s
+        out[sources[s]] = {
+            "copies": int(m.sum()),
+            "tokens": int(n[m].sum()),
+            "tail_tokens": int(tail_by[m].sum()),
+        }
+    return out
+
+
+class PackShards(beam.PTransform):
+    """Cache parts -> shard records (one per output shard, after the shard is written)."""
+
+    def __init__(self, mixture: str, sources: Sequence[str], caches: Sequence[str], parts: Sequence[int],
+                 bounds: Sequence[int], selections: Sequence[Sequence[BucketSelection]], seed: int,
+                 num_shards: int, seq_len: int, dtype, out_dir: str, plan_hash: str):
+        super().__init__()
+        self._work = [(s, p) for s in range(len(sources)) for p in range(parts[s])]
+        self._num_shards = num_shards
+        self._route = _RouteCopiesFn(list(sources), list(caches), list(bounds), [list(x) for x in selections], seed, num_shards)
+        self._write = _WriteShardFn(mixture, list(sources), list(caches), num_shards, seq_len, np.dtype(dtype), out_dir, plan_hash)
+
+    def expand(self, pbegin):
+        routed = (
+            pbegin
+            | "ListCacheParts" >> beam.Create(self._work)
+            | "SpreadParts" >> beam.Reshuffle()
+            | "RouteCopies" >> beam.ParDo(self._route)
+        )
+        # Every shard exists even if no copy lands in it (tiny mixtures, many shards).
+        every_shard = pbegin | "ListShards" >> beam.Create([(s, np.empty(0, REF_DTYPE)) for s in range(self._num_shards)])
+        return (
+            (routed, every_shard)
+            | "AllShards" >> beam.Flatten()
+            | "GroupByShard" >> beam.GroupByKey()
+            | "WriteShards" >> beam.ParDo(self._write)
+        )

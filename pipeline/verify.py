@@ -1,0 +1,106 @@
+"""``mixprep verify PATH``: check a mixture or a token cache against what it says it holds.
+
+A mixture folder (``manifest.json``): every listed shard opens as a valid MMIDIDX pair, its sha256s
+and counts match the manifest, every sample holds exactly seq_len + 1 tokens, totals add up.
+A cache folder (``cache.json``), or a folder of caches: every part's sha256s match, its document
+table has one row per entry with the entry's token count, and the totals match the stats.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Iterator
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from .errors import FormatError
+from .mmidx import MMIDXReader
+from .storage import read_json
+
+__all__ = ["verify_path", "sha256_file"]
+
+
+def sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_path(path: str) -> list[str]:
+    """Verify what ``path`` holds; returns one line per checked item, raises FormatError on a fault."""
+    if os.path.isfile(os.path.join(path, "manifest.json")):
+        return list(_verify_mixture(path))
+    if os.path.isfile(os.path.join(path, "cache.json")):
+        return list(_verify_cache(path))
+    caches = sorted(os.path.dirname(p) for p in _find(path, "cache.json"))
+    if caches:
+        return [line for c in caches for line in _verify_cache(c)]
+    if os.path.isfile(path + ".idx"):
+        with MMIDXReader(path) as r:
+            return [f"{path}: {len(r):,} sequences, {r.num_tokens:,} tokens: ok"]
+    raise FormatError(f"{path}: nothing to verify: expected a mixture folder (manifest.json), a token cache "
+                      "(cache.json), a folder of caches, or a .bin/.idx prefix.")
+
+
+def _find(root: str, name: str) -> Iterator[str]:
+    for dirpath, _, files in os.walk(root):
+        if name in files:
+            yield os.path.join(dirpath, name)
+
+
+def _check_sha(path: str, expected: str) -> None:
+    found = sha256_file(path)
+    if found != expected:
+        raise FormatError(f"{path}: sha256 {found} does not match the recorded {expected}: the file changed "
+                          "or is damaged. Rebuild it (rerun the command that wrote it).")
+
+
+def _verify_mixture(folder: str) -> Iterator[str]:
+    manifest = read_json(os.path.join(folder, "manifest.json"))
+    width = manifest["sample_tokens"]
+    samples = tokens = 0
+    for shard in manifest["shards"]:
+        prefix = os.path.join(folder, shard["prefix"])
+        for ext in ("bin", "idx"):
+            _check_sha(f"{prefix}.{ext}", shard[f"{ext}_sha256"])
+        with MMIDXReader(prefix) as r:
+            lengths = r.sequence_lengths
+            if len(r) != shard["sequences"]:
+                raise FormatError(f"{prefix}.idx: {len(r)} sequences, manifest says {shard['sequences']}.")
+            bad = np.flatnonzero(lengths != width)
+            if len(bad):
+                raise FormatError(f"{prefix}.idx: entry {bad[0]} has {lengths[bad[0]]} tokens; every sample "
+                                  f"must have seq_len + 1 = {width}.")
+            samples += len(r)
+            tokens += r.num_tokens
+        yield f"{prefix}: {shard['sequences']:,} samples: ok"
+    totals = manifest["totals"]
+    if samples != totals["samples"] or tokens != totals["written_tokens"]:
+        raise FormatError(f"{folder}/manifest.json: totals say {totals['samples']} samples / "
+                          f"{totals['written_tokens']} tokens, the shards hold {samples} / {tokens}.")
+    yield f"{folder}: {samples:,} samples, {tokens:,} tokens in {len(manifest['shards'])} shards: ok"
+
+
+def _verify_cache(folder: str) -> Iterator[str]:
+    manifest = read_json(os.path.join(folder, "cache.json"))
+    docs = tokens = 0
+    for part in manifest["parts"]:
+        prefix = os.path.join(folder, part["part"])
+        for ext in ("bin", "idx"):
+            _check_sha(f"{prefix}.{ext}", part[f"{ext}_sha256"])
+        with MMIDXReader(prefix) as r:
+            n = pq.read_table(prefix + ".docs.parquet", columns=["n_tokens"]).column("n_tokens").to_numpy()
+            if len(n) != len(r) or not np.array_equal(n.astype(np.int64), r.sequence_lengths.astype(np.int64)):
+                raise FormatError(f"{prefix}.docs.parquet: the document table ({len(n)} rows) does not match "
+                                  f"the token file ({len(r)} entries) row for row.")
+            docs += len(r)
+            tokens += r.num_tokens
+    stats = manifest["stats"]
+    if docs != stats["documents"] or tokens != stats["tokens"]:
+        raise FormatError(f"{folder}/cache.json: stats say {stats['documents']} documents / {stats['tokens']} "
+                          f"tokens, the parts hold {docs} / {tokens}.")
+    yield f"{folder}: {manifest['source']}: {docs:,} documents, {tokens:,} tokens in {len(manifest['parts'])} parts: ok"

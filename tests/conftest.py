@@ -1,0 +1,64 @@
+"""Shared fixtures: paths to the bundled samples, a real S3-compatible server on loopback."""
+
+import os
+import shutil
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SAMPLES = os.path.join(ROOT, "samples")
+BAD = os.path.join(ROOT, "tests", "data", "bad")
+TOKENIZER = os.path.join(ROOT, "tokenizer", "tokenizer.json")
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A moto S3 server on 127.0.0.1 (started here, stopped at the end), wired into Beam's FileSystems.
+
+    Yields a function ``upload(local_dir, bucket, prefix) -> "s3://bucket/prefix"``.
+    """
+    from apache_beam.io.filesystems import FileSystems
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from moto.server import ThreadedMotoServer
+    import boto3
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    env = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    options = [f"--s3_endpoint_url={endpoint}", "--s3_access_key_id=test", "--s3_secret_access_key=test",
+               "--s3_region_name=us-east-1"]
+    FileSystems.set_options(PipelineOptions(options))
+    client = boto3.client("s3", endpoint_url=endpoint)
+
+    def upload(local_dir: str, bucket: str, prefix: str) -> str:
+        existing = [b["Name"] for b in client.list_buckets().get("Buckets", [])]
+        if bucket not in existing:
+            client.create_bucket(Bucket=bucket)
+        for dirpath, _, files in os.walk(local_dir):
+            for f in files:
+                path = os.path.join(dirpath, f)
+                key = f"{prefix}/{os.path.relpath(path, local_dir)}"
+                client.upload_file(path, bucket, key)
+        return f"s3://{bucket}/{prefix}"
+
+    upload.options = options
+    upload.endpoint = endpoint
+    yield upload
+    server.stop()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture
+def bad_root(tmp_path):
+    """A private copy of the bad-input set, so tests can add or damage files freely."""
+    dst = tmp_path / "bad"
+    shutil.copytree(BAD, dst)
+    return str(dst)
