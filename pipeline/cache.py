@@ -135,7 +135,8 @@ class _DocTable:
 
     def _flush(self) -> None:
         if self._rows[0]:
-            self._writer.write_table(pa.Table.from_arrays([pa.array(c) for c in self._rows], schema=_DOC_TABLE_SCHEMA))
+            arrays = [pa.array(c, type=f.type) for c, f in zip(self._rows, _DOC_TABLE_SCHEMA)]
+            self._writer.write_table(pa.Table.from_arrays(arrays, schema=_DOC_TABLE_SCHEMA))
             self._rows = ([], [], [], [])
 
     def close(self) -> None:
@@ -291,7 +292,7 @@ class _FinalizeCacheFn(beam.DoFn):
             "source": self._spec.name,
             "spec": dataclasses.asdict(self._spec),
             "fingerprint": self._fp,
-            "tokenizer": self._tokenizer.info(),
+            "tokenizer": {k: v for k, v in self._tokenizer.info().items() if k != "name"},  # sha256 identifies it
             "accounting": {
                 "read": tally["read"],
                 "forwarded": tally["forwarded"],

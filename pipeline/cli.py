@@ -58,6 +58,8 @@ def beam_defaults(beam_args: list[str]) -> list[str]:
         args.append("--direct_running_mode=multi_processing")
         if not any("direct_num_workers" in a for a in args):
             args.append(f"--direct_num_workers={os.cpu_count() or 1}")
+    if not any("sdk_harness_log_level" in a for a in args):
+        args.append("--default_sdk_harness_log_level=WARNING")  # worker processes log INFO by default
     return args
 
 
@@ -69,7 +71,8 @@ def _load(args):
     if args.tokenizer:
         import dataclasses
 
-        cfg = dataclasses.replace(cfg, tokenizer=args.tokenizer)
+        tok = args.tokenizer if not os.path.exists(args.tokenizer) else os.path.abspath(args.tokenizer)
+        cfg = dataclasses.replace(cfg, tokenizer=tok)
     return cfg
 
 
@@ -99,7 +102,7 @@ def _dispatch(args, beam_args: list[str]) -> int:
         from .tokenizer import load_tokenizer
 
         cache = args.cache or os.path.join("out", "cache")
-        caches = tokenize_sources(cfg, args.data_root, cache, load_tokenizer(cfg.tokenizer), beam_args)
+        caches = tokenize_sources(cfg, args.data_root, cache, load_tokenizer(cfg.tokenizer_path), beam_args)
         for name, c in caches.items():
             a, st = c.manifest["accounting"], c.stats
             print(f"{name}: {st['documents']:,} documents, {st['tokens']:,} tokens "

@@ -94,6 +94,15 @@ class MixtureConfig:
     length_buckets: tuple[int, ...] = _help("token-count bounds splitting each source into buckets", ())
     long_documents: LongDocPolicy | None = _help("upweight long documents (stage 2)", None)
     description: str = _help("free text", "")
+    origin: str = _help("the file this config was loaded from (not part of the config itself)", "")
+
+    @property
+    def tokenizer_path(self) -> str:
+        """The tokenizer as a loadable path: relative paths are relative to the config's folder."""
+        t = self.tokenizer
+        if _looks_like_hub_id(t) or os.path.isabs(t) or not self.origin:
+            return t
+        return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(self.origin)), t))
 
     @property
     def num_shards(self) -> int:
@@ -116,7 +125,10 @@ class MixtureConfig:
         raise KeyError(name)
 
     def to_dict(self) -> dict[str, Any]:
-        return _to_jsonable(dataclasses.asdict(self))
+        """The resolved config as JSON-ready data (the same on every machine: no local paths)."""
+        d = _to_jsonable(dataclasses.asdict(self))
+        d.pop("origin")
+        return d
 
 
 def config_hash(cfg: MixtureConfig) -> str:
@@ -143,17 +155,16 @@ def load_mixture(path: str, overrides: dict[str, Any] | None = None) -> MixtureC
         raise ConfigError(f"{path}: not valid YAML ({e}).") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of keys at the top level.")
+    if "origin" in raw:
+        raise ConfigError(f"{path}: 'origin' is set by mixprep, not by the file.")
     raw = {**raw, **{k: v for k, v in (overrides or {}).items() if v is not None}}
-    cfg = _build(MixtureConfig, raw, path, "")
-    tok = cfg.tokenizer
-    if not _looks_like_hub_id(tok):
-        tok = tok if os.path.isabs(tok) else os.path.normpath(os.path.join(os.path.dirname(path), tok))
-        if not os.path.exists(tok):
-            raise ConfigError(
-                f"{path}: tokenizer {cfg.tokenizer!r} not found (looked at {tok}). Give a path to a "
-                "tokenizer.json (relative to the mixture file) or a hub id, or pass --tokenizer."
-            )
-        cfg = dataclasses.replace(cfg, tokenizer=tok)
+    cfg = dataclasses.replace(_build(MixtureConfig, raw, path, ""), origin=path)
+    tok = cfg.tokenizer_path
+    if not _looks_like_hub_id(tok) and not os.path.exists(tok):
+        raise ConfigError(
+            f"{path}: tokenizer {cfg.tokenizer!r} not found (looked at {tok}). Give a path to a "
+            "tokenizer.json (relative to the mixture file) or a hub id, or pass --tokenizer."
+        )
     _check(cfg, path)
     return cfg
 

@@ -101,7 +101,7 @@ def build_manifest(
         "config": cfg.to_dict(),
         "config_hash": config_hash(cfg),
         "plan_hash": plan_hash,
-        "tokenizer": tokenizer.info(),
+        "tokenizer": {**tokenizer.info(), "name": cfg.tokenizer},  # as written: no machine's paths
         "seq_len": cfg.seq_len,
         "sample_tokens": cfg.seq_len + 1,
         "seed": cfg.seed,

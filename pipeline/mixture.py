@@ -84,7 +84,7 @@ def run_mixture(
     cfg: MixtureConfig, data_root: str, out: str, cache_root: str, beam_args: Sequence[str] = ()
 ) -> dict:
     """Build the mixture ``cfg`` into ``out``; returns the manifest (also written as manifest.json)."""
-    tokenizer = load_tokenizer(cfg.tokenizer)
+    tokenizer = load_tokenizer(cfg.tokenizer_path)
     caches = tokenize_sources(cfg, data_root, cache_root, tokenizer, beam_args)
     bounds = cfg.bucket_bounds
     available = {name: available_by_bucket(c, bounds) for name, c in caches.items()}

@@ -258,10 +258,16 @@ class LoadedTokenizer:
 
     @functools.cached_property
     def tokenizer(self):
-        """The `tokenizers.Tokenizer`, parsed on first use in each process (never pickled)."""
+        """The `tokenizers.Tokenizer`, parsed on first use in each process (never pickled).
+
+        Special tokens written inside a text are encoded as text (`encode_special_tokens`): EOS ids
+        appear only where mixprep appends them, at document ends.
+        """
         from tokenizers import Tokenizer
 
-        return Tokenizer.from_str(self.json_bytes.decode("utf-8"))
+        tok = Tokenizer.from_str(self.json_bytes.decode("utf-8"))
+        tok.encode_special_tokens = True
+        return tok
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -417,10 +423,12 @@ class Encoder:
 
         if chunk_chars <= 0 or max_call_bytes <= 0:
             raise ValueError("chunk_chars and max_call_bytes must be positive")
-        # A private instance: documents are never truncated or padded, whatever the file says.
+        # A private instance: documents are never truncated or padded, whatever the file says, and
+        # a literal "<|endoftext|>" inside a document is text, not a document boundary.
         self._tok = Tokenizer.from_str(tokenizer.json_bytes.decode("utf-8"))
         self._tok.no_truncation()
         self._tok.no_padding()
+        self._tok.encode_special_tokens = True
         # encode_batch_fast skips offsets (1.7x faster, DESIGN.md); older tokenizers lack it.
         self._encode_batch = getattr(self._tok, "encode_batch_fast", None) or self._tok.encode_batch
         self.name = tokenizer.name

@@ -1,0 +1,136 @@
+"""The token cache: tokenize once through Beam, read back exactly, reuse, resume, verify."""
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.testing.test_pipeline import TestPipeline
+
+from conftest import BAD, SAMPLES, TOKENIZER
+from pipeline.cache import BuildCache, TokenCache, cache_fingerprint
+from pipeline.errors import FormatError
+from pipeline.sources import SourceSpec, list_source_files, read_documents
+from pipeline.storage import read_json
+from pipeline.tokenizer import load_tokenizer
+from pipeline.verify import verify_path
+
+PILE = SourceSpec("pile", "pile", root="EleutherAI/pile", exclude=("Pile-CC",))
+
+
+def build(spec, data_root, cache_root):
+    """Run BuildCache in a TestPipeline; return (TokenCache, counters of the run)."""
+    tok = load_tokenizer(TOKENIZER)
+    files = list_source_files(spec, data_root)
+    p = TestPipeline(options=PipelineOptions([]))
+    transform = BuildCache(spec, files, tok, str(cache_root))
+    _ = p | f"TokenizeSource[{spec.name}]" >> transform
+    result = p.run()
+    result.wait_until_finish()
+    counters = {}
+    for c in result.metrics().query(MetricsFilter())["counters"]:
+        counters[f"{c.key.metric.namespace}/{c.key.metric.name}"] = c.committed
+    return TokenCache(transform.directory), counters
+
+
+@pytest.fixture(scope="module")
+def pile_cache(tmp_path_factory):
+    return build(PILE, SAMPLES, tmp_path_factory.mktemp("cache"))
+
+
+def test_round_trip_every_document(pile_cache):
+    cache, _ = pile_cache
+    tok = load_tokenizer(TOKENIZER)
+    decode = tok.tokenizer.decode
+    files = list_source_files(PILE, SAMPLES)
+    for part, sf in enumerate(files):
+        docs = list(read_documents(PILE, sf))
+        table = cache.doc_table(part).to_pydict()
+        tokens = cache.tokens(part)
+        assert table["doc_id"] == [d.doc_id for d in docs]
+        assert table["subset"] == [d.subset for d in docs]
+        for i, d in enumerate(docs):
+            ids = tokens[i]
+            assert ids[-1] == tok.eos_id and table["n_tokens"][i] == len(ids)
+            assert decode(ids[:-1].tolist(), skip_special_tokens=False) == d.text
+
+
+def test_random_access_matches_a_plain_reread(pile_cache):
+    cache, _ = pile_cache
+    prefix = cache.prefix(0)
+    flat = np.fromfile(prefix + ".bin", dtype=np.uint16)
+    lengths = cache.tokens(0).sequence_lengths
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    rng = np.random.default_rng(0)
+    for i in rng.integers(0, len(lengths), 50):
+        assert np.array_equal(cache.tokens(0)[i], flat[starts[i] : starts[i] + lengths[i]])
+
+
+def test_stats_and_accounting(pile_cache):
+    cache, counters = pile_cache
+    m = cache.manifest
+    a = m["accounting"]
+    assert a["read"] == 200 and a["read"] == a["forwarded"] + a["rejected"] + a["excluded_subset"]
+    assert m["stats"]["documents"] == a["forwarded"] == counters["source:pile/forwarded"]
+    assert m["stats"]["tokens"] == sum(p["tokens"] for p in m["parts"]) == counters["cache:pile/tokens"]
+    hist = m["stats"]["histogram"]
+    assert sum(hist["documents"]) == m["stats"]["documents"] and sum(hist["tokens"]) == m["stats"]["tokens"]
+    assert sum(s["tokens"] for s in m["stats"]["subsets"].values()) == m["stats"]["tokens"]
+    assert m["tokenizer"]["sha256"] == load_tokenizer(TOKENIZER).sha256
+    assert any(n > 16384 for n in cache.doc_table(0).column("n_tokens").to_pylist() + cache.doc_table(1).column("n_tokens").to_pylist())
+
+
+def test_verify_passes_then_catches_damage(pile_cache, tmp_path):
+    cache, _ = pile_cache
+    assert verify_path(cache.directory)[-1].endswith("ok")
+    copy = tmp_path / "copy"
+    shutil.copytree(cache.directory, copy)
+    with open(copy / "part-00001.bin", "r+b") as f:
+        f.seek(10)
+        f.write(b"\xff\xff")
+    with pytest.raises(FormatError, match="part-00001.bin: sha256"):
+        verify_path(str(copy))
+
+
+def test_rejects_are_written_with_file_and_line(tmp_path):
+    spec = SourceSpec("rp", "redpajama", root="redpajama", paths=("*/*.jsonl",))
+    cache, _ = build(spec, BAD, tmp_path)
+    rejects = [read_json_line(line) for p in ("part-00000", "part-00001")
+               for line in open(os.path.join(cache.directory, p + ".rejects.jsonl"), encoding="utf-8")]
+    assert sorted((r["file"], r["position"], r["reason"]) for r in rejects)[:2] == [
+        ("arxiv/arxiv_bad.jsonl", "10", "empty_text"), ("arxiv/arxiv_bad.jsonl", "6", "malformed_json")]
+    assert cache.manifest["accounting"]["rejected"] == len(rejects) == 7
+
+
+def read_json_line(line):
+    import json
+
+    return json.loads(line)
+
+
+def test_fingerprint_follows_files_and_tokenizer(tmp_path):
+    tok = load_tokenizer(TOKENIZER)
+    files = list_source_files(PILE, SAMPLES)
+    base = cache_fingerprint(PILE, files, tok)
+    assert cache_fingerprint(PILE, files, tok) == base
+    grown = [files[0].__class__(files[0].path, files[0].rel, files[0].size + 1, files[0].folder), *files[1:]]
+    assert cache_fingerprint(PILE, grown, tok) != base
+    other_tok = tok.__class__(**{**tok.__dict__, "sha256": "0" * 64})
+    assert cache_fingerprint(PILE, files, other_tok) != base
+    assert cache_fingerprint(SourceSpec("pile", "pile", root="EleutherAI/pile"), files, tok) != base
+
+
+def test_a_rerun_keeps_finished_parts(tmp_path):
+    cache, counters = build(PILE, SAMPLES, tmp_path)
+    assert counters.get("cache:pile/parts_reused", 0) == 0
+    # Simulate a crash after part 0 finished: part 1 and cache.json are gone.
+    for name in os.listdir(cache.directory):
+        if name.startswith("part-00001") or name == "cache.json":
+            os.remove(os.path.join(cache.directory, name))
+    before = os.stat(os.path.join(cache.directory, "part-00000.bin")).st_mtime_ns
+    again, counters = build(PILE, SAMPLES, tmp_path)
+    assert counters["cache:pile/parts_reused"] == 1
+    assert os.stat(os.path.join(cache.directory, "part-00000.bin")).st_mtime_ns == before
+    assert again.manifest == cache.manifest
