@@ -36,7 +36,7 @@ from .mmidx import MMIDXReader, MMIDXWriter
 from .sources import READER_VERSION, FileTally, SourceFile, SourceSpec, count_tally, read_documents
 from .storage import atomic_writer, read_json, write_json
 from .hashing import doc_hash
-from .tokenizer import Encoder, LoadedTokenizer
+from .tokenizer import ENCODER_VERSION, Encoder, LoadedTokenizer
 
 __all__ = ["BuildCache", "TokenCache", "cache_fingerprint", "cache_dir", "HISTOGRAM_BINS"]
 
@@ -54,6 +54,7 @@ def cache_fingerprint(spec: SourceSpec, files: list[SourceFile], tokenizer: Load
     key = {
         "cache_version": CACHE_VERSION,
         "reader_version": READER_VERSION,
+        "encoder_version": ENCODER_VERSION,
         "kind": spec.kind,
         "text_field": spec.text_key,
         "include": sorted(spec.include),

@@ -81,6 +81,9 @@ __all__ = [
     "chunking_blocker",
 ]
 
+# Bump when a change to `Encoder` could change the ids it produces: it is part of the cache fingerprint.
+ENCODER_VERSION = 1
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
