@@ -183,7 +183,7 @@ def _build(cls, raw: Any, path: str, where: str):
         if key not in fields:
             near = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.5)
             hint = f" Did you mean {near[0]!r}?" if near else f" Valid keys: {', '.join(fields)}."
-            raise ConfigError(f"{path}: unknown key {where}{key!r}.{hint}")
+            raise ConfigError(f"{path}: unknown key '{where}{key}'.{hint}")
     values = {}
     for name, f in fields.items():
         key = f"{where}{name}"
