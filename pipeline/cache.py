@@ -30,11 +30,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 
+from .crashpoints import crash_point
 from .document import Document, Reject
 from .errors import FormatError
 from .mmidx import MMIDXReader, MMIDXWriter
 from .sources import READER_VERSION, FileTally, SourceFile, SourceSpec, count_tally, read_documents
-from .storage import atomic_writer, read_json, write_json
+from .storage import atomic_writer, make_dirs, read_json, remove_temporaries, write_json
 from .hashing import doc_hash
 from .tokenizer import ENCODER_VERSION, Encoder, LoadedTokenizer
 
@@ -178,7 +179,7 @@ class _TokenizeFileFn(beam.DoFn):
     def _build(self, index: int, sf: SourceFile, prefix: str) -> dict:
         tally, stats = FileTally(), _Stats()
         rejects = _RejectsFile(prefix + ".rejects.jsonl")
-        os.makedirs(self._dir, exist_ok=True)
+        make_dirs(self._dir)
         writer = MMIDXWriter(prefix, self._tokenizer.dtype)
         table = _DocTable(prefix + ".docs.parquet")
         try:
@@ -210,6 +211,7 @@ class _TokenizeFileFn(beam.DoFn):
             "rejects": rejects.count,
         }
         write_json(prefix + ".json", summary)
+        crash_point(f"cache-part:{self._spec.name}:{index}")
         return summary
 
 
@@ -310,6 +312,7 @@ class _FinalizeCacheFn(beam.DoFn):
             ],
         }
         write_json(os.path.join(self._dir, "cache.json"), manifest)
+        remove_temporaries(self._dir)  # left by runs that crashed while writing parts
         yield manifest
 
 

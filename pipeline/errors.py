@@ -4,7 +4,7 @@ Each carries one clear paragraph: what is wrong, where (file, key), and what to 
 prints the message alone (no traceback unless ``--debug``).
 """
 
-__all__ = ["MixprepError", "ConfigError", "SourceError", "CorruptFileError", "FormatError"]
+__all__ = ["MixprepError", "ConfigError", "SourceError", "CorruptFileError", "FormatError", "OutputError"]
 
 
 class MixprepError(Exception):
@@ -34,3 +34,16 @@ class CorruptFileError(SourceError):
 
 class FormatError(MixprepError):
     """A token file (.bin/.idx, manifest) does not match the format it claims."""
+
+
+class OutputError(MixprepError):
+    """An output (cache, shard, manifest) cannot be written: no space, not writable, not a folder."""
+
+    def __init__(self, path: str, error: BaseException):
+        self.path = path
+        reason = getattr(error, "strerror", None) or str(error)
+        super().__init__(
+            f"cannot write {path}: {reason}. Check that the output location exists, is writable and has "
+            "free space, then rerun the same command: finished cache parts and shards are kept, and "
+            "nothing incomplete is ever left under a final name."
+        )

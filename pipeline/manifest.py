@@ -65,11 +65,15 @@ def build_manifest(
                 "full_copies": s.full_copies,
             })
         achieved = sum(s.selected_tokens for s in sel)
+        selected_docs = sum(b["documents"] for b in buckets)
+        # Every document read is accounted for: read = selected + dropped by sampling + rejected + excluded.
+        accounting = {**cache.manifest["accounting"], "selected_documents": selected_docs,
+                      "dropped_by_sampling": cache.manifest["accounting"]["forwarded"] - selected_docs}
         sources[p.source] = {
             "category": p.category,
             "weight": p.weight,
             "cache_fingerprint": cache.manifest["fingerprint"],
-            "accounting": cache.manifest["accounting"],
+            "accounting": accounting,
             "available_tokens": p.available_tokens,
             "available_documents": cache.stats["documents"],
             "requested_tokens": p.target_tokens,
@@ -80,7 +84,7 @@ def build_manifest(
             "written_share": _share(written[p.source], written_total - sum(tails.values())),
             "tail_tokens": tails[p.source],
             "copies": sum(b["copies"] for b in buckets),
-            "documents": sum(b["documents"] for b in buckets),
+            "documents": selected_docs,
             "epochs": round(achieved / p.available_tokens, 6) if p.available_tokens else 0.0,
             "buckets": buckets,
         }

@@ -23,7 +23,11 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from apache_beam.io.filesystems import FileSystems
+
 from . import __version__
+from .crashpoints import crash_point
+from .errors import SourceError
 from .cache import BuildCache, TokenCache
 from .config import MixtureConfig, config_hash
 from .manifest import build_manifest, neox_config, summary_table
@@ -31,7 +35,7 @@ from .pack import PackShards, shard_name
 from .plan import SourcePlan, make_plan
 from .select import BucketSelection, select_source
 from .sources import list_source_files
-from .storage import read_json, write_json
+from .storage import make_dirs, read_json, remove_temporaries, write_json
 from .tokenizer import LoadedTokenizer, load_tokenizer
 
 __all__ = ["tokenize_sources", "run_mixture", "available_by_bucket"]
@@ -43,12 +47,16 @@ def tokenize_sources(
     cfg: MixtureConfig, data_root: str, cache_root: str, tokenizer: LoadedTokenizer, beam_args: Sequence[str]
 ) -> dict[str, TokenCache]:
     """Token caches for every source with weight > 0, building the missing ones in one pipeline."""
+    FileSystems.set_options(PipelineOptions(list(beam_args)))  # listing may need e.g. S3 options
     caches: dict[str, TokenCache] = {}
     missing = []
-    for s in cfg.sources:
+    for i, s in enumerate(cfg.sources):
         if s.weight <= 0:
             continue
-        files = list_source_files(s.spec, data_root)
+        try:
+            files = list_source_files(s.spec, data_root)
+        except SourceError as e:
+            raise SourceError(f"{cfg.origin or 'mixture'}: sources[{i}] ({s.name}): {e}") from None
         cache = TokenCache.find(cache_root, s.spec, files, tokenizer)
         if cache is not None:
             log.info("source %s: reusing token cache %s", s.name, cache.directory)
@@ -99,8 +107,9 @@ def run_mixture(
     plan_hash = _plan_hash(cfg, tokenizer, caches, selections)
     names = [p.source for p in plans]
     m = cfg.num_shards
-    os.makedirs(out, exist_ok=True)
+    make_dirs(out)
     _remove_stale_shards(out, cfg.name, m)
+    remove_temporaries(out)  # a crashed run's half-written files (never under a final name)
     with beam.Pipeline(options=PipelineOptions(list(beam_args))) as p:
         _ = p | f"PackShards[{cfg.name}]" >> PackShards(
             cfg.name, names, [caches[n].directory for n in names], [len(caches[n].parts) for n in names],
@@ -109,6 +118,7 @@ def run_mixture(
     shards = [read_json(os.path.join(out, "_shards", shard_name(cfg.name, i, m) + ".json")) for i in range(m)]
     manifest = build_manifest(cfg, tokenizer, plans, selections, {n: caches[n] for n in names}, shards, plan_hash)
     write_json(os.path.join(out, "gpt-neox-data.json"), neox_config(manifest, out))
+    crash_point(f"before-manifest:{cfg.name}")
     write_json(os.path.join(out, "manifest.json"), manifest)  # last: its presence means complete
     print(summary_table(manifest))
     return manifest

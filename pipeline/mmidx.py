@@ -33,7 +33,8 @@ import tempfile
 
 import numpy as np
 
-from pipeline.errors import FormatError
+from pipeline.crashpoints import crash_point
+from pipeline.errors import FormatError, OutputError
 
 __all__ = ["ShardInfo", "MMIDXWriter", "MMIDXReader", "dtype_for_vocab", "write_sequences"]
 
@@ -213,6 +214,9 @@ class MMIDXWriter:
         self._bin_tmp, self._idx_tmp = self.prefix + ".bin" + suffix, self.prefix + ".idx" + suffix
         try:
             self._bin = _HashingSink(_open(self._bin_tmp, "wb"))
+        except OSError as e:
+            self._release()
+            raise OutputError(self._bin_tmp, e) from e
         except BaseException:
             self._release()
             raise
@@ -226,7 +230,11 @@ class MMIDXWriter:
         arr = _as_tokens(tokens, self.dtype)
         if arr.size > _MAX_SEQUENCE:
             raise ValueError(f"a sequence of {arr.size} tokens exceeds the int32 length field")
-        self._bin.write(arr)
+        try:
+            self._bin.write(arr)
+        except OSError as e:  # e.g. no space left: drop the temp files, say which shard
+            self.abort()
+            raise OutputError(self.prefix + ".bin", e) from e
         self._lengths.append(arr.size)
         self._tokens += arr.size
         if self.one_document_per_sequence:
@@ -249,7 +257,11 @@ class MMIDXWriter:
             bin_sha = self._bin.close()
             idx_sha, idx_bytes = self._write_idx()
             _rename(self._bin_tmp, self.prefix + ".bin")
+            crash_point(f"mmidx-rename:{os.path.basename(self.prefix)}")
             _rename(self._idx_tmp, self.prefix + ".idx")
+        except OSError as e:
+            self.abort()
+            raise OutputError(self.prefix + ".bin/.idx", e) from e
         except BaseException:
             self.abort()
             raise

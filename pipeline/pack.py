@@ -7,11 +7,18 @@ tail (fewer than ``seq_len + 1`` tokens) is dropped and reported.
 
 What crosses the shuffle is compact numpy arrays of references (24 bytes a copy), one array per
 (cache part, shard), never token arrays: the local runner holds grouped data in memory.
+
+Provenance: beside each shard, ``_shards/NAME.refs.npy`` holds the shard's copies in stream order
+(``PROVENANCE_DTYPE``: source index, cache part, row, tokens; 14 bytes a copy). The running sum of
+``n`` places every copy in the shard's token stream, so any sample maps back to its documents
+(``mixprep inspect``). The shard's sidecar JSON lists the file, its sha256 and the source names the
+indices refer to.
 """
 
 from __future__ import annotations
 
 import collections
+import hashlib
 import os
 from typing import Sequence
 
@@ -23,11 +30,13 @@ from .cache import TokenCache
 from .hashing import PLACE, decision_keys
 from .mmidx import MMIDXWriter
 from .select import BucketSelection, copies_for, doc_arrays
-from .storage import read_json, write_json
+from .storage import atomic_writer, read_json, write_json
 
-__all__ = ["PackShards", "REF_DTYPE", "shard_name", "pack_stream"]
+__all__ = ["PackShards", "REF_DTYPE", "PROVENANCE_DTYPE", "shard_name", "pack_stream", "write_provenance"]
 
 REF_DTYPE = np.dtype([("key", "<u8"), ("source", "<u2"), ("part", "<u4"), ("row", "<u4"), ("n", "<u4")])
+# A shard's copies in stream order, without the placement key (the order already says it).
+PROVENANCE_DTYPE = np.dtype([("source", "<u2"), ("part", "<u4"), ("row", "<u4"), ("n", "<u4")])
 
 
 def shard_name(mixture: str, index: int, count: int) -> str:
@@ -104,7 +113,7 @@ class _WriteShardFn(beam.DoFn):
         sidecar = os.path.join(self._out, "_shards", name + ".json")
         if os.path.exists(sidecar) and read_json(sidecar).get("plan_hash") == self._plan_hash and all(
             os.path.exists(os.path.join(self._out, name + ext)) for ext in (".bin", ".idx")
-        ):
+        ) and os.path.exists(os.path.join(self._out, "_shards", name + ".refs.npy")):
             yield read_json(sidecar)  # finished by an earlier run of the same plan
             return
         refs = np.concatenate(list(chunks)) if chunks else np.empty(0, REF_DTYPE)
@@ -118,6 +127,7 @@ class _WriteShardFn(beam.DoFn):
         for c in caches.values():
             c.close()
         per_source = _per_source(refs, tail, self._sources)
+        provenance = write_provenance(os.path.join(self._out, "_shards", name + ".refs.npy"), refs, self._sources)
         record = {
             "name": name,
             "index": shard,
@@ -130,10 +140,30 @@ class _WriteShardFn(beam.DoFn):
             "bin_bytes": info.bin_bytes,
             "idx_bytes": info.idx_bytes,
             "sources": per_source,
+            "provenance": provenance,
         }
         write_json(sidecar, record)
         Metrics.counter("mix", "samples").inc(info.sequences)
         yield record
+
+
+def write_provenance(path: str, refs: np.ndarray, sources: Sequence[str]) -> dict:
+    """Write a shard's references (in stream order) as ``PROVENANCE_DTYPE`` .npy, atomically.
+
+    Returns what the shard's sidecar records about it: file name, sha256, bytes, copies, and the
+    source names that the ``source`` column indexes.
+    """
+    table = np.empty(len(refs), dtype=PROVENANCE_DTYPE)
+    for field in PROVENANCE_DTYPE.names:
+        table[field] = refs[field]
+    with atomic_writer(path, "wb") as f:
+        np.save(f, table, allow_pickle=False)
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return {"file": os.path.basename(path), "sha256": h.hexdigest(), "bytes": os.path.getsize(path),
+            "copies": len(table), "sources": list(sources)}
 
 
 def _per_source(refs: np.ndarray, tail: int, sources: Sequence[str]) -> dict:

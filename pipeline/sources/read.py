@@ -61,7 +61,12 @@ def read_documents(spec: SourceSpec, sf: SourceFile, tally: FileTally | None = N
     """
     tally = tally if tally is not None else FileTally()
     try:
-        with open_source_file(sf.path) as raw:
+        try:
+            raw = open_source_file(sf.path)
+        except Exception as e:  # OSError locally, BeamIOError on object stores
+            raise CorruptFileError(sf.path, f"cannot be opened ({type(e).__name__}: {e}); was it moved or "
+                                            "deleted after the files were listed?") from e
+        with raw:
             yield from _read(spec, sf, raw, tally)
     except CorruptFileError as e:
         if not spec.skip_corrupt_files:
