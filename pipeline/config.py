@@ -153,6 +153,10 @@ def load_mixture(path: str, overrides: dict[str, Any] | None = None) -> MixtureC
         raise ConfigError(f"mixture file {path} does not exist.") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({e}).") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text ({e}).") from None
+    except (OSError, RecursionError) as e:
+        raise ConfigError(f"{path}: cannot be read ({e}).") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of keys at the top level.")
     if "origin" in raw:

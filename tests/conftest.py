@@ -3,6 +3,13 @@
 import os
 import shutil
 
+# Fuzz tests run a bounded number of examples in `make test`; `make fuzz` runs a long campaign.
+FUZZ_EXAMPLES = int(os.environ.get("MIXPREP_FUZZ_EXAMPLES", "0"))
+
+
+def fuzz_examples(default: int) -> int:
+    return FUZZ_EXAMPLES or default
+
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -5,6 +5,8 @@ import textwrap
 
 import pytest
 
+from conftest import fuzz_examples
+
 from pipeline.config import load_mixture
 from pipeline.errors import ConfigError
 
@@ -87,3 +89,60 @@ def test_not_yaml_and_missing_file(tmp_path):
         load_mixture(str(tmp_path / "nope.yaml"))
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_mixture(write(tmp_path, "a: [1, 2"))
+
+
+# --- fuzzing: whatever the file holds, the loader answers with a config or a ConfigError ---------
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+import yaml  # noqa: E402
+
+_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**15, 10**15) | st.floats(allow_nan=True) | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+def _stage1_raw():
+    with open(STAGE1) as f:
+        return yaml.safe_load(f)
+
+
+@st.composite
+def mutated_configs(draw):
+    raw = _stage1_raw()
+    for _ in range(draw(st.integers(1, 4))):
+        target = raw
+        sources = raw.get("sources")
+        if isinstance(sources, list) and sources and all(isinstance(x, dict) for x in sources) and draw(st.booleans()):
+            target = sources[draw(st.integers(0, len(sources) - 1))]
+        keys = sorted(target)
+        action = draw(st.sampled_from(["delete", "set", "add"]))
+        if action == "delete" and keys:
+            target.pop(draw(st.sampled_from(keys)))
+        elif action == "set" and keys:
+            target[draw(st.sampled_from(keys))] = draw(_VALUES)
+        else:
+            target[draw(st.text(min_size=1, max_size=10))] = draw(_VALUES)
+    return raw
+
+
+@settings(max_examples=fuzz_examples(150), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(mutated_configs())
+def test_fuzz_mutated_configs_load_or_raise_config_error(tmp_path, raw):
+    path = tmp_path / "fuzz.yaml"
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True))
+    (tmp_path / "tok.json").write_text("{}")
+    try:
+        load_mixture(str(path), {"tokenizer": str(tmp_path / "tok.json")} if "tokenizer" in raw else None)
+    except ConfigError as e:
+        assert str(path) in str(e)
+
+
+@settings(max_examples=fuzz_examples(150), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=300) | st.text(max_size=300).map(str.encode))
+def test_fuzz_arbitrary_bytes_load_or_raise_config_error(tmp_path, data):
+    path = tmp_path / "fuzz.yaml"
+    path.write_bytes(data)
+    with pytest.raises(ConfigError):
+        load_mixture(str(path))

@@ -8,6 +8,8 @@ import tracemalloc
 
 import numpy as np
 import pytest
+
+from conftest import fuzz_examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -280,7 +282,7 @@ def test_missing_file(shard, ext):
     assert f"x{ext}" in msg and "no such file" in msg
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=fuzz_examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     seqs=st.lists(st.lists(st.integers(0, 65535), max_size=6), max_size=6),
     target=st.sampled_from([".idx", ".bin"]),
