@@ -59,15 +59,20 @@ def _check_sha(path: str, expected: str) -> None:
                           "or is damaged. Rebuild it (rerun the command that wrote it).")
 
 
+def _open_checked(prefix: str, record: dict) -> MMIDXReader:
+    """Open a pair after checking both files against the sha256s recorded for them."""
+    for ext in ("bin", "idx"):
+        _check_sha(f"{prefix}.{ext}", record[f"{ext}_sha256"])
+    return MMIDXReader(prefix)
+
+
 def _verify_mixture(folder: str) -> Iterator[str]:
     manifest = read_json(os.path.join(folder, "manifest.json"))
     width = manifest["sample_tokens"]
     samples = tokens = 0
     for shard in manifest["shards"]:
         prefix = os.path.join(folder, shard["prefix"])
-        for ext in ("bin", "idx"):
-            _check_sha(f"{prefix}.{ext}", shard[f"{ext}_sha256"])
-        with MMIDXReader(prefix) as r:
+        with _open_checked(prefix, shard) as r:
             lengths = r.sequence_lengths
             if len(r) != shard["sequences"]:
                 raise FormatError(f"{prefix}.idx: {len(r)} sequences, manifest says {shard['sequences']}.")
@@ -90,9 +95,7 @@ def _verify_cache(folder: str) -> Iterator[str]:
     docs = tokens = 0
     for part in manifest["parts"]:
         prefix = os.path.join(folder, part["part"])
-        for ext in ("bin", "idx"):
-            _check_sha(f"{prefix}.{ext}", part[f"{ext}_sha256"])
-        with MMIDXReader(prefix) as r:
+        with _open_checked(prefix, part) as r:
             n = pq.read_table(prefix + ".docs.parquet", columns=["n_tokens"]).column("n_tokens").to_numpy()
             if len(n) != len(r) or not np.array_equal(n.astype(np.int64), r.sequence_lengths.astype(np.int64)):
                 raise FormatError(f"{prefix}.docs.parquet: the document table ({len(n)} rows) does not match "
