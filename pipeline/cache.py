@@ -35,6 +35,7 @@ from .document import Document, Reject
 from .errors import FormatError
 from .mmidx import MMIDXReader, MMIDXWriter
 from .sources import READER_VERSION, FileTally, SourceFile, SourceSpec, count_tally, read_documents
+from . import storage
 from .storage import atomic_writer, make_dirs, read_json, remove_temporaries, write_json
 from .hashing import doc_hash
 from .tokenizer import ENCODER_VERSION, Encoder, LoadedTokenizer
@@ -68,7 +69,7 @@ def cache_fingerprint(spec: SourceSpec, files: list[SourceFile], tokenizer: Load
 
 
 def cache_dir(cache_root: str, source: str, fingerprint: str) -> str:
-    return os.path.join(cache_root, source, fingerprint[:16])
+    return storage.join(cache_root, source, fingerprint[:16])
 
 
 def _part_name(index: int) -> str:
@@ -168,7 +169,7 @@ class _TokenizeFileFn(beam.DoFn):
 
     def process(self, element: tuple[int, SourceFile]):
         index, sf = element
-        prefix = os.path.join(self._dir, _part_name(index))
+        prefix = storage.join(self._dir, _part_name(index))
         done = _finished_part(prefix, self._fp, sf)
         if done is not None:  # a rerun keeps parts that were finished
             Metrics.counter(f"cache:{self._spec.name}", "parts_reused").inc()
@@ -259,12 +260,12 @@ def _document_batches(items: Iterator[Document | Reject], on_reject) -> Iterator
 
 def _finished_part(prefix: str, fingerprint: str, sf: SourceFile) -> dict | None:
     path = prefix + ".json"
-    if not os.path.exists(path):
+    if not storage.exists(path):
         return None
     summary = read_json(path)
     if summary.get("fingerprint") != fingerprint or summary.get("file") != sf.rel:
         return None
-    if not (os.path.exists(prefix + ".bin") and os.path.exists(prefix + ".idx")):
+    if not (storage.exists(prefix + ".bin") and storage.exists(prefix + ".idx")):
         return None
     return summary
 
@@ -311,7 +312,7 @@ class _FinalizeCacheFn(beam.DoFn):
                 for s in summaries
             ],
         }
-        write_json(os.path.join(self._dir, "cache.json"), manifest)
+        write_json(storage.join(self._dir, "cache.json"), manifest)
         remove_temporaries(self._dir)  # left by runs that crashed while writing parts
         yield manifest
 
@@ -342,8 +343,8 @@ class TokenCache:
 
     def __init__(self, directory: str):
         self.directory = directory
-        path = os.path.join(directory, "cache.json")
-        if not os.path.exists(path):
+        path = storage.join(directory, "cache.json")
+        if not storage.exists(path):
             raise FormatError(f"{directory}: no cache.json: not a finished token cache (run `mixprep tokenize`).")
         self.manifest = read_json(path)
         self._readers: dict[int, MMIDXReader] = {}
@@ -351,7 +352,7 @@ class TokenCache:
     @classmethod
     def find(cls, cache_root: str, spec: SourceSpec, files: list[SourceFile], tokenizer: LoadedTokenizer) -> "TokenCache | None":
         directory = cache_dir(cache_root, spec.name, cache_fingerprint(spec, files, tokenizer))
-        if not os.path.exists(os.path.join(directory, "cache.json")):
+        if not storage.exists(storage.join(directory, "cache.json")):
             return None
         return cls(directory)
 
@@ -364,10 +365,12 @@ class TokenCache:
         return self.manifest["stats"]
 
     def prefix(self, part: int) -> str:
-        return os.path.join(self.directory, self.parts[part]["part"])
+        return storage.join(self.directory, self.parts[part]["part"])
 
     def doc_table(self, part: int, columns: list[str] | None = None) -> pa.Table:
-        return pq.read_table(self.prefix(part) + ".docs.parquet", columns=columns)
+        with storage.open_read(self.prefix(part) + ".docs.parquet") as f:
+            return pq.read_table(pa.BufferReader(f.read()) if storage.is_remote(self.directory) else f,
+                                 columns=columns)
 
     def tokens(self, part: int) -> MMIDXReader:
         if part not in self._readers:

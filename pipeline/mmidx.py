@@ -33,6 +33,7 @@ import tempfile
 
 import numpy as np
 
+from pipeline import storage
 from pipeline.crashpoints import crash_point
 from pipeline.errors import FormatError, OutputError
 
@@ -83,20 +84,30 @@ class ShardInfo:
 
 
 def _open(path: str, mode: str):
-    return open(path, mode)
+    return storage.open_write(path)  # mode is always "wb"; local paths or any Beam filesystem
 
 
 def _rename(src: str, dst: str) -> None:
-    os.replace(src, dst)  # atomic on one local filesystem
+    storage.rename(src, dst)  # atomic locally; on object stores the final object appears whole
 
 
 def _delete(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.remove(path)
+    storage.delete(path)
 
 
 def _map_readonly(path: str, what: str):
-    """Memory-map ``path`` read-only (an empty file maps to ``b""``, which mmap cannot do)."""
+    """Memory-map ``path`` read-only (an empty file maps to ``b""``, which mmap cannot do).
+
+    A remote ``.idx`` is read into memory; a remote ``.bin`` is read by ranges (``_RemoteBlob``).
+    """
+    if storage.is_remote(path):
+        try:
+            if what == ".idx":
+                with storage.open_read(path) as f:
+                    return f.read()
+            return _RemoteBlob(path)
+        except Exception as e:  # BeamIOError, or the store's own errors
+            raise FormatError(f"{path}: expected a readable {what} file, found an error: {e}") from e
     try:
         with open(path, "rb") as f:
             if os.fstat(f.fileno()).st_size == 0:
@@ -109,6 +120,34 @@ def _map_readonly(path: str, what: str):
         ) from None
     except (OSError, ValueError) as e:
         raise FormatError(f"{path}: expected a readable {what} file, found an error: {e}") from e
+
+
+class _RemoteBlob:
+    """A ``.bin`` on an object store: its size, and byte ranges read on demand."""
+
+    def __init__(self, path: str):
+        from apache_beam.io.filesystems import FileSystems
+
+        (match,) = FileSystems.match([path])
+        if not match.metadata_list:
+            raise FileNotFoundError(path)
+        self.path, self._size, self._f = path, match.metadata_list[0].size_in_bytes, None
+
+    def __len__(self) -> int:
+        return self._size
+
+    def read(self, offset: int, n: int) -> bytes:
+        if self._f is None:
+            self._f = storage.open_read(self.path)
+        self._f.seek(offset)
+        data = self._f.read(n)
+        if len(data) != n:
+            raise FormatError(f"{self.path}: expected {n} bytes at offset {offset}, found {len(data)}")
+        return data
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
 
 
 class _HashingSink:
@@ -385,7 +424,7 @@ class MMIDXReader:
         self._docs = np.frombuffer(idx, "<i8", d, _HEADER.size + 12 * n)
         self.num_tokens = self._check_pointers()
         self._check_documents()
-        self._tokens = np.frombuffer(self._bin_map, self.dtype)
+        self._tokens = None if isinstance(self._bin_map, _RemoteBlob) else np.frombuffer(self._bin_map, self.dtype)
 
     def _check_pointers(self) -> int:
         """Check lengths >= 0 and pointers == running byte offsets; return the token count."""
@@ -440,6 +479,9 @@ class MMIDXReader:
             i += n
         if not 0 <= i < n:
             raise IndexError(f"sequence {i} out of range for {n} sequences in {self.prefix}")
+        if self._tokens is None:  # remote .bin: one range read
+            n_bytes = int(self._lengths[i]) * self.dtype.itemsize
+            return np.frombuffer(self._bin_map.read(int(self._pointers[i]), n_bytes), self.dtype)
         start = int(self._pointers[i]) // self.dtype.itemsize
         return self._tokens[start:start + int(self._lengths[i])]
 

@@ -1,7 +1,9 @@
-"""Small file helpers shared by every writer: atomic writes and JSON documents.
+"""Where every output byte goes: local paths or any Beam filesystem (gs://, s3://), one small API.
 
 A file appears under its final name only when complete: written to a temporary name in the same
-folder, then renamed (``os.replace`` is atomic on POSIX filesystems).
+folder, then renamed. Locally ``os.replace`` is atomic; on object stores Beam's rename is a copy of a
+finished object, so a reader never sees a partial one there either. Local paths keep plain ``open``
+(and memory-mapping, for readers); URIs go through ``apache_beam.io.filesystems.FileSystems``.
 """
 
 from __future__ import annotations
@@ -9,15 +11,87 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Iterator
+
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 
 from .errors import OutputError
 
-__all__ = ["atomic_writer", "write_json", "read_json", "temp_name", "remove_temporaries", "make_dirs"]
-
+__all__ = [
+    "atomic_writer",
+    "delete",
+    "exists",
+    "is_remote",
+    "join",
+    "make_dirs",
+    "open_read",
+    "open_write",
+    "read_json",
+    "remove_temporaries",
+    "rename",
+    "temp_name",
+    "write_json",
+]
 
 _TEMP_MARK = ".tmp-"
+_URI = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+
+
+def is_remote(path: str) -> bool:
+    """True for a URI (gs://, s3://, ...), False for a local path."""
+    return _URI.match(path) is not None
+
+
+def join(base: str, *parts: str) -> str:
+    return FileSystems.join(base, *parts) if is_remote(base) else os.path.join(base, *parts)
+
+
+def exists(path: str) -> bool:
+    return FileSystems.exists(path) if is_remote(path) else os.path.exists(path)
+
+
+def open_read(path: str) -> BinaryIO:
+    if is_remote(path):
+        return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    return open(path, "rb")
+
+
+def open_write(path: str) -> BinaryIO:
+    """A new file for writing bytes (remote: an object that appears when closed)."""
+    if is_remote(path):
+        return FileSystems.create(path, mime_type="application/octet-stream",
+                                  compression_type=CompressionTypes.UNCOMPRESSED)
+    return open(path, "wb")
+
+
+def rename(src: str, dst: str) -> None:
+    if is_remote(src):
+        FileSystems.rename([src], [dst])
+    else:
+        os.replace(src, dst)
+
+
+def delete(path: str) -> None:
+    """Delete a file if it exists."""
+    if is_remote(path):
+        with contextlib.suppress(Exception):  # Beam raises BeamIOError for a missing object
+            FileSystems.delete([path])
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+
+
+def make_dirs(path: str) -> None:
+    """Create an output folder (object stores have none to create), or say clearly why it cannot be."""
+    if is_remote(path):
+        return
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise OutputError(path, e) from e
 
 
 def temp_name(path: str) -> str:
@@ -26,39 +100,54 @@ def temp_name(path: str) -> str:
 
 def remove_temporaries(folder: str) -> int:
     """Delete temporary files a crashed writer left in ``folder`` (and below); returns how many."""
-    removed = 0
-    for dirpath, _, files in os.walk(folder):
-        for name in files:
-            if _TEMP_MARK in name:
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(os.path.join(dirpath, name))
-                    removed += 1
-    return removed
+    if is_remote(folder):
+        (match,) = FileSystems.match([join(folder, "**")])
+        stale = [m.path for m in match.metadata_list if _TEMP_MARK in m.path.rsplit("/", 1)[-1]]
+    else:
+        stale = [os.path.join(d, n) for d, _, files in os.walk(folder) for n in files if _TEMP_MARK in n]
+    for path in stale:
+        delete(path)
+    return len(stale)
 
 
 @contextlib.contextmanager
 def atomic_writer(path: str, mode: str = "wb") -> Iterator[Any]:
-    """Open a temporary file; on success rename it to ``path``, on error delete it."""
+    """Open a temporary file; on success rename it to ``path``, on error delete it.
+
+    ``mode`` is "wb" (bytes) or "w" (UTF-8 text).
+    """
     tmp = temp_name(path)
     try:
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        f = open(tmp, mode, **({"encoding": "utf-8"} if "b" not in mode else {}))
+        if not is_remote(path):
+            make_dirs(os.path.dirname(path) or ".")
+        raw = open_write(tmp)
     except OSError as e:
         raise OutputError(path, e) from e
+    f = raw if "b" in mode else _TextWriter(raw)
     try:
         yield f
-        f.flush()
-        os.fsync(f.fileno())
-        f.close()
-        os.replace(tmp, path)
+        if not is_remote(path):
+            raw.flush()
+            os.fsync(raw.fileno())
+        raw.close()
+        rename(tmp, path)
     except BaseException as e:
-        with contextlib.suppress(OSError):
-            f.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
+        with contextlib.suppress(Exception):
+            raw.close()
+        delete(tmp)
         if isinstance(e, OSError):
             raise OutputError(path, e) from e
         raise
+
+
+class _TextWriter:
+    """UTF-8 text on top of a binary file (Beam's remote files are binary only)."""
+
+    def __init__(self, raw: BinaryIO):
+        self._raw = raw
+
+    def write(self, text: str) -> int:
+        return self._raw.write(text.encode("utf-8"))
 
 
 def write_json(path: str, obj: Any) -> None:
@@ -68,13 +157,5 @@ def write_json(path: str, obj: Any) -> None:
 
 
 def read_json(path: str) -> Any:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
-def make_dirs(path: str) -> None:
-    """Create an output folder, or say clearly why it cannot be."""
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as e:
-        raise OutputError(path, e) from e
+    with open_read(path) as f:
+        return json.loads(f.read().decode("utf-8"))

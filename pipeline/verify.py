@@ -13,8 +13,10 @@ import os
 from typing import Iterator
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
+from . import storage
 from .errors import FormatError
 from .mmidx import MMIDXReader
 from .storage import read_json
@@ -24,7 +26,7 @@ __all__ = ["verify_path", "sha256_file"]
 
 def sha256_file(path: str) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with storage.open_read(path) as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
@@ -32,14 +34,14 @@ def sha256_file(path: str) -> str:
 
 def verify_path(path: str) -> list[str]:
     """Verify what ``path`` holds; returns one line per checked item, raises FormatError on a fault."""
-    if os.path.isfile(os.path.join(path, "manifest.json")):
+    if storage.exists(storage.join(path, "manifest.json")):
         return list(_verify_mixture(path))
-    if os.path.isfile(os.path.join(path, "cache.json")):
+    if storage.exists(storage.join(path, "cache.json")):
         return list(_verify_cache(path))
-    caches = sorted(os.path.dirname(p) for p in _find(path, "cache.json"))
+    caches = sorted(p[: -len("/cache.json")] for p in _find(path, "cache.json"))
     if caches:
         return [line for c in caches for line in _verify_cache(c)]
-    if os.path.isfile(path + ".idx"):
+    if storage.exists(path + ".idx"):
         with MMIDXReader(path) as r:
             return [f"{path}: {len(r):,} sequences, {r.num_tokens:,} tokens: ok"]
     raise FormatError(f"{path}: nothing to verify: expected a mixture folder (manifest.json), a token cache "
@@ -47,6 +49,12 @@ def verify_path(path: str) -> list[str]:
 
 
 def _find(root: str, name: str) -> Iterator[str]:
+    if storage.is_remote(root):
+        from apache_beam.io.filesystems import FileSystems
+
+        (match,) = FileSystems.match([storage.join(root, "**", name)])
+        yield from (m.path for m in match.metadata_list)
+        return
     for dirpath, _, files in os.walk(root):
         if name in files:
             yield os.path.join(dirpath, name)
@@ -67,11 +75,11 @@ def _open_checked(prefix: str, record: dict) -> MMIDXReader:
 
 
 def _verify_mixture(folder: str) -> Iterator[str]:
-    manifest = read_json(os.path.join(folder, "manifest.json"))
+    manifest = read_json(storage.join(folder, "manifest.json"))
     width = manifest["sample_tokens"]
     samples = tokens = 0
     for shard in manifest["shards"]:
-        prefix = os.path.join(folder, shard["prefix"])
+        prefix = storage.join(folder, shard["prefix"])
         with _open_checked(prefix, shard) as r:
             lengths = r.sequence_lengths
             if len(r) != shard["sequences"]:
@@ -91,12 +99,14 @@ def _verify_mixture(folder: str) -> Iterator[str]:
 
 
 def _verify_cache(folder: str) -> Iterator[str]:
-    manifest = read_json(os.path.join(folder, "cache.json"))
+    manifest = read_json(storage.join(folder, "cache.json"))
     docs = tokens = 0
     for part in manifest["parts"]:
-        prefix = os.path.join(folder, part["part"])
+        prefix = storage.join(folder, part["part"])
         with _open_checked(prefix, part) as r:
-            n = pq.read_table(prefix + ".docs.parquet", columns=["n_tokens"]).column("n_tokens").to_numpy()
+            with storage.open_read(prefix + ".docs.parquet") as f:
+                table = pq.read_table(pa.BufferReader(f.read()), columns=["n_tokens"])
+            n = table.column("n_tokens").to_numpy()
             if len(n) != len(r) or not np.array_equal(n.astype(np.int64), r.sequence_lengths.astype(np.int64)):
                 raise FormatError(f"{prefix}.docs.parquet: the document table ({len(n)} rows) does not match "
                                   f"the token file ({len(r)} entries) row for row.")
