@@ -46,7 +46,10 @@ def is_remote(path: str) -> bool:
 
 
 def join(base: str, *parts: str) -> str:
-    return FileSystems.join(base, *parts) if is_remote(base) else os.path.join(base, *parts)
+    """Join path parts; URIs join with "/" (no filesystem needed just to name a file)."""
+    if not is_remote(base):
+        return os.path.join(base, *parts)
+    return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
 
 
 def exists(path: str) -> bool:

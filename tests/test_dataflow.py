@@ -1,0 +1,102 @@
+"""The pipelines as Dataflow would get them: built with DataflowRunner options, nothing submitted.
+
+Every DoFn must pickle (workers unpickle them) and none may need this machine's disk: every file
+it reads or writes is a gs:// URI, and the tokenizer travels inside the job (its JSON bytes).
+"""
+
+import dataclasses
+import os
+
+import apache_beam as beam
+import numpy as np
+import pytest
+from apache_beam.internal import pickler
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from conftest import ROOT, SAMPLES, TOKENIZER
+from pipeline.cache import BuildCache
+from pipeline.config import load_mixture
+from pipeline.pack import PackShards
+from pipeline.select import BucketSelection
+from pipeline.sources import list_source_files
+from pipeline.tokenizer import LoadedTokenizer, load_tokenizer
+
+BUCKET = "gs://mixprep-demo-bucket"
+DATAFLOW = [
+    "--runner=DataflowRunner", "--project=mixprep-demo", "--region=us-central1",
+    f"--temp_location={BUCKET}/tmp", f"--staging_location={BUCKET}/staging",
+    f"--setup_file={os.path.join(ROOT, 'setup.py')}",
+]
+
+
+def on_gcs(files):
+    """The sample listing as it would come from gs:// (listing itself needs GCS credentials)."""
+    return [dataclasses.replace(f, path=f"{BUCKET}/data/{os.path.relpath(f.path, SAMPLES)}") for f in files]
+
+
+def local_paths(obj, seen=None, where="fn"):
+    """Every string inside a (pickled and unpickled) DoFn that names a local absolute path."""
+    seen = seen if seen is not None else set()
+    if id(obj) in seen:
+        return []
+    seen.add(id(obj))
+    if isinstance(obj, str):
+        return [f"{where} = {obj!r}"] if obj.startswith("/") else []
+    if isinstance(obj, LoadedTokenizer):
+        return []  # carries the tokenizer's bytes; its name is only a label
+    if isinstance(obj, (bytes, int, float, bool, type(None), np.ndarray, np.dtype)):
+        return []
+    if isinstance(obj, dict):
+        return [p for k, v in obj.items() for p in local_paths(v, seen, f"{where}[{k!r}]")]
+    if isinstance(obj, (list, tuple, set)):
+        return [p for i, v in enumerate(obj) for p in local_paths(v, seen, f"{where}[{i}]")]
+    if dataclasses.is_dataclass(obj):
+        return [p for f in dataclasses.fields(obj) for p in local_paths(getattr(obj, f.name), seen, f"{where}.{f.name}")]
+    if hasattr(obj, "__dict__"):
+        return [p for k, v in vars(obj).items() for p in local_paths(v, seen, f"{where}.{k}")]
+    return []
+
+
+def check_every_dofn(p):
+    checked = []
+
+    class Visitor(beam.pipeline.PipelineVisitor):
+        def visit_transform(self, node):
+            if isinstance(node.transform, beam.ParDo):
+                fn = pickler.loads(pickler.dumps(node.transform.fn))
+                assert not local_paths(fn), (node.full_label, local_paths(fn))
+                checked.append(node.full_label)
+
+    p.visit(Visitor())
+    p.to_runner_api()  # the job graph Dataflow would receive
+    return checked
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return load_mixture(os.path.join(ROOT, "mixtures", "stage2.yaml"))
+
+
+def test_tokenize_pipeline_for_dataflow(cfg):
+    tok = load_tokenizer(TOKENIZER)
+    p = beam.Pipeline(options=PipelineOptions(DATAFLOW))
+    assert type(p.runner).__name__ == "DataflowRunner"
+    for s in cfg.sources:
+        if s.weight > 0:
+            files = on_gcs(list_source_files(s.spec, SAMPLES))
+            _ = p | f"TokenizeSource[{s.name}]" >> BuildCache(s.spec, files, tok, f"{BUCKET}/cache")
+    labels = check_every_dofn(p)
+    assert any(label.endswith("TokenizeFiles") for label in labels)
+    assert len([label for label in labels if label.endswith("TokenizeFiles")]) == 5
+
+
+def test_pack_pipeline_for_dataflow(cfg):
+    names = [s.name for s in cfg.sources if s.weight > 0]
+    bounds = cfg.bucket_bounds
+    select = [[BucketSelection(1, 2**63, (), 10, 10, 1) for _ in range(len(bounds) + 1)] for _ in names]
+    p = beam.Pipeline(options=PipelineOptions(DATAFLOW))
+    _ = p | "PackShards[stage2]" >> PackShards(
+        cfg.name, names, [f"{BUCKET}/cache/{n}/0123456789abcdef" for n in names], [3] * len(names), bounds,
+        select, cfg.seed, 25, cfg.seq_len, np.uint16, f"{BUCKET}/out/stage2", "0" * 64)
+    labels = check_every_dofn(p)
+    assert any("RouteCopies" in label for label in labels) and any("WriteShards" in label for label in labels)
