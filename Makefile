@@ -15,16 +15,33 @@ RUNNER        ?= DirectRunner
 BEAM_ARGS     ?=
 PYTEST_ARGS   ?=
 MIXPREP        = $(BIN)/mixprep
-RUN_FLAGS      = --data-root $(DATA_ROOT) --cache $(CACHE) --shards $(SHARDS) --runner=$(RUNNER) $(BEAM_ARGS)
+RUN_FLAGS      = --data-root $(DATA_ROOT) --cache $(CACHE) $(if $(SHARDS),--shards $(SHARDS)) --runner=$(RUNNER) $(BEAM_ARGS)
+size_flag      = $(if $(or $(TOTAL_TOKENS),$(1)),--total-tokens $(or $(TOTAL_TOKENS),$(1)))
+EXTRA_DEPS     =
 
-.PHONY: venv test samples tokenizer stage1-mixture stage2-mixture dry-run bench clean
+# The same targets on Dataflow: make stage1-mixture RUNNER=DataflowRunner PROJECT=p REGION=r BUCKET=b
+# (data under gs://BUCKET/data in the hub layout; caches and mixtures written under gs://BUCKET/).
+# Sizes then come from the mixture files (1T / 100B tokens) unless TOTAL_TOKENS / SHARDS say otherwise.
+ifeq ($(RUNNER),DataflowRunner)
+DATA_ROOT     := gs://$(BUCKET)/data
+OUT           := gs://$(BUCKET)/out
+CACHE         := gs://$(BUCKET)/cache
+STAGE1_TOKENS :=
+STAGE2_TOKENS :=
+SHARDS        :=
+EXTRA_DEPS     = gcp-deps
+RUN_FLAGS     += --project=$(PROJECT) --region=$(REGION) --temp_location=gs://$(BUCKET)/tmp \
+                 --staging_location=gs://$(BUCKET)/staging --setup_file=./setup.py
+endif
+
+.PHONY: venv gcp-deps test samples tokenizer stage1-mixture stage2-mixture dry-run bench fuzz clean
 
 venv: $(STAMP)
 
 $(STAMP): setup.cfg setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,aws]'
+	$(BIN)/pip install --quiet -e '.[test,aws,fast,report]'
 	touch $(STAMP)
 
 test: $(STAMP)
@@ -36,15 +53,33 @@ samples: $(STAMP)
 tokenizer: $(STAMP)
 	$(BIN)/python scripts/train_tokenizer.py --data-root samples --out tokenizer/tokenizer.json
 
-stage1-mixture: $(STAMP)
-	$(MIXPREP) run --mixture mixtures/stage1.yaml --out $(OUT)/stage1 --total-tokens $(or $(TOTAL_TOKENS),$(STAGE1_TOKENS)) $(RUN_FLAGS)
+gcp-deps: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[gcp]'
+
+stage1-mixture: $(STAMP) $(EXTRA_DEPS)
+	$(MIXPREP) run --mixture mixtures/stage1.yaml --out $(OUT)/stage1 $(call size_flag,$(STAGE1_TOKENS)) $(RUN_FLAGS)
 	$(MIXPREP) verify $(OUT)/stage1
 
-stage2-mixture: $(STAMP)
-	$(MIXPREP) run --mixture mixtures/stage2.yaml --out $(OUT)/stage2 --total-tokens $(or $(TOTAL_TOKENS),$(STAGE2_TOKENS)) $(RUN_FLAGS)
+stage2-mixture: $(STAMP) $(EXTRA_DEPS)
+	$(MIXPREP) run --mixture mixtures/stage2.yaml --out $(OUT)/stage2 $(call size_flag,$(STAGE2_TOKENS)) $(RUN_FLAGS)
 	$(MIXPREP) verify $(OUT)/stage2
 
 dry-run: stage1-mixture stage2-mixture
+
+# Tokenizing speed and memory (docs/PERFORMANCE.md): builds a corpus of BENCH_MB MB of real text once
+# under BENCH_DIR (outside the repo), then raw encoders vs `mixprep run` on 2 and 1 workers.
+BENCH_MB    ?= 300
+BENCH_DIR   ?= $(HOME)/.cache/mixprep-bench
+BENCH_ARGS  ?=
+bench: $(STAMP)
+	$(BIN)/python -c 'import psutil' 2>/dev/null || $(BIN)/pip install --quiet 'psutil>=5.9'
+	$(BIN)/python scripts/bench.py --mb $(BENCH_MB) --dir $(BENCH_DIR) $(BENCH_ARGS)
+
+# A long fuzzing campaign (not part of `make test`): config loader and .idx/.bin reader.
+FUZZ_EXAMPLES ?= 20000
+fuzz: $(STAMP)
+	MIXPREP_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -p no:cacheprovider \
+	    tests/test_config.py tests/test_mmidx.py -k "fuzz or corruption_never"
 
 clean:
 	rm -rf $(OUT) .pytest_cache

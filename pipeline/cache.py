@@ -20,8 +20,7 @@ import collections
 import dataclasses
 import hashlib
 import json
-import os
-from typing import Any, Iterator
+from typing import Iterator
 
 import apache_beam as beam
 import numpy as np

@@ -1,25 +1,38 @@
 """The ``mixprep`` command.
 
     mixprep run --mixture mixtures/stage1.yaml [--data-root URI] [--out DIR] [--cache DIR]
-                [--tokenizer PATH] [--total-tokens N] [--seed N] [--shards N] [BEAM FLAGS...]
+                [--tokenizer PATH] [--total-tokens N] [--seed N] [--shards N] [--no-progress] [BEAM FLAGS...]
     mixprep tokenize --mixture FILE [--data-root URI] [--cache DIR] [--tokenizer PATH] [BEAM FLAGS...]
+    mixprep stats --mixture FILE [--data-root URI] [--cache DIR] [--total-tokens N]   # before mixing
+    mixprep report OUT [--cache DIR]                    # rewrite OUT/report.md and its plots
+    mixprep inspect OUT --sample N | --doc SOURCE:DOC_ID [--cache DIR] [--tokenizer PATH]
     mixprep verify PATH
 
-Flags mixprep does not know go to Beam (``--runner``, ``--direct_num_workers``, Dataflow's flags).
-On the local runner mixprep defaults to one worker process per core.
+Flags mixprep does not know go to Beam (``--runner``, ``--direct_num_workers``, Dataflow's flags);
+commands that run no pipeline refuse them. On the local runner mixprep defaults to one worker
+process per core, and shows progress on stderr (redrawn on a terminal, plain lines in a log).
+
+An error a user can fix is printed as one paragraph (exit status 2), also when a Beam worker raised
+it; any other error as one line (exit status 1). ``--debug`` adds the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import json
 import logging
 import os
+import re
 import sys
+import threading
 import traceback
 
 from .errors import MixprepError
 
-__all__ = ["main"]
+__all__ = ["main", "user_error", "beam_defaults"]
+
+_PIPELINE_COMMANDS = ("run", "tokenize")
 
 
 def _mixture_args(p: argparse.ArgumentParser, out: bool) -> None:
@@ -38,15 +51,39 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mixprep", description="Token-exact pretraining data mixtures on Apache Beam.")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="command", required=True)
-    _mixture_args(sub.add_parser("run", help="tokenize what the cache lacks, then build the mixture"), out=True)
-    _mixture_args(sub.add_parser("tokenize", help="build the token caches only"), out=False)
+    for name, help_, out in (("run", "tokenize what the cache lacks, then build the mixture", True),
+                             ("tokenize", "build the token caches only", False)):
+        c = sub.add_parser(name, help=help_)
+        _mixture_args(c, out=out)
+        c.add_argument("--no-progress", action="store_true", help="no live progress on stderr")
+    s = sub.add_parser("stats", help="documents, tokens, lengths and epochs per source, before mixing")
+    _mixture_args(s, out=False)
+    s.add_argument("--sample-files", type=int, default=4,
+                   help="without a cache: files read per source to estimate from (default 4)")
+    s.add_argument("--sample-docs", type=int, default=2000,
+                   help="without a cache: documents tokenized per sampled file (default 2000)")
+    r = sub.add_parser("report", help="write OUT/report.md and its plots from OUT/manifest.json")
+    r.add_argument("out", help="a mixture folder (holds manifest.json)")
+    r.add_argument("--cache", default=None, help="token cache root, for length histograms (default: OUT/../cache)")
+    i = sub.add_parser("inspect", help="what a sample holds, or where a document landed")
+    i.add_argument("out", help="a mixture folder (holds manifest.json)")
+    what = i.add_mutually_exclusive_group(required=True)
+    what.add_argument("--sample", type=int, help="global sample index, in the manifest's shard order")
+    what.add_argument("--doc", help="SOURCE:DOC_ID, e.g. pile:train/00.jsonl.zst:17")
+    i.add_argument("--cache", default=None, help="token cache root (default: OUT/../cache)")
+    i.add_argument("--tokenizer", default=None, help="tokenizer.json to decode with (checked against the manifest)")
+    i.add_argument("--no-text", action="store_true", help="list the document pieces only")
     v = sub.add_parser("verify", help="check a mixture or cache against its manifest")
     v.add_argument("path")
     return p
 
 
-def beam_defaults(beam_args: list[str]) -> list[str]:
-    """Local runs use every core: multi-process workers (never multi_threading, which loses data)."""
+def beam_defaults(beam_args: list[str], debug: bool = False) -> list[str]:
+    """Local runs use every core: multi-process workers (never multi_threading, which loses data).
+
+    Without ``debug`` the workers do not log the tracebacks of errors they raise: the driver reports
+    the error itself, as one paragraph.
+    """
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
     args = list(beam_args)
@@ -60,6 +97,9 @@ def beam_defaults(beam_args: list[str]) -> list[str]:
             args.append(f"--direct_num_workers={os.cpu_count() or 1}")
     if not any("sdk_harness_log_level" in a for a in args):
         args.append("--default_sdk_harness_log_level=WARNING")  # worker processes log INFO by default
+        if not debug:
+            quiet = {"apache_beam.runners.common": "CRITICAL", "apache_beam.runners.worker.sdk_worker": "CRITICAL"}
+            args.append(f"--sdk_harness_log_level_overrides={json.dumps(quiet)}")
     return args
 
 
@@ -76,33 +116,221 @@ def _load(args):
     return cfg
 
 
+# --- errors ----------------------------------------------------------------------------------
+
+# "pipeline.errors.CorruptFileError: <message> [while running 'Step']" inside a Beam error's text.
+_RAISED = re.compile(r"(?:^|\s)(pipeline(?:\.\w+)*)\.(\w+): (.+?)(?: \[while running '[^']*'\])?\s*$", re.MULTILINE)
+
+
+def user_error(exc: BaseException) -> str | None:
+    """The paragraph of the MixprepError behind ``exc``, or None when there is none.
+
+    Beam re-raises a worker's exception wrapped (``RuntimeError`` whose text holds the traceback):
+    the chain is searched first, then the text, for a ``pipeline.<module>.<Error>: message`` line whose
+    class is a MixprepError.
+
+    >>> user_error(RuntimeError("Traceback ...\\npipeline.errors.SourceError: no file matches. [while running 'X']"))
+    'no file matches.'
+    >>> user_error(ValueError("boom")) is None
+    True
+    """
+    seen = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, MixprepError):
+            return str(e)
+        e = e.__cause__ or e.__context__
+    e = exc
+    seen.clear()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        for m in _RAISED.finditer(str(e)):
+            if _is_mixprep_error(m.group(1), m.group(2)):
+                return m.group(3).strip()
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def _is_mixprep_error(module: str, name: str) -> bool:
+    try:
+        cls = getattr(importlib.import_module(module), name, None)
+    except ImportError:
+        return False
+    return isinstance(cls, type) and issubclass(cls, MixprepError)
+
+
+class _NoTracebacks(logging.Filter):
+    """Drops Beam's log records that carry a traceback (the error is reported once, as a paragraph)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("apache_beam"):
+            return True
+        if record.exc_info:
+            return False
+        return "Traceback (most recent call last)" not in record.getMessage()
+
+
+class _TracebackLines:
+    """Line by line: False for the lines of a Python traceback block, True for the rest."""
+
+    def __init__(self):
+        self._skipping = self._after = False
+
+    def keep(self, line: bytes) -> bool:
+        """Whether a line is shown: a block from ``Traceback (most recent...`` to its exception line is not.
+
+        Chained tracebacks (``During handling of the above exception...``) are one block; so is one
+        blank line after it.
+        """
+        if line.startswith((b"Traceback (most recent call last):", b"During handling of the above exception",
+                            b"The above exception was the direct cause")):
+            self._skipping = True
+            return False
+        if self._skipping:
+            if line.startswith((b" ", b"\t")) or not line.strip():
+                return False
+            self._skipping, self._after = False, True  # the exception line ends the block
+            return False
+        if self._after:
+            self._after = False
+            if not line.strip():
+                return False
+        return True
+
+
+class _WorkerTracebacks:
+    """Drops the tracebacks worker processes print straight to the stderr they inherit.
+
+    Beam's worker prints every failed bundle's traceback to its stderr (``sdk_worker.py``:
+    ``print(traceback_string, file=sys.stderr)``) besides returning it to the driver, which raises
+    it again; mixprep reports that error once, as a paragraph. While installed, file descriptor 2
+    is a pipe that a thread copies to the real stderr, line by line, without traceback blocks.
+    """
+
+    def __init__(self):
+        sys.stderr.flush()
+        self._real = os.dup(2)
+        r, w = os.pipe()
+        os.dup2(w, 2)
+        os.close(w)
+        self.keep = _TracebackLines().keep
+        self._thread = threading.Thread(target=self._pump, args=(r,), name="mixprep-stderr", daemon=True)
+        self._thread.start()
+
+    def _pump(self, r: int) -> None:
+        pending = b""
+        while chunk := os.read(r, 1 << 16):
+            *lines, pending = (pending + chunk).split(b"\n")
+            out = b"".join(line + b"\n" for line in lines if self.keep(line))
+            if out:
+                self._write(out)
+        if pending and self.keep(pending):
+            self._write(pending)
+        os.close(r)
+
+    def _write(self, data: bytes) -> None:
+        try:
+            os.write(self._real, data)
+        except OSError:
+            pass  # stderr is gone: nothing to show it on
+
+    def close(self) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(self._real, 2)  # our end of the pipe closes; the workers' closes when they exit
+        self._thread.join(timeout=5)
+        if not self._thread.is_alive():  # else a worker still holds the pipe: leave the thread its stderr
+            os.close(self._real)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args, beam_args = _parser().parse_known_args(argv)
+    parser = _parser()
+    args, beam_args = parser.parse_known_args(argv)
+    if beam_args and args.command not in _PIPELINE_COMMANDS:
+        parser.error(f"unrecognized arguments for `mixprep {args.command}`: {' '.join(beam_args)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    if not args.debug:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_NoTracebacks())
+    tty = sys.stderr.isatty()  # before the worker filter makes stderr a pipe
     try:
-        return _dispatch(args, beam_defaults(beam_args))
-    except MixprepError as e:
+        workers = None
+        if args.command in _PIPELINE_COMMANDS:
+            beam_args = beam_defaults(beam_args, args.debug)
+            if not args.debug and "--direct_running_mode=multi_processing" in beam_args:
+                workers = _WorkerTracebacks()
+        try:
+            return _dispatch(args, beam_args, tty)
+        finally:
+            if workers is not None:
+                workers.close()
+    except KeyboardInterrupt:
+        print("mixprep: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - the command line's last word on every error
         if args.debug:
             traceback.print_exc()
-        print(f"mixprep: error: {e}", file=sys.stderr)
-        return 2
+        message = user_error(e)
+        if message is not None:
+            print(f"mixprep: error: {message}", file=sys.stderr)
+            return 2
+        first = next((line for line in str(e).splitlines() if line.strip()), "")
+        print(f"mixprep: unexpected error: {type(e).__name__}: {first[:300]}"
+              + ("" if args.debug else " (run again with --debug for the traceback)"), file=sys.stderr)
+        return 1
 
 
-def _dispatch(args, beam_args: list[str]) -> int:
+def _default_cache(out: str) -> str:
+    """The cache root `mixprep run --out OUT` uses by default: OUT's sibling ``cache``."""
+    return os.path.join(os.path.dirname(os.path.abspath(out)), "cache")
+
+
+def _progress(args, tty: bool):
+    import contextlib
+
+    from .progress import Progress
+
+    return contextlib.nullcontext() if args.no_progress else Progress(sys.stderr, tty=tty)
+
+
+def _dispatch(args, beam_args: list[str], tty: bool = False) -> int:
     if args.command == "verify":
         from .verify import verify_path
 
         for line in verify_path(args.path):
             print(line)
         return 0
+    if args.command == "report":
+        from .report import write_report
+
+        print(write_report(args.out, cache_root=args.cache or _default_cache(args.out)))
+        return 0
+    if args.command == "inspect":
+        from .inspect import inspect_doc, inspect_sample
+
+        cache = args.cache or _default_cache(args.out)
+        if args.sample is not None:
+            print(inspect_sample(args.out, args.sample, cache, args.tokenizer, text=not args.no_text))
+        else:
+            print(inspect_doc(args.out, args.doc, cache))
+        return 0
     cfg = _load(args)
+    if args.command == "stats":
+        from .stats import source_stats, stats_table
+
+        cache = args.cache or os.path.join("out", "cache")
+        print(stats_table(cfg, source_stats(cfg, args.data_root, cache, args.sample_files, args.sample_docs)))
+        return 0
     if args.command == "tokenize":
         from .mixture import tokenize_sources
         from .tokenizer import load_tokenizer
 
         cache = args.cache or os.path.join("out", "cache")
-        caches = tokenize_sources(cfg, args.data_root, cache, load_tokenizer(cfg.tokenizer_path), beam_args)
+        with _progress(args, tty) as progress:
+            caches = tokenize_sources(cfg, args.data_root, cache, load_tokenizer(cfg.tokenizer_path), beam_args,
+                                      progress)
         for name, c in caches.items():
             a, st = c.manifest["accounting"], c.stats
             print(f"{name}: {st['documents']:,} documents, {st['tokens']:,} tokens "
@@ -111,8 +339,10 @@ def _dispatch(args, beam_args: list[str]) -> int:
     from .mixture import run_mixture
 
     out = args.out or os.path.join("out", cfg.name)
-    cache = args.cache or os.path.join(os.path.dirname(os.path.abspath(out)), "cache")
-    run_mixture(cfg, args.data_root, out, cache, beam_args)
+    cache = args.cache or _default_cache(out)
+    with _progress(args, tty) as progress:
+        run_mixture(cfg, args.data_root, out, cache, beam_args, progress)
+    print(f"report: {os.path.join(out, 'report.md')}")
     return 0
 
 

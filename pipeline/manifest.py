@@ -12,7 +12,7 @@ import collections
 import os
 from typing import Sequence
 
-from . import __version__
+from . import __version__, storage
 from .cache import TokenCache
 from .config import MixtureConfig, config_hash
 from .plan import SourcePlan
@@ -135,7 +135,8 @@ def neox_config(manifest: dict, out: str) -> dict:
     the shards are already mixed, so their weights are their sample counts.
     """
     return {
-        "train-data-paths": [os.path.join(os.path.abspath(out), s["prefix"]) for s in manifest["shards"]],
+        "train-data-paths": [storage.join(out if storage.is_remote(out) else os.path.abspath(out), s["prefix"])
+                             for s in manifest["shards"]],
         "train-data-weights": [s["sequences"] for s in manifest["shards"]],
         "seq-length": manifest["seq_len"],
         "data-impl": "mmap",

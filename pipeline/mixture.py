@@ -11,29 +11,26 @@ shards are touched.
 
 from __future__ import annotations
 
-import dataclasses
-import glob
 import hashlib
 import json
 import logging
-import os
 from typing import Sequence
 
 import apache_beam as beam
 import numpy as np
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from apache_beam.io.filesystems import FileSystems
-
-from . import __version__
-from .crashpoints import crash_point
-from .errors import SourceError
+from . import __version__, storage
 from .cache import BuildCache, TokenCache
 from .config import MixtureConfig, config_hash
+from .crashpoints import crash_point
+from .errors import OutputError, SourceError
 from .manifest import build_manifest, neox_config, summary_table
-from .pack import PackShards, shard_name
-from .plan import SourcePlan, make_plan
-from .select import BucketSelection, select_source
+from .pack import PROVENANCE_DIR, PackShards, shard_name
+from .plan import make_plan
+from .report import write_report
+from .select import select_source
 from .sources import list_source_files
 from .storage import make_dirs, read_json, remove_temporaries, write_json
 from .tokenizer import LoadedTokenizer, load_tokenizer
@@ -44,9 +41,13 @@ log = logging.getLogger("mixprep")
 
 
 def tokenize_sources(
-    cfg: MixtureConfig, data_root: str, cache_root: str, tokenizer: LoadedTokenizer, beam_args: Sequence[str]
+    cfg: MixtureConfig, data_root: str, cache_root: str, tokenizer: LoadedTokenizer, beam_args: Sequence[str],
+    progress=None,
 ) -> dict[str, TokenCache]:
-    """Token caches for every source with weight > 0, building the missing ones in one pipeline."""
+    """Token caches for every source with weight > 0, building the missing ones in one pipeline.
+
+    ``progress`` (optional, ``progress.Progress``) is told what is built and gets the pipeline's result.
+    """
     FileSystems.set_options(PipelineOptions(list(beam_args)))  # listing may need e.g. S3 options
     caches: dict[str, TokenCache] = {}
     missing = []
@@ -71,6 +72,10 @@ def tokenize_sources(
                 build = BuildCache(s.spec, files, tokenizer, cache_root)
                 builds[s.name] = build
                 _ = p | f"TokenizeSource[{s.name}]" >> build
+            if progress:
+                progress.tokenizing([(s.name, builds[s.name].directory, files) for s, files in missing])
+        if progress:
+            progress.finished(p.result)
         for name, build in builds.items():
             caches[name] = TokenCache(build.directory)
     return caches
@@ -89,11 +94,11 @@ def available_by_bucket(cache: TokenCache, bounds: Sequence[int]) -> tuple[list[
 
 
 def run_mixture(
-    cfg: MixtureConfig, data_root: str, out: str, cache_root: str, beam_args: Sequence[str] = ()
+    cfg: MixtureConfig, data_root: str, out: str, cache_root: str, beam_args: Sequence[str] = (), progress=None
 ) -> dict:
     """Build the mixture ``cfg`` into ``out``; returns the manifest (also written as manifest.json)."""
     tokenizer = load_tokenizer(cfg.tokenizer_path)
-    caches = tokenize_sources(cfg, data_root, cache_root, tokenizer, beam_args)
+    caches = tokenize_sources(cfg, data_root, cache_root, tokenizer, beam_args, progress)
     bounds = cfg.bucket_bounds
     available = {name: available_by_bucket(c, bounds) for name, c in caches.items()}
     plans = make_plan(cfg, available)
@@ -110,16 +115,25 @@ def run_mixture(
     make_dirs(out)
     _remove_stale_shards(out, cfg.name, m)
     remove_temporaries(out)  # a crashed run's half-written files (never under a final name)
+    if progress:
+        progress.packing(out, [shard_name(cfg.name, i, m) for i in range(m)], plan_hash,
+                         sum(s.selected_tokens for sel in selections.values() for s in sel))
     with beam.Pipeline(options=PipelineOptions(list(beam_args))) as p:
         _ = p | f"PackShards[{cfg.name}]" >> PackShards(
             cfg.name, names, [caches[n].directory for n in names], [len(caches[n].parts) for n in names],
             bounds, [selections[n] for n in names], cfg.seed, m, cfg.seq_len, tokenizer.dtype, out, plan_hash,
         )
-    shards = [read_json(os.path.join(out, "_shards", shard_name(cfg.name, i, m) + ".json")) for i in range(m)]
+    if progress:
+        progress.finished(p.result)
+    shards = _written_shards(out, cfg.name, m, plan_hash)
     manifest = build_manifest(cfg, tokenizer, plans, selections, {n: caches[n] for n in names}, shards, plan_hash)
-    write_json(os.path.join(out, "gpt-neox-data.json"), neox_config(manifest, out))
+    write_json(storage.join(out, "gpt-neox-data.json"), neox_config(manifest, out))
     crash_point(f"before-manifest:{cfg.name}")
-    write_json(os.path.join(out, "manifest.json"), manifest)  # last: its presence means complete
+    write_json(storage.join(out, "manifest.json"), manifest)  # last: its presence means complete
+    if storage.is_remote(out):
+        log.info("report skipped for %s: run `mixprep report` on a local copy of the mixture", out)
+    else:
+        write_report(out, manifest, cache_root)  # report.md + plots, from the manifest and the caches
     print(summary_table(manifest))
     return manifest
 
@@ -135,12 +149,29 @@ def _plan_hash(cfg, tokenizer, caches, selections) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
+def _written_shards(out: str, name: str, count: int, plan_hash: str) -> list[dict]:
+    """Every promised shard's record; a missing or stale one is an error, never a short manifest."""
+    shards = []
+    for i in range(count):
+        shard = shard_name(name, i, count)
+        sidecar = storage.join(out, "_shards", shard + ".json")
+        record = read_json(sidecar) if storage.exists(sidecar) else None
+        if record is None or record.get("plan_hash") != plan_hash or not all(
+            storage.exists(storage.join(out, shard + ext)) for ext in (".bin", ".idx")
+        ):
+            raise OutputError(storage.join(out, shard + ".bin"),
+                              RuntimeError("the pack pipeline finished without writing this shard"))
+        shards.append(record)
+    return shards
+
+
 def _remove_stale_shards(out: str, name: str, count: int) -> None:
     """A previous run with another shard count would leave shards the manifest does not list."""
     keep = {shard_name(name, i, count) for i in range(count)}
-    manifest = os.path.join(out, "manifest.json")
-    if os.path.exists(manifest):
-        os.remove(manifest)
-    for path in glob.glob(os.path.join(out, f"{name}-*-of-*.*")) + glob.glob(os.path.join(out, "_shards", "*.json")):
-        if os.path.basename(path).rsplit(".", 1)[0] not in keep:
-            os.remove(path)
+    storage.delete(storage.join(out, "manifest.json"))
+    stale = storage.list_files(out, f"{name}-*-of-*.*")
+    for folder in ("_shards", PROVENANCE_DIR):
+        stale += storage.list_files(storage.join(out, folder), "*")
+    for path in stale:
+        if path.rsplit("/", 1)[-1].split(".", 1)[0] not in keep:
+            storage.delete(path)

@@ -8,7 +8,7 @@ tail (fewer than ``seq_len + 1`` tokens) is dropped and reported.
 What crosses the shuffle is compact numpy arrays of references (24 bytes a copy), one array per
 (cache part, shard), never token arrays: the local runner holds grouped data in memory.
 
-Provenance: beside each shard, ``_shards/NAME.refs.npy`` holds the shard's copies in stream order
+Provenance: beside each shard, ``_provenance/NAME.refs.npy`` holds the shard's copies in stream order
 (``PROVENANCE_DTYPE``: source index, cache part, row, tokens; 14 bytes a copy). The running sum of
 ``n`` places every copy in the shard's token stream, so any sample maps back to its documents
 (``mixprep inspect``). The shard's sidecar JSON lists the file, its sha256 and the source names the
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
-import os
+import io
 from typing import Sequence
 
 import apache_beam as beam
@@ -30,12 +30,15 @@ from .cache import TokenCache
 from .hashing import PLACE, decision_keys
 from .mmidx import MMIDXWriter
 from .select import BucketSelection, copies_for, doc_arrays
+from . import storage
 from .storage import atomic_writer, read_json, write_json
 
-__all__ = ["PackShards", "REF_DTYPE", "PROVENANCE_DTYPE", "shard_name", "pack_stream", "write_provenance"]
+__all__ = ["PackShards", "REF_DTYPE", "PROVENANCE_DIR", "PROVENANCE_DTYPE", "shard_name", "pack_stream",
+           "write_provenance"]
 
 REF_DTYPE = np.dtype([("key", "<u8"), ("source", "<u2"), ("part", "<u4"), ("row", "<u4"), ("n", "<u4")])
 # A shard's copies in stream order, without the placement key (the order already says it).
+PROVENANCE_DIR = "_provenance"
 PROVENANCE_DTYPE = np.dtype([("source", "<u2"), ("part", "<u4"), ("row", "<u4"), ("n", "<u4")])
 
 
@@ -110,24 +113,24 @@ class _WriteShardFn(beam.DoFn):
     def process(self, element):
         shard, chunks = element
         name = shard_name(self._mixture, shard, self._m)
-        sidecar = os.path.join(self._out, "_shards", name + ".json")
-        if os.path.exists(sidecar) and read_json(sidecar).get("plan_hash") == self._plan_hash and all(
-            os.path.exists(os.path.join(self._out, name + ext)) for ext in (".bin", ".idx")
-        ) and os.path.exists(os.path.join(self._out, "_shards", name + ".refs.npy")):
+        sidecar = storage.join(self._out, "_shards", name + ".json")
+        if storage.exists(sidecar) and read_json(sidecar).get("plan_hash") == self._plan_hash and all(
+            storage.exists(storage.join(self._out, name + ext)) for ext in (".bin", ".idx")
+        ) and storage.exists(storage.join(self._out, PROVENANCE_DIR, name + ".refs.npy")):
             yield read_json(sidecar)  # finished by an earlier run of the same plan
             return
         refs = np.concatenate(list(chunks)) if chunks else np.empty(0, REF_DTYPE)
         refs = refs[np.lexsort((refs["row"], refs["part"], refs["source"], refs["key"]))]
         caches = {s: TokenCache(self._caches[s]) for s in np.unique(refs["source"]).tolist()}
-        os.makedirs(self._out, exist_ok=True)
-        with MMIDXWriter(os.path.join(self._out, name), self._dtype) as writer:
+        storage.make_dirs(self._out)
+        with MMIDXWriter(storage.join(self._out, name), self._dtype) as writer:
             pieces = (caches[r["source"]].tokens(int(r["part"]))[int(r["row"])] for r in refs)
             tail = pack_stream(pieces, self._seq_len, writer)
         info = writer.close()
         for c in caches.values():
             c.close()
         per_source = _per_source(refs, tail, self._sources)
-        provenance = write_provenance(os.path.join(self._out, "_shards", name + ".refs.npy"), refs, self._sources)
+        provenance = write_provenance(self._out, PROVENANCE_DIR + "/" + name + ".refs.npy", refs, self._sources)
         record = {
             "name": name,
             "index": shard,
@@ -147,22 +150,21 @@ class _WriteShardFn(beam.DoFn):
         yield record
 
 
-def write_provenance(path: str, refs: np.ndarray, sources: Sequence[str]) -> dict:
-    """Write a shard's references (in stream order) as ``PROVENANCE_DTYPE`` .npy, atomically.
+def write_provenance(out: str, rel: str, refs: np.ndarray, sources: Sequence[str]) -> dict:
+    """Write a shard's references (in stream order) to ``out/rel`` as ``PROVENANCE_DTYPE`` .npy, atomically.
 
-    Returns what the shard's sidecar records about it: file name, sha256, bytes, copies, and the
-    source names that the ``source`` column indexes.
+    Returns what the shard's sidecar records about it: the file (relative to ``out``), its sha256,
+    bytes and copies, and the source names that the ``source`` column indexes.
     """
     table = np.empty(len(refs), dtype=PROVENANCE_DTYPE)
     for field in PROVENANCE_DTYPE.names:
         table[field] = refs[field]
-    with atomic_writer(path, "wb") as f:
-        np.save(f, table, allow_pickle=False)
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return {"file": os.path.basename(path), "sha256": h.hexdigest(), "bytes": os.path.getsize(path),
+    buf = io.BytesIO()
+    np.save(buf, table, allow_pickle=False)
+    data = buf.getvalue()  # 14 bytes a copy: small enough to hash in memory
+    with atomic_writer(storage.join(out, rel), "wb") as f:
+        f.write(data)
+    return {"file": rel, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
             "copies": len(table), "sources": list(sources)}
 
 

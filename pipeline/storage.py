@@ -9,6 +9,7 @@ finished object, so a reader never sees a partial one there either. Local paths 
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import re
@@ -26,6 +27,7 @@ __all__ = [
     "exists",
     "is_remote",
     "join",
+    "list_files",
     "make_dirs",
     "open_read",
     "open_write",
@@ -37,6 +39,39 @@ __all__ = [
 ]
 
 _TEMP_MARK = ".tmp-"
+
+
+def _share_botocore_data_loader() -> None:
+    """Give every botocore session of this process one data loader.
+
+    Beam's S3 filesystem makes a new boto3 session for every call (exists, open, rename, ...), and
+    each new session parses botocore's service-model JSON from disk again: ~0.2 s a call, measured,
+    90% of an S3 dry run. The models are read-only data, so one loader (which caches them) per
+    ``data_path`` serves every session.
+    """
+    try:
+        import botocore.loaders
+        import botocore.session
+    except ImportError:
+        return
+    if getattr(botocore.session.Session, "_mixprep_shared_loader", False):
+        return
+    loaders: dict = {}
+
+    def register(session) -> None:
+        def loader():
+            data_path = session.get_config_variable("data_path")
+            if data_path not in loaders:
+                loaders[data_path] = botocore.loaders.create_loader(data_path)
+            return loaders[data_path]
+
+        session._components.lazy_register_component("data_loader", loader)
+
+    botocore.session.Session._register_data_loader = register
+    botocore.session.Session._mixprep_shared_loader = True
+
+
+_share_botocore_data_loader()
 _URI = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
 
@@ -68,6 +103,14 @@ def open_write(path: str) -> BinaryIO:
         return FileSystems.create(path, mime_type="application/octet-stream",
                                   compression_type=CompressionTypes.UNCOMPRESSED)
     return open(path, "wb")
+
+
+def list_files(folder: str, pattern: str) -> list[str]:
+    """Paths of the files directly in ``folder`` whose names match the glob ``pattern``."""
+    if is_remote(folder):
+        (match,) = FileSystems.match([join(folder, pattern)])
+        return sorted(m.path for m in match.metadata_list)
+    return sorted(glob.glob(os.path.join(glob.escape(folder), pattern)))
 
 
 def rename(src: str, dst: str) -> None:

@@ -54,6 +54,12 @@ def s3_server():
                 client.upload_file(path, bucket, key)
         return f"s3://{bucket}/{prefix}"
 
+    def bucket(name: str) -> str:
+        if name not in [b["Name"] for b in client.list_buckets().get("Buckets", [])]:
+            client.create_bucket(Bucket=name)
+        return f"s3://{name}"
+
+    upload.bucket = bucket
     upload.options = options
     upload.endpoint = endpoint
     yield upload

@@ -13,7 +13,7 @@ from conftest import BAD, SAMPLES, TOKENIZER
 from pipeline.cache import BuildCache, TokenCache, cache_fingerprint
 from pipeline.errors import FormatError
 from pipeline.sources import SourceSpec, list_source_files, read_documents
-from pipeline.storage import read_json
+
 from pipeline.tokenizer import load_tokenizer
 from pipeline.verify import verify_path
 

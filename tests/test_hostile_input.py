@@ -2,7 +2,6 @@
 and the manifest's accounting (read = selected + dropped by sampling + rejected + excluded) exact."""
 
 import gzip
-import io
 import json
 import os
 

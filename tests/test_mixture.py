@@ -1,9 +1,7 @@
 """The mixture engine end to end on the bundled samples: exact shares, packing, determinism."""
 
-import collections
 import hashlib
 import json
-import logging
 import os
 import subprocess
 import sys

@@ -481,3 +481,242 @@ def test_batches_by_bytes_uses_text_of():
     docs = [{"id": i, "text": "x" * i} for i in range(5)]
     batches = list(batches_by_bytes(docs, lambda d: d["text"], max_bytes=4))
     assert [[d["id"] for d in b] for b in batches] == [[0, 1, 2], [3], [4]]
+
+
+# --- the fast encoder (tiktoken) gives the ids of `tokenizers` -----------------------------------
+
+tiktoken = pytest.importorskip("tiktoken")
+
+from pipeline.document import Document  # noqa: E402
+from pipeline.sources import SourceSpec, list_source_files, read_documents  # noqa: E402
+from pipeline.sources.kinds import KINDS  # noqa: E402
+from pipeline.tokenizer import PROBE_TEXT, _fast_encoding, _fast_pattern, fast_encoder_blocker  # noqa: E402
+
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+VARIED = [
+    "", " ", "  ", "a", "Hello world", "It's John's 'quoted' text, we'LL see; they'd've",
+    "naïve café Ünïcödé e\u0301 A\u030a \u212b \u1100\u1161\u11a8 ﬁ ½ ² ٣٤٥ 東京は日本の首都です。 한국어",
+    "👩\u200d👩\u200d👧🙂 \u200d\u200b\u180e\ufeff <|endoftext|> <|padding|> <|endoftext",
+    "def f(x):\n\treturn x  # comment\n    if y:\n        pass\n\n\n" + " " * 24 + "z" + " " * 25 + "w" + " " * 49,
+    "tabs\t\t\tand\u00a0\u00a0nbsp \u3000\u3000 \u2000\u2009\u0085\u2028\x0b\x1c\r\n\r\n  \n \n   \t \n ",
+    "=" * 300 + " " + "x" * 5000 + " " + "1234567890" * 30 + " " * 100 + "\n" * 50,
+    "mixed 12abc 3.14e-10 0x1F foo_bar->baz(**kw) {'k': [1, 2]} // /* */ <tag attr=\"v\"/>",
+]
+
+
+def _sample_texts() -> list[str]:
+    """Every document under samples/, read by mixprep's own readers."""
+    texts = []
+    for kind in ("refinedweb", "c4", "redpajama", "pile", "starcoder"):
+        root = {"refinedweb": "tiiuae/falcon-refinedweb", "c4": "allenai/c4", "redpajama":
+                "togethercomputer/RedPajama-Data-1T", "pile": "EleutherAI/pile", "starcoder": "bigcode/starcoderdata"}[kind]
+        spec = SourceSpec(name=kind, kind=kind, root=root)
+        for sf in list_source_files(spec, str(SAMPLES)):
+            texts += [d.text for d in read_documents(spec, sf) if isinstance(d, Document)]
+    spec = SourceSpec(name="internal", kind="files", root="internal", paths=("notes/*",), text_field="body")
+    for sf in list_source_files(spec, str(SAMPLES)):
+        texts += [d.text for d in read_documents(spec, sf) if isinstance(d, Document)]
+    assert KINDS and len(texts) > 1500
+    return texts
+
+
+@functools.cache
+def fast_encoder(which: str) -> Encoder:
+    return Encoder(TOKENIZERS[which](), chunk_chars=1 << 12, max_call_bytes=1 << 16, verify_bytes=0)
+
+
+def _check_fast_equals_tokenizers(which: str, texts: list[str]) -> None:
+    enc = fast_encoder(which)
+    assert enc.backend == "tiktoken", enc.fast_blocker
+    tok = TOKENIZERS[which]()
+    got = [a.tolist() for a in enc.encode_batch(texts)]
+    want = [e.ids + [tok.eos_id] for e in tok.tokenizer.encode_batch_fast(texts, add_special_tokens=False)]
+    assert got == want
+
+
+@pytest.mark.parametrize("which", ["shipped", "neox_like"])
+def test_fast_encoder_is_used_and_matches_on_varied_texts(which):
+    _check_fast_equals_tokenizers(which, VARIED + [PROBE_TEXT, dense_text(5_000, seed=3)])
+
+
+@pytest.mark.parametrize("which", ["shipped", "neox_like"])
+def test_fast_encoder_matches_on_every_sample_document(which):
+    _check_fast_equals_tokenizers(which, _sample_texts())
+
+
+@cut_property
+@given(texts=st.lists(documents, min_size=1, max_size=3))
+def test_fast_encoder_property(texts):
+    _check_fast_equals_tokenizers("shipped", texts)
+
+
+@cut_property
+@given(texts=st.lists(documents, min_size=1, max_size=3))
+def test_fast_encoder_property_with_gpt_neox_structure(texts):
+    _check_fast_equals_tokenizers("neox_like", texts)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(max_size=40))
+def test_fast_encoder_on_arbitrary_unicode(text):
+    _check_fast_equals_tokenizers("neox_like", [text])
+
+
+def test_unicode_tables_agree_for_every_code_point():
+    """tiktoken's regex classes (\\p{L}, \\p{N}, \\s) and Python's NFC agree with tokenizers' on every character.
+
+    Each character sits in contexts where its class decides the split: after a letter, a digit, a
+    space and punctuation; NFC is compared alone and after a base letter.
+    """
+    enc, tok = fast_encoder("neox_like"), neox_like()
+    nfc = normalizers.NFC().normalize_str
+    # Planes 0-3 and 14 hold every assigned character; planes 4-13 are unassigned, 15-16 private use.
+    # Planes 2-3 (CJK ideograph extensions, one class throughout) are sampled, every third.
+    planes = [*range(0, 0x20000), *range(0x20000, 0x40000, 3), *range(0xE0000, 0xF0000)]
+    planes += [p + i for p in range(0x40000, 0x110000, 0x10000) for i in range(0, 0x10000, 61)]
+    chars = [chr(cp) for cp in planes if not 0xD800 <= cp < 0xE000]
+    for start in range(0, len(chars), 1 << 14):
+        block = chars[start:start + (1 << 14)]
+        assert [unicodedata.normalize("NFC", "a" + c) for c in block] == [nfc("a" + c) for c in block]
+        texts = ["".join(f"x{c}x 1{c}1  {c}.\n" for c in block[i:i + 256]) for i in range(0, len(block), 256)]
+        got = [a.tolist() for a in enc.encode_batch(texts)]
+        want = [e.ids + [0] for e in tok.tokenizer.encode_batch_fast(texts, add_special_tokens=False)]
+        assert got == want, f"code points from {ord(block[0]):#x}"
+
+
+def test_long_document_with_the_fast_encoder():
+    tok = shipped()
+    text = make_long_document(600_000, seed=5)
+    enc = Encoder(tok)
+    assert enc.backend == "tiktoken" and len(enc.pieces(text)) > 5
+    assert enc.encode_batch([text])[0].tolist() == whole_ids(tok, text)
+
+
+def test_fast_pattern_treats_space_runs_as_added_tokens():
+    assert _fast_pattern(0) == GPT2
+    pattern = _fast_pattern(24)
+    assert pattern.endswith("| {2,24}") and r"\s+" not in pattern
+
+
+GPT2 = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+
+
+def test_fast_encoder_falls_back_without_tiktoken(monkeypatch, caplog):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_tiktoken(name, *args, **kwargs):
+        if name == "tiktoken":
+            raise ImportError("No module named 'tiktoken'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tiktoken)
+    _fast_encoding.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger="pipeline.tokenizer"):
+            enc = Encoder(shipped())
+    finally:
+        _fast_encoding.cache_clear()
+    assert enc.backend == "tokenizers" and "tiktoken is not installed" in enc.fast_blocker
+    assert "tiktoken is not installed" in caplog.text
+    assert enc.encode_batch(["It's fine"])[0].tolist() == whole_ids(shipped(), "It's fine")
+
+
+def test_fast_encoder_can_be_turned_off(monkeypatch):
+    monkeypatch.setenv("MIXPREP_ENCODER", "tokenizers")
+    assert Encoder(shipped()).backend == "tokenizers"
+    monkeypatch.delenv("MIXPREP_ENCODER")
+    assert Encoder(shipped(), fast=False).backend == "tokenizers"
+    assert Encoder(shipped()).backend == "tiktoken"
+
+
+def test_threads_give_the_same_ids(monkeypatch):
+    texts = VARIED * 3
+    one = Encoder(shipped(), threads=1, max_call_bytes=1 << 10)
+    monkeypatch.setenv("MIXPREP_ENCODE_THREADS", "3")
+    three = Encoder(shipped(), max_call_bytes=1 << 10)
+    assert (one.threads, three.threads) == (1, 3)
+    assert [a.tolist() for a in one.encode_batch(texts)] == [a.tolist() for a in three.encode_batch(texts)]
+    three.close()
+
+
+@pytest.mark.parametrize(
+    "changes, reason",
+    [
+        ({"normalizer": {"type": "NFKC"}}, "NFKC"),
+        ({"pre_tokenizer__add_prefix_space": True}, "add_prefix_space"),
+        ({"model__byte_fallback": True}, "byte_fallback"),
+        ({"model__dropout": 0.1}, "dropout"),
+        ({"model__ignore_merges": True}, "ignore_merges"),
+        ({"model__type": "WordPiece"}, "WordPiece"),
+        ({"post_processor": {"type": "TemplateProcessing", "single": [], "pair": [], "special_tokens": {}}},
+         "TemplateProcessing"),
+        ({"added_tokens__1__special": False}, "not a run of spaces"),
+    ],
+)
+def test_fast_encoder_blocker_names_the_reason(changes, reason):
+    base = json.loads(shipped().tokenizer.to_str())
+    assert reason in fast_encoder_blocker(_with(base, **changes))
+
+
+def test_fast_encoder_blocker_on_space_run_shapes():
+    neox = json.loads(neox_like().tokenizer.to_str())
+    assert fast_encoder_blocker(neox) is None
+    gap = json.loads(json.dumps(neox))
+    gap["added_tokens"] = [t for t in gap["added_tokens"] if t["content"] != " " * 7]
+    assert "not every width" in fast_encoder_blocker(gap)
+    raw = json.loads(json.dumps(neox))
+    raw["added_tokens"][-1]["normalized"] = False
+    assert "before normalization" in fast_encoder_blocker(raw)
+
+
+def test_inconsistent_merges_fall_back(tmp_path, caplog):
+    """A merge result that BPE does not reach from its own bytes breaks the rank order: tokenizers is used."""
+    config = json.loads(SHIPPED.read_text(encoding="utf-8"))
+    vocab, merges = config["model"]["vocab"], config["model"]["merges"]
+    assert not {"qz", "jq", "jqz"} & set(vocab)
+    next_id = max(vocab.values()) + 1
+    # "jqz" is made from ("jq", "z"), but "q z" merges first: encoding "jqz" alone gives [j, qz].
+    for k, (left, right) in enumerate([("q", "z"), ("j", "q"), ("jq", "z")]):
+        merges.append([left, right])
+        vocab[left + right] = next_id + k
+    tok = load_tokenizer(write_config(tmp_path, config))
+    assert tok.tokenizer.encode("jqz").ids == [vocab["j"], vocab["qz"]]
+    with caplog.at_level(logging.WARNING, logger="pipeline.tokenizer"):
+        enc = Encoder(tok)
+    assert enc.backend == "tokenizers"
+    assert "'jqz' does not encode to itself" in enc.fast_blocker and "jqz" in caplog.text
+    assert enc.encode_batch(["jqz"])[0].tolist() == whole_ids(tok, "jqz")
+
+
+def test_non_monotone_ids_are_mapped_back(tmp_path):
+    """Ids that do not grow in merge order: tiktoken ranks follow the merges, ids are mapped back."""
+    config = json.loads(SHIPPED.read_text(encoding="utf-8"))
+    vocab, merges = config["model"]["vocab"], config["model"]["merges"]
+    a, b = (merges[0][0] + merges[0][1]), (merges[1][0] + merges[1][1])
+    vocab[a], vocab[b] = vocab[b], vocab[a]
+    tok = load_tokenizer(write_config(tmp_path, config))
+    fast = _fast_encoding(tok.json_bytes.decode())
+    assert not isinstance(fast, str) and fast.id_of_rank is not None
+    enc = Encoder(tok, verify_bytes=0)
+    assert enc.backend == "tiktoken"
+    texts = VARIED + [dense_text(2_000, seed=9)]
+    assert [x.tolist() for x in enc.encode_batch(texts)] == [whole_ids(tok, t) for t in texts]
+
+
+def test_a_mismatch_on_the_first_texts_switches_to_tokenizers(caplog):
+    enc = Encoder(shipped(), verify_bytes=1 << 10)
+    assert enc.backend == "tiktoken"
+    real = enc._fast.encode
+    enc._fast.encode = lambda pieces: [a + 1 for a in real(pieces)]  # a broken fast encoder
+    with caplog.at_level(logging.ERROR, logger="pipeline.tokenizer"):
+        [ids] = enc.encode_batch(["Hello there"])
+    assert ids.tolist() == whole_ids(shipped(), "Hello there")
+    assert enc.backend == "tokenizers" and "differ" in caplog.text
+
+
+def test_encoder_version_is_unchanged():
+    from pipeline.tokenizer import ENCODER_VERSION
+
+    assert ENCODER_VERSION == 1  # the fast encoder gives the same ids: caches stay valid

@@ -11,9 +11,9 @@ import os
 import re
 from typing import BinaryIO
 
-from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from .. import storage
 from ..errors import SourceError
 from .spec import SourceSpec
 
@@ -109,4 +109,4 @@ def open_source_file(path: str) -> BinaryIO:
         from huggingface_hub import HfFileSystem
 
         return HfFileSystem().open(path[len(_HUB_PREFIX) :], "rb")
-    return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    return storage.open_read(path)

@@ -6,7 +6,6 @@ import gzip
 import json
 import os
 
-import apache_beam as beam
 import pyarrow.parquet as pq
 import pytest
 import zstandard

@@ -1,0 +1,206 @@
+"""Source statistics before mixing: documents, tokens, lengths, and the epochs a mixture would need.
+
+    mixprep stats --mixture mixtures/stage1.yaml [--data-root DIR] [--cache DIR] [--total-tokens N]
+
+A source whose token cache exists is counted exactly from it (``cache.json`` and the document
+tables). Otherwise the counts are estimated: a few of its files (spread over its folders) are read
+whole, the first documents of each are tokenized, and the tokens per character of those documents
+(per subset) are scaled to the files read and then, by bytes, to all the source's files. The length
+distribution of an estimate is that of the tokenized documents. Either way the report says which.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+
+from .cache import HISTOGRAM_BINS, TokenCache
+from .config import MixtureConfig
+from .document import Reject
+from .plan import bucket_label, bucket_targets, split_exact
+from .sources import SourceFile, list_source_files, read_documents
+from .tokenizer import Encoder, LoadedTokenizer, load_tokenizer
+
+__all__ = ["SourceStats", "source_stats", "estimate_source", "stats_table", "pick_files"]
+
+
+@dataclasses.dataclass
+class SourceStats:
+    name: str
+    weight: float
+    max_repetition: float
+    files: int
+    bytes: int
+    exact: bool
+    documents: int
+    tokens: int
+    subsets: dict[str, tuple[int, int]]  # subset -> (documents, tokens)
+    bucket_tokens: list[int]  # per length bucket of the mixture
+    histogram: list[int]  # documents per log2 bin (of the cache, or of the tokenized sample)
+    sampled_files: int = 0
+    sampled_documents: int = 0  # documents tokenized for the estimate
+    target: int = 0  # tokens the mixture asks of this source
+    bucket_target: list[int] = dataclasses.field(default_factory=list)
+
+    @property
+    def epochs(self) -> float:
+        return self.target / self.tokens if self.tokens else 0.0
+
+    @property
+    def bucket_epochs(self) -> list[float]:
+        return [t / a if a else (float("inf") if t else 0.0) for t, a in zip(self.bucket_target, self.bucket_tokens)]
+
+
+def pick_files(files: Sequence[SourceFile], count: int) -> list[SourceFile]:
+    """Up to ``count`` files spread over the source: round-robin over folders, evenly spaced in each.
+
+    >>> fs = [SourceFile(f"{d}/{i}", f"{d}/{i}", 1, d) for d in "ab" for i in range(4)]
+    >>> [f.rel for f in pick_files(fs, 3)]
+    ['a/0', 'a/2', 'b/0']
+    """
+    by_folder: dict[str, list[SourceFile]] = collections.defaultdict(list)
+    for f in sorted(files, key=lambda f: f.rel):
+        by_folder[f.folder].append(f)
+    take = collections.Counter()
+    left = min(count, len(files))
+    while left:
+        for folder in sorted(by_folder):
+            if left and take[folder] < len(by_folder[folder]):
+                take[folder] += 1
+                left -= 1
+    picked = [fs[(j * len(fs)) // take[folder]] for folder, fs in by_folder.items() for j in range(take[folder])]
+    return sorted(picked, key=lambda f: f.rel)
+
+
+def _exact(cache: TokenCache, bounds: Sequence[int]) -> dict:
+    from .mixture import available_by_bucket
+
+    st = cache.stats
+    tokens, _ = available_by_bucket(cache, bounds)
+    return {"exact": True, "documents": st["documents"], "tokens": st["tokens"],
+            "subsets": {k: (v["documents"], v["tokens"]) for k, v in st["subsets"].items()},
+            "bucket_tokens": tokens, "histogram": list(st["histogram"]["documents"])}
+
+
+def estimate_source(spec, files: Sequence[SourceFile], tokenizer: LoadedTokenizer, bounds: Sequence[int],
+                    sample_files: int, sample_docs: int) -> dict:
+    """Estimated documents, tokens, subsets and bucket tokens of a source from a sample of its files."""
+    encoder = Encoder(tokenizer)
+    picked = pick_files(files, max(1, sample_files))
+    docs = collections.Counter()
+    chars = collections.Counter()
+    tok_tokens = collections.Counter()  # per subset, over the tokenized documents
+    tok_chars = collections.Counter()
+    tok_docs = collections.Counter()
+    hist = np.zeros(HISTOGRAM_BINS, np.int64)
+    bucket = np.zeros(len(bounds) + 1, np.int64)
+    for sf in picked:
+        batch = []
+        for item in read_documents(spec, sf):
+            if isinstance(item, Reject):
+                continue
+            docs[item.subset] += 1
+            chars[item.subset] += len(item.text)
+            if len(batch) < sample_docs:
+                batch.append(item)
+        for d, ids in zip(batch, encoder.encode_batch([d.text for d in batch])):
+            n = len(ids)
+            tok_tokens[d.subset] += n
+            tok_chars[d.subset] += len(d.text)
+            tok_docs[d.subset] += 1
+            hist[n.bit_length() - 1] += 1
+            bucket[int(np.searchsorted(np.asarray(bounds, np.int64), n, side="right"))] += n
+    all_ratio = (sum(tok_tokens.values()) - sum(tok_docs.values())) / max(sum(tok_chars.values()), 1)
+    read_bytes = sum(f.size for f in picked)
+    scale = sum(f.size for f in files) / read_bytes if read_bytes else 0.0
+    subsets = {}
+    for s in sorted(docs):
+        ratio = (tok_tokens[s] - tok_docs[s]) / tok_chars[s] if tok_chars[s] else all_ratio
+        subsets[s] = (round(docs[s] * scale), round((chars[s] * ratio + docs[s]) * scale))
+    tokens = sum(t for _, t in subsets.values())
+    shares = bucket / bucket.sum() if bucket.sum() else np.zeros_like(bucket, dtype=float)
+    return {"exact": False, "documents": sum(d for d, _ in subsets.values()), "tokens": tokens, "subsets": subsets,
+            "bucket_tokens": split_exact(tokens, shares.tolist()) if bucket.sum() else [0] * len(bucket),
+            "histogram": hist.tolist(), "sampled_files": len(picked), "sampled_documents": sum(tok_docs.values())}
+
+
+def source_stats(cfg: MixtureConfig, data_root: str, cache_root: str, sample_files: int = 4,
+                 sample_docs: int = 2000) -> list[SourceStats]:
+    """Per source of ``cfg`` (in its order): exact or estimated counts, and what the mixture asks of it."""
+    tokenizer = load_tokenizer(cfg.tokenizer_path)
+    bounds = cfg.bucket_bounds
+    out = []
+    for s in cfg.sources:
+        files = list_source_files(s.spec, data_root)
+        cache = TokenCache.find(cache_root, s.spec, files, tokenizer)
+        counts = _exact(cache, bounds) if cache else estimate_source(
+            s.spec, files, tokenizer, bounds, sample_files, sample_docs)
+        out.append(SourceStats(name=s.name, weight=s.weight, max_repetition=s.max_repetition, files=len(files),
+                               bytes=sum(f.size for f in files), **counts))
+    mixed = [st for st in out if st.weight > 0]
+    for st, target in zip(mixed, split_exact(cfg.total_tokens, [st.weight for st in mixed])):
+        st.target = target
+        st.bucket_target = bucket_targets(target, st.bucket_tokens, bounds, cfg.long_documents)
+    return out
+
+
+def _median_bin(hist: Sequence[int]) -> str:
+    total, running = sum(hist), 0
+    for k, c in enumerate(hist):
+        running += c
+        if total and 2 * running >= total:
+            return f"[{2 ** k}, {2 ** (k + 1)})"
+    return "-"
+
+
+def stats_table(cfg: MixtureConfig, stats: Sequence[SourceStats]) -> str:
+    """The stats as text: a table per source and subset, then the length buckets and epochs."""
+    bounds = cfg.bucket_bounds
+    labels = [bucket_label(i, bounds) for i in range(len(bounds) + 1)]
+    lines = [f"{cfg.name}: {cfg.total_tokens:,} tokens at seq_len {cfg.seq_len:,}; length buckets "
+             f"{' '.join(labels)}" + (f" (long from {cfg.long_documents.threshold:,})" if cfg.long_documents else ""),
+             ""]
+    rows = [("source", "subset", "files", "documents", "tokens", "counted", "mean", "median document")]
+    for st in stats:
+        how = "exact (cache)" if st.exact else "estimated*"
+        mean = f"{st.tokens / st.documents:,.0f}" if st.documents else "-"
+        rows.append((st.name, "", f"{st.files:,}", f"{st.documents:,}", f"{st.tokens:,}", how, mean,
+                     _median_bin(st.histogram)))
+        if len(st.subsets) > 1 or (st.subsets and next(iter(st.subsets)) != ""):
+            for sub, (d, t) in st.subsets.items():
+                rows.append(("", sub or "-", "", f"{d:,}", f"{t:,}", "", f"{t / d:,.0f}" if d else "-", ""))
+    lines += _columns(rows, "llrrrlrl")
+    lines += ["", "Tokens per length bucket (share of the source), what the mixture asks, and the epochs it takes:", ""]
+    rows = [("source", "weight", *labels, "target", "epochs", "most in a bucket", "")]
+    for st in stats:
+        shares = [f"{100 * t / st.tokens:.1f}%" if st.tokens else "-" for t in st.bucket_tokens]
+        if st.weight <= 0:
+            rows.append((st.name, "0", *shares, "-", "-", "-", "not in the mixture"))
+            continue
+        epochs = st.bucket_epochs
+        worst = max(range(len(epochs)), key=lambda i: epochs[i])
+        flag = f"exceeds max_repetition={st.max_repetition:g}" if epochs[worst] > st.max_repetition + 1e-12 else ""
+        rows.append((st.name, f"{st.weight:g}", *shares, f"{st.target:,}", f"{st.epochs:.3f}",
+                     f"{epochs[worst]:.3f} in {labels[worst]}", flag))
+    lines += _columns(rows, "lr" + "r" * len(labels) + "rrll")
+    estimated = [st for st in stats if not st.exact]
+    if estimated:
+        lines += [""] + [f"* {st.name}: no token cache yet; estimated from {st.sampled_files} of {st.files:,} files "
+                         f"({st.sampled_documents:,} documents tokenized), scaled by bytes; subsets as seen in those "
+                         "files. "
+                         "`mixprep tokenize` makes it exact." for st in estimated]
+    return "\n".join(lines)
+
+
+def _columns(rows, align: str) -> list[str]:
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    out = []
+    for n, r in enumerate(rows):
+        out.append("  ".join(str(c).ljust(w) if a == "l" else str(c).rjust(w)
+                             for c, w, a in zip(r, widths, align)).rstrip())
+        if n == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return out

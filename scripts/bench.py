@@ -1,0 +1,615 @@
+"""Tokenizing speed and memory: raw encoder ceilings vs `mixprep run`, side by side (docs/PERFORMANCE.md).
+
+    make bench                 # = python scripts/bench.py --mb 300 --dir ~/.cache/mixprep-bench
+    make bench BENCH_MB=20     # a smoke run: a couple of minutes
+
+Once per corpus size, under --dir (outside the repo): a corpus of real text that every machine of
+ours has (this interpreter's standard library and site-packages: .py .pyi .rst .md .txt files), written
+as the five sources in their hub layouts and formats, and a 50k byte-level BPE trained on part of it
+(GPT-2 regex, no normalizer, `<|endoftext|>` = 0, `<|padding|>` = 1, like scripts/train_tokenizer.py).
+
+Then, on the same texts (read by mixprep's own readers) and the same cores:
+  (a) raw ceilings: `tokenizers` encode_batch_fast, encode_batch, a process pool of single-threaded
+      tokenizers; tiktoken (the fast encoder) with 1 thread and all threads; mixprep's `Encoder`;
+  (b) `mixprep run` (tokenize + mix) on the local runner with all cores, (c) with 1 worker, and (d)
+      with all cores and the `tokenizers` backend (MIXPREP_ENCODER=tokenizers);
+  (e) a 20M-character document against ordinary documents (per-character speed, exact ids);
+and checks that the fast encoder's ids equal `tokenizers`' on every document. Peak memory is the RSS
+of the whole process tree, sampled every 0.1 s. Results: JSON + markdown under --dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import io
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+
+SOURCES = {  # name -> (kind, root, share of documents)
+    "refinedweb": ("refinedweb", "tiiuae/falcon-refinedweb", 0.30),
+    "c4": ("c4", "allenai/c4", 0.15),
+    "redpajama": ("redpajama", "togethercomputer/RedPajama-Data-1T", 0.20),
+    "pile": ("pile", "EleutherAI/pile", 0.15),
+    "starcoder": ("starcoder", "bigcode/starcoderdata", 0.20),
+}
+FILE_BYTES = 4 << 20  # text per corpus file: enough files for both workers to stay busy
+SUFFIXES = (".py", ".pyi", ".rst", ".md", ".txt")
+TRAIN_MB = 40
+VOCAB_SIZE = 50_277
+CALL_BYTES = 1 << 20
+SPECIAL_TOKENS = ["<|endoftext|>", "<|padding|>"]  # ids 0 and 1
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# --- the corpus ---------------------------------------------------------------------------------
+
+
+def _stable(s: str) -> int:
+    return int.from_bytes(hashlib.sha1(s.encode("utf-8", "surrogatepass")).digest()[:8], "big")
+
+
+def text_files() -> list[Path]:
+    """Every text file of this interpreter's libraries, in a stable pseudo-random order."""
+    import site
+    import sysconfig
+
+    roots = {sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["purelib"], *site.getsitepackages()}
+    seen: dict[str, Path] = {}
+    for root in sorted(roots):
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            for name in filenames:
+                if name.endswith(SUFFIXES):
+                    path = os.path.realpath(os.path.join(dirpath, name))
+                    seen.setdefault(path, Path(path))
+    return sorted(seen.values(), key=lambda p: _stable(str(p)))
+
+
+def _source_of(path: Path) -> str:
+    """Code (.py/.pyi/.md) may go to StarCoder; everything may go anywhere else, by a stable hash."""
+    r = (_stable("source:" + str(path)) % 10_000) / 10_000
+    acc = 0.0
+    for name, (_, _, share) in SOURCES.items():
+        acc += share
+        if r < acc:
+            break
+    if name == "starcoder" and path.suffix not in (".py", ".pyi", ".md"):
+        name = "refinedweb"
+    return name
+
+
+class _Writer:
+    """Writes one source's documents into files of about FILE_BYTES in its hub layout and format."""
+
+    def __init__(self, name: str, root: Path):
+        self.name, self.root, self.n, self.docs, self.size = name, root, {}, {}, {}
+
+    def add(self, text: str, path: Path) -> None:
+        group = self._group(path)
+        self.docs.setdefault(group, []).append((text, path))
+        self.size[group] = self.size.get(group, 0) + len(text.encode("utf-8"))
+        if self.size[group] >= FILE_BYTES:
+            self.flush(group)
+
+    def close(self) -> None:
+        for group in list(self.docs):
+            if self.docs[group]:
+                self.flush(group)
+
+    def _group(self, path: Path) -> str:
+        if self.name == "starcoder":
+            return "markdown" if path.suffix == ".md" else "python"
+        if self.name == "redpajama":
+            return ("github", "book", "wikipedia", "common_crawl")[_stable("group:" + str(path)) % 4]
+        return ""
+
+    def flush(self, group: str) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        docs, i = self.docs[group], self.n.get(group, 0)
+        self.docs[group], self.size[group], self.n[group] = [], 0, i + 1
+        texts = [t for t, _ in docs]
+        if self.name == "refinedweb":
+            out = self.root / "data" / f"train-{i:05d}-of-05534-{hashlib.sha1(str(i).encode()).hexdigest()[:16]}.parquet"
+            table = pa.table({
+                "content": texts,
+                "url": [f"https://example.org/{p.name}" for _, p in docs],
+                "dump": ["CC-MAIN-2023-06"] * len(docs),
+                "segment": [str(_stable(str(p)) % 1000) for _, p in docs],
+            })
+            out.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(table, out)
+        elif self.name == "starcoder":
+            out = self.root / group / f"train-{i:05d}-of-00059.parquet"
+            table = pa.table({
+                "max_stars_repo_path": [p.name for _, p in docs],
+                "max_stars_repo_name": [p.parent.name for _, p in docs],
+                "max_stars_count": [0] * len(docs),
+                "id": [str(_stable(str(p))) for _, p in docs],
+                "content": texts,
+            })
+            out.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(table, out)
+        else:
+            lines = []
+            for text, p in docs:
+                if self.name == "c4":
+                    rec = {"text": text, "timestamp": "2019-04-25T12:57:54Z", "url": f"https://example.org/{p.name}"}
+                elif self.name == "pile":
+                    rec = {"text": text, "meta": {"pile_set_name": "Github" if p.suffix == ".py" else "StackExchange"}}
+                else:
+                    rec = {"text": text, "meta": {"source": p.name}}
+                lines.append(json.dumps(rec, ensure_ascii=False))
+            data = ("\n".join(lines) + "\n").encode("utf-8")
+            if self.name == "c4":
+                out = self.root / "en" / f"c4-train.{i:05d}-of-01024.json.gz"
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_bytes(gzip.compress(data, compresslevel=1, mtime=0))
+            elif group == "common_crawl":  # RedPajama's zstd subset
+                import zstandard
+
+                out = self.root / group / "2023-06" / f"en_head_{i:04d}.json.gz.dedup.classifier.jsonl.zst"
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_bytes(zstandard.ZstdCompressor(level=3).compress(data))
+            elif self.name == "pile":
+                import zstandard
+
+                out = self.root / "train" / f"{i:02d}.jsonl.zst"
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_bytes(zstandard.ZstdCompressor(level=3).compress(data))
+            else:
+                out = self.root / group / f"{group}_{i:04d}.jsonl"
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_bytes(data)
+
+
+def build_corpus(corpus: Path, mb: int) -> dict:
+    """The corpus under `corpus` (reused when complete), and its statistics."""
+    done = corpus / "corpus.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    if corpus.exists():
+        shutil.rmtree(corpus)
+    data = corpus / "data"
+    writers = {name: _Writer(name, data / root) for name, (_, root, _) in SOURCES.items()}
+    total, docs, files = 0, 0, text_files()
+    train = corpus / "train.txt"
+    train.parent.mkdir(parents=True, exist_ok=True)
+    with open(train, "w", encoding="utf-8") as train_fh:
+        for path in files:
+            if total >= mb * 1_000_000:
+                break
+            try:
+                text = path.read_text(encoding="utf-8")
+            except (UnicodeDecodeError, OSError):
+                continue
+            if not text.strip():
+                continue
+            n = len(text.encode("utf-8"))
+            if total < TRAIN_MB * 1_000_000 and total < mb * 500_000:  # train on (part of) the first half
+                train_fh.write(text + "\n")
+            writers[_source_of(path)].add(text, path)
+            total += n
+            docs += 1
+    for w in writers.values():
+        w.close()
+    stats = {"mb": mb, "bytes": total, "documents": docs, "library_files_seen": len(files),
+             "files": sum(1 for p in data.rglob("*") if p.is_file())}
+    done.write_text(json.dumps(stats, indent=1))
+    return stats
+
+
+def train_tokenizer(corpus: Path) -> Path:
+    """A 50k byte-level BPE with scripts/train_tokenizer.py's structure, trained on train.txt."""
+    out = corpus / "tokenizer.json"
+    if out.exists():
+        return out
+    # scripts/train_tokenizer.py's structure; not imported: it pins this process to one thread.
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE(unk_token=None, byte_fallback=False))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=VOCAB_SIZE, min_frequency=2, special_tokens=SPECIAL_TOKENS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tokenizer.train([str(corpus / "train.txt")], trainer=trainer)
+    assert [tokenizer.token_to_id(t) for t in SPECIAL_TOKENS] == [0, 1]
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(tokenizer.to_str(), encoding="utf-8")
+    os.replace(tmp, out)
+    return out
+
+
+# --- measuring ------------------------------------------------------------------------------------
+
+
+class PeakRSS:
+    """Peak total RSS of a process and all its descendants, sampled every `interval` seconds."""
+
+    def __init__(self, pid: int, interval: float = 0.1):
+        self.pid, self.interval, self.peak, self._stop = pid, interval, 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _tree_rss(self.pid))
+            self._stop.wait(self.interval)
+
+
+def _tree_rss(pid: int) -> int:
+    try:
+        import psutil
+    except ImportError:
+        psutil = None
+    if psutil is not None:
+        try:
+            root = psutil.Process(pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return 0
+        total = 0
+        for p in procs:
+            try:
+                total += p.memory_info().rss
+            except psutil.NoSuchProcess:
+                pass
+        return total
+    children: dict[int, list[int]] = {}  # /proc fallback
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    total, stack, page = 0, [pid], os.sysconf("SC_PAGE_SIZE")
+    while stack:
+        p = stack.pop()
+        try:
+            total += int(Path(f"/proc/{p}/statm").read_text().split()[1]) * page
+        except (OSError, IndexError, ValueError):
+            pass
+        stack.extend(children.get(p, []))
+    return total
+
+
+def load_texts(data_root: Path) -> dict[str, list[str]]:
+    """Every document's text, per source, as mixprep's readers see them (same texts as the pipeline)."""
+    from pipeline.document import Document
+    from pipeline.sources import SourceSpec, list_source_files, read_documents
+
+    texts = {}
+    for name, (kind, root, _) in SOURCES.items():
+        spec = SourceSpec(name=name, kind=kind, root=root)
+        texts[name] = [d.text for sf in list_source_files(spec, str(data_root))
+                       for d in read_documents(spec, sf) if isinstance(d, Document)]
+    return texts
+
+
+def calls(texts: list[str], max_bytes: int = CALL_BYTES) -> list[list[str]]:
+    from pipeline.tokenizer import batches_by_bytes
+
+    return list(batches_by_bytes(texts, str, max_bytes))
+
+
+def timed(fn):
+    t = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t
+
+
+_POOL_STATE: dict = {}
+
+
+def _pool_encode(bounds):
+    a, b = bounds
+    tok, texts = _POOL_STATE["tok"], _POOL_STATE["texts"]
+    n = 0
+    for call in calls(texts[a:b]):
+        n += sum(len(e.ids) for e in tok.encode_batch_fast(call, add_special_tokens=False))
+    return n
+
+
+def hf_process_pool(json_text: str, texts: list[str], procs: int) -> int:
+    """One single-threaded tokenizer per process (fork: the children share `texts`)."""
+    import multiprocessing as mp
+
+    from tokenizers import Tokenizer
+
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # read by the forked children
+    tok = Tokenizer.from_str(json_text)
+    tok.encode_special_tokens = True
+    _POOL_STATE.update(tok=tok, texts=texts)
+    step = max(1, len(texts) // (procs * 16))
+    ranges = [(i, min(i + step, len(texts))) for i in range(0, len(texts), step)]
+    with mp.get_context("fork").Pool(procs) as pool:
+        n = sum(pool.imap_unordered(_pool_encode, ranges))
+    _POOL_STATE.clear()
+    os.environ.pop("TOKENIZERS_PARALLELISM", None)
+    return n
+
+
+def raw_ceilings(tok_path: Path, texts: list[str], cores: int, results: dict) -> np.ndarray:
+    """Raw encoders on `texts`; returns `tokenizers`' ids per document (for the identity check)."""
+    from tokenizers import Tokenizer
+
+    import tiktoken  # noqa: F401 (fails early with a hint if missing)
+    from pipeline.tokenizer import Encoder, _fast_encoding, load_tokenizer
+
+    json_text = tok_path.read_text(encoding="utf-8")
+    tok = Tokenizer.from_str(json_text)
+    tok.encode_special_tokens = True
+    n_chars = sum(len(t) for t in texts)
+    rows = results["raw"] = {}
+
+    def record(name, tokens, seconds, **extra):
+        rows[name] = {"tokens": tokens, "seconds": round(seconds, 3), "tok_per_s": tokens / seconds, **extra}
+        log(f"{name}: {tokens / seconds / 1e6:.2f}M tok/s ({seconds:.1f} s)")
+
+    ref_ids: list[np.ndarray] = []
+
+    def hf_fast():
+        for call in calls(texts):
+            ref_ids.extend(np.array(e.ids, dtype=np.uint32) for e in tok.encode_batch_fast(call, add_special_tokens=False))
+
+    _, s = timed(hf_fast)
+    n_tok = sum(len(a) for a in ref_ids)  # without EOS: the raw encoders do not append it
+    record(f"tokenizers encode_batch_fast ({cores} threads)", n_tok, s)
+    # Results are counted, not kept: keeping every Encoding would hold many GB.
+    n, s = timed(lambda: sum(len(e.ids) for c in calls(texts) for e in tok.encode_batch(c, add_special_tokens=False)))
+    record(f"tokenizers encode_batch ({cores} threads)", n, s)
+    n, s = timed(lambda: hf_process_pool(json_text, texts, cores))
+    record(f"tokenizers process pool ({cores} x 1 thread)", n, s)
+    results["best_raw_tokenizers"] = max(
+        (v for k, v in rows.items() if k.startswith("tokenizers")), key=lambda v: v["tok_per_s"])["tok_per_s"]
+
+    fast = _fast_encoding(json_text)
+    assert not isinstance(fast, str), f"the fast encoder cannot be built: {fast}"
+    enc = fast.encoding
+    n, s = timed(lambda: sum(len(enc.encode_ordinary(t)) for t in texts))
+    record("tiktoken encode_ordinary (1 thread)", n, s)
+    n, s = timed(lambda: sum(len(ids) for c in calls(texts) for ids in enc.encode_ordinary_batch(c, num_threads=cores)))
+    record(f"tiktoken encode_ordinary_batch ({cores} threads)", n, s)
+
+    tokenizer = load_tokenizer(str(tok_path))
+    for threads in (1, cores):
+        encoder = Encoder(tokenizer, threads=threads)
+        assert encoder.backend == "tiktoken", encoder.fast_blocker
+        out: list[np.ndarray] = []
+        _, s = timed(lambda: [out.extend(encoder.encode_batch(b)) for b in calls(texts)])
+        encoder.close()
+        record(f"mixprep Encoder, tiktoken ({threads} thread{'s' if threads > 1 else ''})", n_tok, s)
+    fix_raw_fast(results, cores)
+    mismatches = sum(
+        1 for got, want in zip(out, ref_ids) if len(got) != len(want) + 1 or not np.array_equal(got[:-1], want)
+    )
+    results["identity"] = {"documents": len(texts), "characters": n_chars, "tokens": n_tok, "mismatched_documents": mismatches}
+    log(f"fast encoder vs tokenizers on every document: {mismatches} of {len(texts)} differ")
+    return ref_ids
+
+
+def fix_raw_fast(results: dict, cores: int) -> None:
+    """The fast encoder's raw speed on 1 and on all cores: the better of bare tiktoken and the Encoder."""
+    rows = results["raw"]
+    one = max(v["tok_per_s"] for k, v in rows.items() if ("tiktoken" in k) and "(1 thread)" in k)
+    many = max(v["tok_per_s"] for k, v in rows.items() if ("tiktoken" in k) and f"({cores} threads)" in k)
+    results["raw_fast_1"], results["raw_fast"], results["raw_fast_speedup"] = one, many, many / one
+
+
+def long_document(tok_path: Path, texts: list[str], results: dict) -> None:
+    """A 20M-character document (real texts joined) vs the same texts as ordinary documents."""
+    from tokenizers import Tokenizer
+
+    from pipeline.tokenizer import Encoder, load_tokenizer
+
+    parts, n = [], 0
+    for t in texts:
+        parts.append(t)
+        n += len(t) + 2
+        if n >= 20_000_000:
+            break
+    doc = "\n\n".join(parts)[:20_000_000]
+    ordinary = calls(parts)
+    encoder = Encoder(load_tokenizer(str(tok_path)), threads=1)
+    _, s_ord = timed(lambda: [encoder.encode_batch(c) for c in ordinary])
+    [ids], s_long = timed(lambda: encoder.encode_batch([doc]))
+    tok = Tokenizer.from_str(tok_path.read_text(encoding="utf-8"))
+    tok.encode_special_tokens = True
+    whole, s_whole = timed(lambda: tok.encode_batch_fast([doc], add_special_tokens=False)[0].ids)
+    chars_ord = sum(len(p) for p in parts)
+    per_char_ratio = (len(doc) / s_long) / (chars_ord / s_ord)
+    results["long_document"] = {
+        "characters": len(doc), "pieces": len(encoder.pieces(doc)), "backend": encoder.backend,
+        "seconds": round(s_long, 3), "ordinary_seconds_same_text": round(s_ord, 3),
+        "per_char_speed_ratio": per_char_ratio, "identical_to_whole_encode": ids[:-1].tolist() == whole,
+        "tokenizers_whole_encode_seconds": round(s_whole, 3),
+    }
+    log(f"20M-char document: {per_char_ratio:.2f}x the per-char speed of ordinary documents, "
+        f"identical: {results['long_document']['identical_to_whole_encode']}")
+
+
+def write_mixture(path: Path, tok_path: Path, tokens: dict[str, int]) -> int:
+    """A mixture of the five bench sources at their natural shares; returns a total that fits."""
+    total = sum(tokens.values())
+    names = list(tokens)
+    weights = {n: round(tokens[n] / total, 4) for n in names}
+    weights[names[-1]] = round(1 - sum(weights[n] for n in names[:-1]), 4)
+    lines = ["name: bench", "description: mixprep benchmark (scripts/bench.py)", f"total_tokens: {total}",
+             "seq_len: 2048", "seed: 1234", f"tokenizer: {tok_path}", "shards: 4",
+             "length_buckets: [2048, 4096, 16384]", "sources:"]
+    for n in names:
+        kind, root, _ = SOURCES[n]
+        lines += [f"  - name: {n}", f"    kind: {kind}", f"    root: {root}", f"    category: {'code' if n == 'starcoder' else 'web'}",
+                  f"    weight: {weights[n]}", "    max_repetition: 1.0"]
+    path.write_text("\n".join(lines) + "\n")
+    return int(0.9 * min(tokens[n] / weights[n] for n in names if weights[n] > 0))
+
+
+def pipeline_run(name: str, mixture: Path, data_root: Path, tok_path: Path, total: int, workers: int,
+                 work: Path, n_tokens: int, env_extra: dict | None = None) -> dict:
+    out, cache = work / f"out-{name}", work / f"cache-{name}"
+    for d in (out, cache):
+        shutil.rmtree(d, ignore_errors=True)
+    cmd = [str(Path(sys.executable).parent / "mixprep"), "run", "--mixture", str(mixture), "--data-root", str(data_root),
+           "--out", str(out), "--cache", str(cache), "--tokenizer", str(tok_path), "--total-tokens", str(total),
+           f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
+    env = {**os.environ, **(env_extra or {})}
+    env.pop("MIXPREP_ENCODE_THREADS", None)
+    log(f"{name}: {' '.join(cmd)}")
+    t = time.perf_counter()
+    with open(work / f"{name}.log", "w") as logf:
+        proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env)
+        with PeakRSS(proc.pid) as peak:
+            rc = proc.wait()
+    seconds = time.perf_counter() - t
+    if rc != 0:
+        raise SystemExit(f"{name} failed (exit {rc}); see {work / (name + '.log')}")
+    forced = (env_extra or {}).get("MIXPREP_ENCODER") == "tokenizers"
+    fell_back = "encoding with `tokenizers`" in (work / f"{name}.log").read_text()
+    backend = "tokenizers" if forced or fell_back else "tiktoken"
+    row = {"command": " ".join(cmd), "workers": workers, "tokens": n_tokens, "seconds": round(seconds, 3),
+           "tok_per_s": n_tokens / seconds, "peak_rss_bytes": peak.peak, "backend": backend}
+    log(f"{name}: {n_tokens / seconds / 1e6:.2f}M tok/s, {seconds:.1f} s, peak RSS {peak.peak / 2**30:.2f} GiB")
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.rmtree(cache, ignore_errors=True)
+    return row
+
+
+def targets(r: dict) -> list[tuple[str, str, float, float, bool]]:
+    """(target, measured as text, value, bound, met) for the issue's targets."""
+    rows = []
+    p2, p1 = r["pipeline"].get("all_cores"), r["pipeline"].get("one_worker")
+    ptok = r["pipeline"].get("all_cores_tokenizers")
+    if ptok:
+        v = ptok["tok_per_s"] / r["best_raw_tokenizers"]
+        rows.append(("pipeline (tokenizers backend) / best raw tokenizers", f"{v:.2f}x", v, 0.90, v >= 0.90))
+    if p2:
+        v = p2["tok_per_s"] / r["best_raw_tokenizers"]
+        rows.append(("pipeline (fast encoder) / best raw tokenizers", f"{v:.2f}x", v, 0.90, v >= 0.90))
+        v = p2["tok_per_s"] / r["raw_fast"]
+        rows.append(("pipeline (fast encoder) / raw fast encoder", f"{v:.2f}x", v, 0.65, v >= 0.65))
+        gib = p2["peak_rss_bytes"] / 2**30
+        rows.append(("peak memory, all processes (GiB)", f"{gib:.2f}", gib, 2.0, gib <= 2.0))
+    if p2 and p1:
+        v = (p2["tok_per_s"] / p1["tok_per_s"]) / r["raw_fast_speedup"]
+        rows.append(("pipeline 1->2 workers speed-up / raw encoder's 1->2 speed-up",
+                     f"{p2['tok_per_s'] / p1['tok_per_s']:.2f} / {r['raw_fast_speedup']:.2f} = {v:.2f}x", v, 0.9, v >= 0.9))
+    ld = r.get("long_document")
+    if ld:
+        v = ld["per_char_speed_ratio"]
+        ok = v >= 0.8 and ld["identical_to_whole_encode"]
+        rows.append(("20M-char document: per-char speed / ordinary, identical ids",
+                     f"{v:.2f}x, identical={ld['identical_to_whole_encode']}", v, 0.8, ok))
+    ident = r.get("identity")
+    if ident:
+        rows.append(("fast encoder ids != tokenizers ids (documents)", str(ident["mismatched_documents"]),
+                     ident["mismatched_documents"], 0, ident["mismatched_documents"] == 0))
+    return rows
+
+
+def markdown(r: dict) -> str:
+    c = r["corpus"]
+    out = [f"# mixprep bench, {r['started']}", "",
+           f"Machine: {r['machine']}. Corpus: {c['bytes'] / 1e6:.0f} MB, {c['documents']:,} documents, {c['files']} files "
+           f"(read back: {r['identity']['documents']:,} documents, {r['identity']['characters']:,} characters, "
+           f"{r['identity']['tokens']:,} tokens without EOS). Tokenizer: {r['tokenizer']['vocab_size']:,}-entry "
+           "byte-level BPE trained on the corpus.", "",
+           "| measurement | tokens/s | seconds | peak RSS (GiB) |", "|---|---:|---:|---:|"]
+    for name, row in r["raw"].items():
+        out.append(f"| raw: {name} | {row['tok_per_s'] / 1e6:.2f}M | {row['seconds']:.1f} | |")
+    for name, row in r["pipeline"].items():
+        out.append(f"| `mixprep run` {name} ({row['workers']} worker{'s' if row['workers'] > 1 else ''}, "
+                   f"{row['backend']}) | {row['tok_per_s'] / 1e6:.2f}M | {row['seconds']:.1f} | "
+                   f"{row['peak_rss_bytes'] / 2**30:.2f} |")
+    out += ["", "| target | measured | bound | met |", "|---|---:|---:|---|"]
+    for name, text, _, bound, ok in targets(r):
+        out.append(f"| {name} | {text} | {bound:g} | {'yes' if ok else 'NO'} |")
+    out += ["", "Pipeline tokens/s = tokens tokenized (with EOS) / wall time of the whole `mixprep run` "
+            "(start-up, tokenize, plan, pack, write).", ""]
+    for name, row in r["pipeline"].items():
+        out.append(f"- {name}: `{row['command']}`")
+    return "\n".join(out) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mb", type=int, default=int(os.environ.get("BENCH_MB", 300)), help="corpus size in MB of text")
+    ap.add_argument("--dir", type=Path, default=Path.home() / ".cache" / "mixprep-bench", help="cache folder")
+    ap.add_argument("--skip", default="", help="comma-separated: raw,pipeline,tokenizers-pipeline,long")
+    args = ap.parse_args(argv)
+    skip = set(filter(None, args.skip.split(",")))
+    cores = os.cpu_count() or 1
+    corpus = args.dir / f"corpus-{args.mb}MB"
+    started = time.strftime("%Y-%m-%dT%H:%M:%S")
+    log(f"corpus {corpus} ({args.mb} MB): building or reusing")
+    stats, s = timed(lambda: build_corpus(corpus, args.mb))
+    log(f"corpus: {stats['bytes'] / 1e6:.0f} MB, {stats['documents']} documents, {stats['files']} files ({s:.0f} s)")
+    tok_path, s = timed(lambda: train_tokenizer(corpus))
+    from pipeline.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(str(tok_path))
+    log(f"tokenizer {tok_path}: {tokenizer.vocab_size} entries ({s:.0f} s)")
+    data_root = corpus / "data"
+    per_source = load_texts(data_root)
+    texts = [t for ts in per_source.values() for t in ts]
+    results: dict = {"started": started, "machine": f"{cores} cores, {platform.platform()}, Python {platform.python_version()}",
+                     "corpus": stats, "tokenizer": tokenizer.info(), "pipeline": {}}
+    ref = raw_ceilings(tok_path, texts, cores, results) if "raw" not in skip else None
+    if "long" not in skip:
+        long_document(tok_path, texts, results)
+    if ref is not None:
+        k, tokens = 0, {}
+        for name, ts in per_source.items():
+            tokens[name] = sum(len(a) + 1 for a in ref[k:k + len(ts)])  # + EOS
+            k += len(ts)
+        n_tokens = sum(tokens.values())
+        del ref
+        work = Path(tempfile.mkdtemp(prefix="run-", dir=args.dir))
+        mixture = work / "bench.yaml"
+        total = write_mixture(mixture, tok_path, tokens)
+        if "pipeline" not in skip:
+            results["pipeline"]["all_cores"] = pipeline_run("all_cores", mixture, data_root, tok_path, total, cores, work, n_tokens)
+            results["pipeline"]["one_worker"] = pipeline_run("one_worker", mixture, data_root, tok_path, total, 1, work, n_tokens)
+        if "tokenizers-pipeline" not in skip:
+            results["pipeline"]["all_cores_tokenizers"] = pipeline_run(
+                "all_cores_tokenizers", mixture, data_root, tok_path, total, cores, work, n_tokens,
+                {"MIXPREP_ENCODER": "tokenizers"})
+        shutil.rmtree(work, ignore_errors=True)
+    results["targets"] = [{"target": t, "measured": m, "value": v, "bound": b, "met": ok} for t, m, v, b, ok in targets(results)]
+    stem = args.dir / f"results-{args.mb}MB-{started.replace(':', '')}"
+    stem.with_suffix(".json").write_text(json.dumps(results, indent=1))
+    stem.with_suffix(".md").write_text(markdown(results))
+    print(markdown(results))
+    print(f"results: {stem.with_suffix('.json')} and {stem.with_suffix('.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
