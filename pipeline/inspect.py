@@ -18,6 +18,7 @@ import os
 
 import numpy as np
 
+from . import storage
 from .cache import TokenCache, cache_dir
 from .errors import FormatError, MixprepError
 from .mmidx import MMIDXReader
@@ -45,8 +46,8 @@ class Provenance:
     """A mixture folder's manifest and per-shard provenance, opened for lookups."""
 
     def __init__(self, out: str):
-        path = os.path.join(out, "manifest.json")
-        if not os.path.exists(path):
+        path = storage.join(out, "manifest.json")
+        if not storage.exists(path):
             raise FormatError(f"{out}: no manifest.json: not a finished mixture folder (run `mixprep run` first, or "
                               "point at the folder it wrote).")
         self.out = out
@@ -65,20 +66,20 @@ class Provenance:
         """Shard k's copies in stream order, their stream start offsets, and the source names they index."""
         if k not in self._refs:
             name = self.shards[k]
-            sidecar = os.path.join(self.out, "_shards", name + ".json")
-            record = read_json(sidecar) if os.path.exists(sidecar) else {}
+            sidecar = storage.join(self.out, "_shards", name + ".json")
+            record = read_json(sidecar) if storage.exists(sidecar) else {}
             prov = record.get("provenance")
             if record.get("plan_hash") != self.manifest["plan_hash"] or not prov:
                 raise FormatError(
                     f"{sidecar}: no provenance for this mixture (plan {self.manifest['plan_hash'][:12]}): the shard "
                     "was written by a mixprep without provenance, or by another plan. Rerun `mixprep run` on the "
                     "same config to write it (the shards' bytes do not change).")
-            path = os.path.join(self.out, prov["file"])
+            path = storage.join(self.out, prov["file"])
             try:
-                with open(path, "rb") as f:
+                with storage.open_read(path) as f:
                     data = f.read()
-            except OSError as e:
-                raise FormatError(f"{path}: cannot read the shard's provenance ({e.strerror}). Rerun `mixprep run` "
+            except Exception as e:  # OSError locally, BeamIOError on object stores
+                raise FormatError(f"{path}: cannot read the shard's provenance ({e}). Rerun `mixprep run` "
                                   "on the same config to rewrite it.") from None
             if hashlib.sha256(data).hexdigest() != prov["sha256"]:
                 raise FormatError(f"{path}: sha256 does not match the one in {sidecar}: the file changed or is "
@@ -128,7 +129,7 @@ class _Caches:
                 raise MixprepError(f"source {source!r} is not in this mixture; its sources are "
                                    f"{', '.join(self._manifest['sources'])}.")
             directory = cache_dir(self._root, source, s["cache_fingerprint"])
-            if not os.path.exists(os.path.join(directory, "cache.json")):
+            if not storage.exists(storage.join(directory, "cache.json")):
                 raise FormatError(f"{directory}: the token cache of {source!r} this mixture was built from is not "
                                   "there. Pass the cache folder the run used (`--cache DIR`).")
             self._open[source] = TokenCache(directory)
@@ -187,7 +188,7 @@ def inspect_sample(out: str, index: int, cache_root: str, tokenizer: str | None 
     caches = _Caches(m, cache_root)
     tok = _load_tokenizer(m, tokenizer) if text else None
     try:
-        with MMIDXReader(os.path.join(out, prov.shards[k])) as shard:
+        with MMIDXReader(storage.join(out, prov.shards[k])) as shard:
             sample = np.asarray(shard[j])
             cached = np.concatenate([caches(p.source).tokens(p.part)[p.row][p.doc_start:p.doc_end] for p in pieces])
             if not np.array_equal(sample.astype(np.int64), cached.astype(np.int64)):

@@ -130,10 +130,7 @@ def run_mixture(
     write_json(storage.join(out, "gpt-neox-data.json"), neox_config(manifest, out))
     crash_point(f"before-manifest:{cfg.name}")
     write_json(storage.join(out, "manifest.json"), manifest)  # last: its presence means complete
-    if storage.is_remote(out):
-        log.info("report skipped for %s: run `mixprep report` on a local copy of the mixture", out)
-    else:
-        write_report(out, manifest, cache_root)  # report.md + plots, from the manifest and the caches
+    write_report(out, manifest, cache_root)  # report.md + plots, from the manifest and the caches
     print(summary_table(manifest))
     return manifest
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from typing import Sequence
 
+from . import storage
 from .cache import cache_dir
 from .errors import FormatError
 from .storage import atomic_writer, read_json
@@ -43,8 +43,8 @@ def write_report(out: str, manifest: dict | None = None, cache_root: str | None 
       cache_root: where the sources' token caches live (their histograms); None skips them.
     """
     if manifest is None:
-        path = os.path.join(out, "manifest.json")
-        if not os.path.exists(path):
+        path = storage.join(out, "manifest.json")
+        if not storage.exists(path):
             raise FormatError(f"{out}: no manifest.json: not a finished mixture folder (run `mixprep run` first, "
                               "or point at the folder it wrote).")
         manifest = read_json(path)
@@ -52,7 +52,7 @@ def write_report(out: str, manifest: dict | None = None, cache_root: str | None 
     histograms, notes = load_histograms(manifest, cache_root)
     plots, plot_note = {}, ""
     try:
-        plots = make_plots(manifest, histograms, os.path.join(out, REPORT_DIR))
+        plots = make_plots(manifest, histograms, storage.join(out, REPORT_DIR))
     except ImportError:
         plot_note = ("Plots skipped: matplotlib is not installed. Install the report extra "
                      "(`pip install 'mixprep[report]'`) and run `mixprep report OUT` to add them.")
@@ -61,7 +61,7 @@ def write_report(out: str, manifest: dict | None = None, cache_root: str | None 
         plot_note = f"Plots skipped: plotting failed ({e!r})."
     text = render_markdown(manifest, histograms, {k: f"{REPORT_DIR}/{v}" for k, v in plots.items()},
                            plot_note, notes)
-    path = os.path.join(out, "report.md")
+    path = storage.join(out, "report.md")
     with atomic_writer(path, "w") as f:
         f.write(text)
     return path
@@ -77,8 +77,8 @@ def load_histograms(manifest: dict, cache_root: str | None) -> tuple[dict[str, d
         if cache_root is None:
             missing.append(name)
             continue
-        path = os.path.join(cache_dir(cache_root, name, s["cache_fingerprint"]), "cache.json")
-        if os.path.exists(path):
+        path = storage.join(cache_dir(cache_root, name, s["cache_fingerprint"]), "cache.json")
+        if storage.exists(path):
             cache = read_json(path)
             if cache.get("fingerprint") == s["cache_fingerprint"]:
                 found[name] = cache["stats"]
@@ -275,14 +275,14 @@ def make_plots(manifest: dict, histograms: dict[str, dict], folder: str) -> dict
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    os.makedirs(folder, exist_ok=True)
+    storage.make_dirs(folder)
     made = {}
     with plt.rc_context({"font.size": 9, "axes.spines.top": False, "axes.spines.right": False}):
         for name, draw in (("shares", _plot_shares), ("epochs", _plot_epochs), ("lengths", _plot_lengths)):
             if name == "lengths" and not histograms:
                 continue
             fig = draw(plt, manifest, histograms)
-            path = os.path.join(folder, PLOT_FILES[name])
+            path = storage.join(folder, PLOT_FILES[name])
             with atomic_writer(path, "wb") as f:
                 fig.savefig(f, format="png", dpi=110)
             plt.close(fig)

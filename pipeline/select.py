@@ -134,9 +134,9 @@ def _cut(cache, bounds, seed, source, b, hist_b, hist_docs_b, remainder) -> tupl
         if n_j[i] <= gap:
             fill.append(int(keys_j[i]))
             gap -= int(n_j[i])
-    if take < len(n_j) and gap > n_j[take] - gap:  # one more document overshoots by less than the gap
-        fill.append(int(keys_j[take]))
-        gap -= int(n_j[take])
-    # Documents with key < cut get the extra copy: the first key not taken, or the end of the bin.
+    if take < len(n_j) and int(running[take]) - remainder < gap:
+        # Taking the first document that does not fit overshoots by less than the filled gap.
+        take, fill, gap = take + 1, [], remainder - int(running[take])
+    # Documents with key < cut get the extra copy: the first key not taken, or the end of the bins.
     cut = int(keys_j[take]) if take < len(keys_j) else min((j_end + 1) << (64 - _BIN_BITS), 2**64 - 1)
     return cut, tuple(sorted(fill)), remainder - gap, docs_before + take + len(fill)

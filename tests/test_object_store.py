@@ -7,7 +7,7 @@ import os
 import boto3
 import pytest
 
-from conftest import ROOT, SAMPLES
+from conftest import ROOT, SAMPLES, TOKENIZER
 from pipeline.config import load_mixture
 from pipeline.mixture import run_mixture
 from pipeline.verify import verify_path
@@ -49,6 +49,14 @@ def test_s3_to_s3_dry_run_matches_the_local_run(s3_server, tmp_path):
 
     FileSystems.set_options(PipelineOptions(s3_server.options))
     assert verify_path("s3://mixprep-out/stage1")[-1].endswith("ok")
+    # the report is written beside the mixture, and inspect reads provenance back from the store
+    keys = [o["Key"] for o in boto3.client("s3", endpoint_url=s3_server.endpoint)
+            .list_objects_v2(Bucket="mixprep-out", Prefix="stage1/")["Contents"]]
+    assert "stage1/report.md" in keys and "stage1/report/shares.png" in keys
+    from pipeline.inspect import inspect_sample
+
+    shown = inspect_sample("s3://mixprep-out/stage1", 0, "s3://mixprep-out/cache", TOKENIZER)
+    assert "sample 0 of" in shown and "<|endoftext|>" in shown
     # a second run reuses the caches and the shards on the store
     again = run_mixture(cfg(), data, "s3://mixprep-out/stage1", "s3://mixprep-out/cache", options)
     assert again == local
