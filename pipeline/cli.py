@@ -284,6 +284,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _default_cache(out: str) -> str:
     """The cache root `mixprep run --out OUT` uses by default: OUT's sibling ``cache``."""
+    from . import storage
+
+    if storage.is_remote(out):
+        return out.rstrip("/").rsplit("/", 1)[0] + "/cache"
     return os.path.join(os.path.dirname(os.path.abspath(out)), "cache")
 
 

@@ -20,13 +20,14 @@ from __future__ import annotations
 import collections
 import dataclasses
 import glob
-import json
 import os
 import re
 import shutil
 import threading
 import time
 from typing import Callable, Sequence, TextIO
+
+from . import storage
 
 __all__ = ["Progress", "counters_table", "format_duration", "format_count"]
 
@@ -138,13 +139,16 @@ class Progress:
     @staticmethod
     def _finished_parts(directory: str) -> dict[int, dict]:
         out = {}
-        for path in glob.glob(os.path.join(directory, "part-*.json")):
+        try:
+            paths = storage.list_files(directory, "part-*.json")  # local, gs:// or s3://
+        except Exception:  # a store that cannot be listed right now: next poll
+            return out
+        for path in paths:
             m = _PART_JSON.search(path)
             if m:
                 try:
-                    with open(path) as f:
-                        out[int(m.group(1))] = json.load(f)
-                except (OSError, ValueError):
+                    out[int(m.group(1))] = storage.read_json(path)
+                except Exception:
                     pass  # replaced while we read it: next poll
         return out
 
@@ -153,14 +157,13 @@ class Progress:
         out = {}
         for name in pack.shards:
             try:
-                with open(os.path.join(pack.out, "_shards", name + ".json")) as f:
-                    record = json.load(f)
-            except (OSError, ValueError):
+                record = storage.read_json(storage.join(pack.out, "_shards", name + ".json"))
+            except Exception:  # not written yet (or being replaced)
                 continue
             prov = record.get("provenance") or {}
             # As pack.py decides a shard is done: this plan's sidecar, and its provenance file.
-            if record.get("plan_hash") == pack.plan_hash and prov.get("file") and os.path.exists(
-                    os.path.join(pack.out, prov["file"])):
+            if record.get("plan_hash") == pack.plan_hash and prov.get("file") and storage.exists(
+                    storage.join(pack.out, prov["file"])):
                 out[name] = record
         return out
 
