@@ -168,3 +168,22 @@ def test_a_source_whose_every_record_is_rejected_is_an_error(tmp_path):
     (tmp_path / "corpus" / "data" / "x.jsonl").write_bytes(jsonl([b'{"text": ""}', b"not json"]))
     with pytest.raises(PlanError, match="'hostile' has no tokens"):
         run_mixture(mixture_file(tmp_path), str(tmp_path), str(tmp_path / "out"), str(tmp_path / "cache"), IN_PROCESS)
+
+
+def test_the_exit_status_tells_the_truth(tmp_path):
+    """`mixprep run` with a source whose every record is rejected exits 2, writes no manifest."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    os.makedirs(tmp_path / "corpus" / "data")
+    (tmp_path / "corpus" / "data" / "x.jsonl").write_bytes(jsonl([b'{"text": "  "}', b"{oops"]))
+    mix = mixture_file(tmp_path).origin
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "run", "--mixture", mix, "--data-root", str(tmp_path),
+         "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache"), "--direct_running_mode=in_memory"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "'hostile' has no tokens" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out" / "manifest.json").exists()
