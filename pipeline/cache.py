@@ -39,7 +39,7 @@ from .storage import atomic_writer, make_dirs, read_json, remove_temporaries, wr
 from .hashing import doc_hash
 from .tokenizer import ENCODER_VERSION, Encoder, LoadedTokenizer
 
-__all__ = ["BuildCache", "TokenCache", "cache_fingerprint", "cache_dir", "HISTOGRAM_BINS"]
+__all__ = ["BuildCache", "BuildCaches", "TokenCache", "cache_fingerprint", "cache_dir", "HISTOGRAM_BINS"]
 
 CACHE_VERSION = 1
 HISTOGRAM_BINS = 40  # bin k holds documents of [2**k, 2**(k+1)) tokens
@@ -156,34 +156,49 @@ class _DocTable:
                 pass
 
 
-class _TokenizeFileFn(beam.DoFn):
-    """Read one input file, tokenize its documents in bounded batches, write its cache part."""
+@dataclasses.dataclass(frozen=True)
+class _Job:
+    """One source's cache to build: what to read, where its cache goes, and its fingerprint."""
 
-    def __init__(self, spec: SourceSpec, tokenizer: LoadedTokenizer, directory: str, fingerprint: str):
-        self._spec, self._tokenizer, self._dir, self._fp = spec, tokenizer, directory, fingerprint
+    spec: SourceSpec
+    files: tuple[SourceFile, ...]
+    fingerprint: str
+    directory: str
+
+
+class _TokenizeFileFn(beam.DoFn):
+    """Read one input file, tokenize its documents in bounded batches, write its cache part.
+
+    One DoFn serves every source of the pipeline, so the tokenizer travels (and loads) once.
+    """
+
+    def __init__(self, jobs: list[_Job], tokenizer: LoadedTokenizer):
+        self._jobs, self._tokenizer = jobs, tokenizer
         self._encoder: Encoder | None = None
 
     def setup(self):
         self._encoder = Encoder(self._tokenizer)
 
-    def process(self, element: tuple[int, SourceFile]):
-        index, sf = element
-        prefix = storage.join(self._dir, _part_name(index))
-        done = _finished_part(prefix, self._fp, sf)
+    def process(self, element: tuple[int, int]):
+        j, index = element
+        job = self._jobs[j]
+        sf = job.files[index]
+        prefix = storage.join(job.directory, _part_name(index))
+        done = _finished_part(prefix, job.fingerprint, sf)
         if done is not None:  # a rerun keeps parts that were finished
-            Metrics.counter(f"cache:{self._spec.name}", "parts_reused").inc()
-            yield done
+            Metrics.counter(f"cache:{job.spec.name}", "parts_reused").inc()
+            yield j, done
             return
-        yield self._build(index, sf, prefix)
+        yield j, self._build(job, index, sf, prefix)
 
-    def _build(self, index: int, sf: SourceFile, prefix: str) -> dict:
+    def _build(self, job: _Job, index: int, sf: SourceFile, prefix: str) -> dict:
         tally, stats = FileTally(), _Stats()
         rejects = _RejectsFile(prefix + ".rejects.jsonl")
-        make_dirs(self._dir)
+        make_dirs(job.directory)
         writer = MMIDXWriter(prefix, self._tokenizer.dtype)
         table = _DocTable(prefix + ".docs.parquet")
         try:
-            for batch in _document_batches(read_documents(self._spec, sf, tally), rejects.add):
+            for batch in _document_batches(read_documents(job.spec, sf, tally), rejects.add):
                 for doc, ids in zip(batch, self._encoder.encode_batch([d.text for d in batch])):
                     writer.add(ids)
                     table.add(doc.doc_id, doc.subset, len(ids))
@@ -196,13 +211,13 @@ class _TokenizeFileFn(beam.DoFn):
             table.abort(e)
             rejects.abort()
             raise
-        count_tally(self._spec.name, tally)
-        Metrics.counter(f"cache:{self._spec.name}", "tokens").inc(stats.tokens)
-        Metrics.counter(f"cache:{self._spec.name}", "documents").inc(stats.docs)
+        count_tally(job.spec.name, tally)
+        Metrics.counter(f"cache:{job.spec.name}", "tokens").inc(stats.tokens)
+        Metrics.counter(f"cache:{job.spec.name}", "documents").inc(stats.docs)
         summary = {
             "index": index,
             "part": _part_name(index),
-            "fingerprint": self._fp,
+            "fingerprint": job.fingerprint,
             "file": sf.rel,
             "file_size": sf.size,
             "tally": tally.as_dict(),
@@ -211,7 +226,7 @@ class _TokenizeFileFn(beam.DoFn):
             "rejects": rejects.count,
         }
         write_json(prefix + ".json", summary)
-        crash_point(f"cache-part:{self._spec.name}:{index}")
+        crash_point(f"cache-part:{job.spec.name}:{index}")
         return summary
 
 
@@ -272,13 +287,15 @@ def _finished_part(prefix: str, fingerprint: str, sf: SourceFile) -> dict | None
 class _FinalizeCacheFn(beam.DoFn):
     """Check every part arrived, total them, write cache.json last."""
 
-    def __init__(self, spec: SourceSpec, tokenizer: LoadedTokenizer, directory: str, fingerprint: str, n_files: int):
-        self._spec, self._tokenizer, self._dir, self._fp, self._n = spec, tokenizer, directory, fingerprint, n_files
+    def __init__(self, jobs: list[_Job], tokenizer: LoadedTokenizer):
+        self._jobs, self._tokenizer = jobs, tokenizer
 
-    def process(self, summaries: list[dict]):
+    def process(self, element: tuple[int, list[dict]]):
+        j, summaries = element
+        job = self._jobs[j]
         summaries = sorted(summaries, key=lambda s: s["index"])
-        if [s["index"] for s in summaries] != list(range(self._n)):
-            raise RuntimeError(f"cache {self._dir}: expected {self._n} parts, got {len(summaries)}")
+        if [s["index"] for s in summaries] != list(range(len(job.files))):
+            raise RuntimeError(f"cache {job.directory}: expected {len(job.files)} parts, got {len(summaries)}")
         stats, tally = _Stats(), collections.Counter()
         rejected = collections.Counter()
         corrupt = []
@@ -292,9 +309,9 @@ class _FinalizeCacheFn(beam.DoFn):
                 corrupt.append({"file": s["file"], "error": t["corrupt"]})
         manifest = {
             "cache_version": CACHE_VERSION,
-            "source": self._spec.name,
-            "spec": dataclasses.asdict(self._spec),
-            "fingerprint": self._fp,
+            "source": job.spec.name,
+            "spec": dataclasses.asdict(job.spec),
+            "fingerprint": job.fingerprint,
             "tokenizer": {k: v for k, v in self._tokenizer.info().items() if k != "name"},  # sha256 identifies it
             "accounting": {
                 "read": tally["read"],
@@ -311,30 +328,46 @@ class _FinalizeCacheFn(beam.DoFn):
                 for s in summaries
             ],
         }
-        write_json(storage.join(self._dir, "cache.json"), manifest)
-        remove_temporaries(self._dir)  # left by runs that crashed while writing parts
+        write_json(storage.join(job.directory, "cache.json"), manifest)
+        remove_temporaries(job.directory)  # left by runs that crashed while writing parts
         yield manifest
 
 
-class BuildCache(beam.PTransform):
-    """Tokenize a source's files into its cache; outputs the cache's manifest (one element)."""
+class BuildCaches(beam.PTransform):
+    """Tokenize the files of several sources into their caches, in one stage spread over workers.
 
-    def __init__(self, spec: SourceSpec, files: list[SourceFile], tokenizer: LoadedTokenizer, cache_root: str):
+    ``sources`` is a list of (spec, files); outputs each finished cache's manifest.
+    ``directories`` maps each source name to its cache folder.
+    """
+
+    def __init__(self, sources, tokenizer: LoadedTokenizer, cache_root: str):
         super().__init__()
-        self._spec, self._files, self._tokenizer = spec, files, tokenizer
-        self.fingerprint = cache_fingerprint(spec, files, tokenizer)
-        self.directory = cache_dir(cache_root, spec.name, self.fingerprint)
+        self._tokenizer = tokenizer
+        self._jobs = []
+        for spec, files in sources:
+            fp = cache_fingerprint(spec, files, tokenizer)
+            self._jobs.append(_Job(spec, tuple(files), fp, cache_dir(cache_root, spec.name, fp)))
+        self.directories = {job.spec.name: job.directory for job in self._jobs}
 
     def expand(self, pbegin):
-        args = (self._spec, self._tokenizer, self.directory, self.fingerprint)
+        work = [(j, i) for j, job in enumerate(self._jobs) for i in range(len(job.files))]
         return (
             pbegin
-            | "ListFiles" >> beam.Create(list(enumerate(self._files)))
+            | "ListFiles" >> beam.Create(work)
             | "SpreadFiles" >> beam.Reshuffle()
-            | "TokenizeFiles" >> beam.ParDo(_TokenizeFileFn(*args))
-            | "CollectParts" >> beam.combiners.ToList()
-            | "WriteCacheManifest" >> beam.ParDo(_FinalizeCacheFn(*args, len(self._files)))
+            | "TokenizeFiles" >> beam.ParDo(_TokenizeFileFn(self._jobs, self._tokenizer))
+            | "CollectParts" >> beam.GroupByKey()
+            | "WriteCacheManifests" >> beam.ParDo(_FinalizeCacheFn(self._jobs, self._tokenizer))
         )
+
+
+class BuildCache(BuildCaches):
+    """One source's cache (``BuildCaches`` for a single source)."""
+
+    def __init__(self, spec: SourceSpec, files: list[SourceFile], tokenizer: LoadedTokenizer, cache_root: str):
+        super().__init__([(spec, files)], tokenizer, cache_root)
+        self.directory = self.directories[spec.name]
+        self.fingerprint = self._jobs[0].fingerprint
 
 
 class TokenCache:

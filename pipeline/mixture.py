@@ -22,7 +22,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from . import __version__, storage
-from .cache import BuildCache, TokenCache
+from .cache import BuildCaches, TokenCache
 from .config import MixtureConfig, config_hash
 from .crashpoints import crash_point
 from .errors import OutputError, SourceError
@@ -66,18 +66,16 @@ def tokenize_sources(
             missing.append((s, files))
     if missing:
         log.info("tokenizing %s", ", ".join(f"{s.name} ({len(f)} files)" for s, f in missing))
-        builds = {}
+        # One stage for every source: workers take files from all of them, so none idles on a tail.
+        build = BuildCaches([(s.spec, files) for s, files in missing], tokenizer, cache_root)
         with beam.Pipeline(options=PipelineOptions(list(beam_args))) as p:
-            for s, files in missing:
-                build = BuildCache(s.spec, files, tokenizer, cache_root)
-                builds[s.name] = build
-                _ = p | f"TokenizeSource[{s.name}]" >> build
+            _ = p | f"TokenizeSources[{','.join(s.name for s, _ in missing)}]" >> build
             if progress:
-                progress.tokenizing([(s.name, builds[s.name].directory, files) for s, files in missing])
+                progress.tokenizing([(s.name, build.directories[s.name], files) for s, files in missing])
         if progress:
             progress.finished(p.result)
-        for name, build in builds.items():
-            caches[name] = TokenCache(build.directory)
+        for name, directory in build.directories.items():
+            caches[name] = TokenCache(directory)
     return caches
 
 

@@ -536,13 +536,14 @@ def targets(r: dict) -> list[tuple[str, str, float, float, bool]]:
 
 def markdown(r: dict) -> str:
     c = r["corpus"]
+    ident = r.get("identity")  # absent when the raw measurements were skipped
+    read_back = (f" (read back: {ident['documents']:,} documents, {ident['characters']:,} characters, "
+                 f"{ident['tokens']:,} tokens without EOS)" if ident else "")
     out = [f"# mixprep bench, {r['started']}", "",
-           f"Machine: {r['machine']}. Corpus: {c['bytes'] / 1e6:.0f} MB, {c['documents']:,} documents, {c['files']} files "
-           f"(read back: {r['identity']['documents']:,} documents, {r['identity']['characters']:,} characters, "
-           f"{r['identity']['tokens']:,} tokens without EOS). Tokenizer: {r['tokenizer']['vocab_size']:,}-entry "
-           "byte-level BPE trained on the corpus.", "",
+           f"Machine: {r['machine']}. Corpus: {c['bytes'] / 1e6:.0f} MB, {c['documents']:,} documents, {c['files']} files"
+           f"{read_back}. Tokenizer: {r['tokenizer']['vocab_size']:,}-entry byte-level BPE trained on the corpus.", "",
            "| measurement | tokens/s | seconds | peak RSS (GiB) |", "|---|---:|---:|---:|"]
-    for name, row in r["raw"].items():
+    for name, row in r.get("raw", {}).items():
         out.append(f"| raw: {name} | {row['tok_per_s'] / 1e6:.2f}M | {row['seconds']:.1f} | |")
     for name, row in r["pipeline"].items():
         out.append(f"| `mixprep run` {name} ({row['workers']} worker{'s' if row['workers'] > 1 else ''}, "

@@ -14,7 +14,7 @@ from apache_beam.internal import pickler
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from conftest import ROOT, SAMPLES, TOKENIZER
-from pipeline.cache import BuildCache
+from pipeline.cache import BuildCaches
 from pipeline.config import load_mixture
 from pipeline.pack import PackShards
 from pipeline.select import BucketSelection
@@ -81,13 +81,12 @@ def test_tokenize_pipeline_for_dataflow(cfg):
     tok = load_tokenizer(TOKENIZER)
     p = beam.Pipeline(options=PipelineOptions(DATAFLOW))
     assert type(p.runner).__name__ == "DataflowRunner"
-    for s in cfg.sources:
-        if s.weight > 0:
-            files = on_gcs(list_source_files(s.spec, SAMPLES))
-            _ = p | f"TokenizeSource[{s.name}]" >> BuildCache(s.spec, files, tok, f"{BUCKET}/cache")
+    sources = [(s.spec, on_gcs(list_source_files(s.spec, SAMPLES))) for s in cfg.sources if s.weight > 0]
+    build = BuildCaches(sources, tok, f"{BUCKET}/cache")
+    _ = p | "TokenizeSources" >> build
     labels = check_every_dofn(p)
     assert any(label.endswith("TokenizeFiles") for label in labels)
-    assert len([label for label in labels if label.endswith("TokenizeFiles")]) == 5
+    assert len(build.directories) == 5 and all(d.startswith(BUCKET) for d in build.directories.values())
 
 
 def test_pack_pipeline_for_dataflow(cfg):
