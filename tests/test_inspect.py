@@ -5,7 +5,6 @@ import os
 import shutil
 
 import numpy as np
-import pytest
 
 from conftest import TOKENIZER
 from test_cli import built, mixprep  # noqa: F401  (the shared small mixture)

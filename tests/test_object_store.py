@@ -5,7 +5,6 @@ import hashlib
 import os
 
 import boto3
-import pytest
 
 from conftest import ROOT, SAMPLES, TOKENIZER
 from pipeline.config import load_mixture
