@@ -57,11 +57,15 @@ class _RouteCopiesFn(beam.DoFn):
     def __init__(self, sources, caches, bounds, selections, seed, num_shards):
         self._sources, self._caches, self._bounds = sources, caches, bounds
         self._selections, self._seed, self._m = selections, seed, num_shards
+        self._opened: list[TokenCache] = []
+
+    def setup(self):
+        self._opened = [TokenCache(d) for d in self._caches]  # each cache.json read once per worker
 
     def process(self, element: tuple[int, int]):
         src, part = element
         name = self._sources[src]
-        cache = TokenCache(self._caches[src])
+        cache = self._opened[src]
         n, bucket, h, keys = doc_arrays(cache, part, self._bounds, self._seed, name)
         copies = copies_for(bucket, keys, self._selections[src])
         rows = np.arange(len(n), dtype=np.uint32)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from typing import BinaryIO
 
 from apache_beam.io.filesystems import FileSystems
@@ -17,7 +16,7 @@ from .. import storage
 from ..errors import SourceError
 from .spec import SourceSpec
 
-__all__ = ["SourceFile", "list_source_files", "open_source_file", "source_root", "is_uri"]
+__all__ = ["SourceFile", "list_source_files", "open_source_file", "source_root"]
 
 _HUB_PREFIX = "hf://"
 
@@ -32,22 +31,18 @@ class SourceFile:
     folder: str  # first directory of ``rel`` ("" for files at the root)
 
 
-def is_uri(path: str) -> bool:
-    return re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", path) is not None
-
-
 def source_root(spec: SourceSpec, data_root: str) -> str:
     """The folder the source's globs and doc ids are relative to."""
     root = spec.hub if spec.hub else spec.root
-    if root and (is_uri(root) or os.path.isabs(root)):
+    if root and (storage.is_remote(root) or os.path.isabs(root)):
         base = root
     elif spec.hub and not os.path.isdir(spec.hub):
         return f"{_HUB_PREFIX}datasets/{spec.hub}@{spec.revision}"
     elif spec.hub:
         base = spec.hub
     else:
-        base = FileSystems.join(data_root, root) if root else data_root
-    if not is_uri(base):
+        base = storage.join(data_root, root) if root else data_root
+    if not storage.is_remote(base):
         base = os.path.abspath(base)
     return base.rstrip("/")
 
