@@ -226,13 +226,13 @@ def _coerce(value: Any, hint: Any, path: str, key: str) -> Any:
         if isinstance(value, str):
             try:
                 value = int(float(value.replace("_", ""))) if value.strip() else value
-            except ValueError:
+            except (ValueError, OverflowError):  # "abc", "inf"
                 pass
         if not isinstance(value, int) or isinstance(value, bool):
             raise ConfigError(f"{path}: {key!r} must be an integer, found {value!r}.")
         return value
     if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:  # NaN
             raise ConfigError(f"{path}: {key!r} must be a number, found {value!r}.")
         return float(value)
     if hint is str:

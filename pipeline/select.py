@@ -2,15 +2,18 @@
 
 For a bucket with target T over A available tokens, every document gets ``floor(T / A)`` copies, and
 the remaining ``R = T - floor(T/A) * A`` tokens come from one extra copy of the documents whose
-selection key (``hashing.decision_keys(..., SELECT, 0)``) is smallest: the cut is the key at which
-the running token count comes closest to R. That makes each bucket exact to within one document
-(half of one, on average), and each bucket's rounding is carried into the next, longest first, so
-the source as a whole is exact to within one of its shortest bucket's documents. Keys are uniform,
-so the extra copies are a uniform sample of the bucket.
+selection key (``hashing.decision_keys(..., SELECT, 0)``) is smallest. Near the point where the
+running token count reaches R, a window of documents (the last 32 that fit, the next 96 in key
+order) is settled by an exact subset sum: the window's subset closest to what is still missing.
+When documents are small next to the target (any real corpus) that lands within a few tokens; when
+a bucket holds a few dozen long documents it still finds the best combination of them, which plain
+key order (within one document) would miss by thousands of tokens. Each bucket's rounding is
+carried into the next, longest first, so the source as a whole lands within a few tokens. Keys are
+uniform and the window is a few dozen documents out of the bucket, so the extra copies are a
+uniform sample of the bucket.
 
 Finding the cut streams the document tables twice with bounded memory: a histogram of tokens over
-the keys' top 16 bits finds the bin where the cut falls; only that bin's documents (and the next
-few hundred, which may fill the last gap first-fit) are then sorted.
+the keys' top 16 bits finds the bin where the cut falls; only the window's bins are then sorted.
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ __all__ = ["BucketSelection", "select_source", "doc_arrays", "copies_for"]
 _BIN_BITS = 16
 _BINS = 1 << _BIN_BITS
 _SHIFT = np.uint64(64 - _BIN_BITS)
-_FILL_CANDIDATES = 256  # documents past the cut that may fill the last gap
+_WINDOW_BEFORE = 32  # documents before the cut that the closing subset sum may swap out
+_WINDOW_AFTER = 96  # and documents past the cut that it may take instead
+_MAX_SUM = 1 << 22  # bound on the subset sum's token counts (a 512 KiB bitset per window item)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,24 +105,29 @@ def select_source(
 def _cut(cache, bounds, seed, source, b, hist_b, hist_docs_b, remainder) -> tuple[int, tuple[int, ...], int, int]:
     """(cut key, fill keys, tokens, documents) of the extra copies that make ``remainder`` tokens.
 
-    Documents are taken in key order while they fit; the gap left before the first one that does
-    not fit is filled first-fit, in key order, by the next ``_FILL_CANDIDATES`` documents.
+    Documents are taken in key order while they fit. The last few of them and the next few after
+    them form a window; the subset of the window whose tokens come closest to what is still missing
+    (a subset sum, solved exactly over token counts) replaces them. Documents below the window's
+    first key are in, the chosen window documents are listed as ``fill``.
     """
     if remainder <= 0:
         return 0, (), 0, 0
     cum = np.cumsum(hist_b)
+    cum_docs = np.cumsum(hist_docs_b)
     j = int(np.searchsorted(cum, remainder, side="left"))  # the bin where the running sum reaches R
-    base = int(cum[j - 1]) if j else 0
-    # Candidates: bins j..j_end, enough of them to hold the fill candidates (few bins at scale).
-    after = np.cumsum(hist_docs_b[j:])
-    j_end = j + min(int(np.searchsorted(after, _FILL_CANDIDATES, side="left")), len(after) - 1)
+    # Candidate bins j0..j_end: a few documents before the bin of the cut (the window may swap them
+    # out) and enough after it to hold the fill candidates (a handful of bins at scale).
+    docs_to_j = int(cum_docs[j - 1]) if j else 0
+    j0 = int(np.searchsorted(cum_docs, docs_to_j - _WINDOW_BEFORE, side="right")) if docs_to_j > _WINDOW_BEFORE else 0
+    j0 = min(j0, j)
+    base = int(cum[j0 - 1]) if j0 else 0
+    docs_before = int(cum_docs[j0 - 1]) if j0 else 0
+    after = cum_docs[j:] - docs_to_j
+    j_end = j + min(int(np.searchsorted(after, _WINDOW_AFTER, side="left")), len(after) - 1)
     keys, counts = [], []
-    docs_before = 0
     for n, bucket, _, k in _parts(cache, bounds, seed, source):
-        in_bucket = bucket == b
         bins = (k >> _SHIFT).astype(np.int64)
-        docs_before += int(np.count_nonzero(in_bucket & (bins < j)))
-        sel = in_bucket & (bins >= j) & (bins <= j_end)
+        sel = (bucket == b) & (bins >= j0) & (bins <= j_end)
         keys.append(k[sel])
         counts.append(n[sel])
     keys_j, n_j = np.concatenate(keys), np.concatenate(counts)
@@ -125,18 +135,38 @@ def _cut(cache, bounds, seed, source, b, hist_b, hist_docs_b, remainder) -> tupl
     keys_j, n_j = keys_j[order], n_j[order]
     running = base + np.cumsum(n_j)
     take = int(np.searchsorted(running, remainder, side="right"))  # documents that fit entirely
-    tokens = int(running[take - 1]) if take else base
-    fill = []
-    gap = remainder - tokens
-    for i in range(take + 1, len(n_j)):
-        if gap == 0:
-            break
-        if n_j[i] <= gap:
-            fill.append(int(keys_j[i]))
-            gap -= int(n_j[i])
-    if take < len(n_j) and int(running[take]) - remainder < gap:
-        # Taking the first document that does not fit overshoots by less than the filled gap.
-        take, fill, gap = take + 1, [], remainder - int(running[take])
-    # Documents with key < cut get the extra copy: the first key not taken, or the end of the bins.
-    cut = int(keys_j[take]) if take < len(keys_j) else min((j_end + 1) << (64 - _BIN_BITS), 2**64 - 1)
-    return cut, tuple(sorted(fill)), remainder - gap, docs_before + take + len(fill)
+    # The window: up to _WINDOW_BEFORE of the documents taken, then up to _WINDOW_AFTER more.
+    start = max(0, take - _WINDOW_BEFORE)
+    while start < take and int(running[take - 1]) - (int(running[start - 1]) if start else base) > _MAX_SUM // 2:
+        start += 1  # keep the subset sum small when documents are huge
+    stop = min(len(n_j), take + _WINDOW_AFTER)
+    fixed = int(running[start - 1]) if start else base
+    chosen, tokens = _closest_subset(n_j[start:stop], remainder - fixed)
+    cut = int(keys_j[start]) if start < len(keys_j) else min((j_end + 1) << (64 - _BIN_BITS), 2**64 - 1)
+    fill = tuple(sorted(int(keys_j[start + i]) for i in chosen))
+    return cut, fill, fixed + tokens, docs_before + start + len(chosen)
+
+
+def _closest_subset(sizes: np.ndarray, goal: int) -> tuple[list[int], int]:
+    """Indices of the subset of ``sizes`` whose sum is closest to ``goal`` (ties: the smaller sum).
+
+    Exact, by a bitset over reachable sums (Python integers: bit s set = sum s reachable), kept per
+    item so the subset can be read back. Sums are bounded by ``_MAX_SUM``; larger items are skipped.
+    """
+    if goal <= 0 or not len(sizes):
+        return [], 0
+    limit = min(goal + int(sizes.max()), _MAX_SUM)
+    mask = (1 << (limit + 1)) - 1
+    reach = [1]  # reach[i]: sums reachable with the first i items
+    for size in sizes.tolist():
+        r = reach[-1]
+        reach.append(r if size > limit else (r | (r << size)) & mask)
+    bits = np.unpackbits(np.frombuffer(reach[-1].to_bytes((limit + 8) // 8, "little"), dtype=np.uint8), bitorder="little")
+    sums = np.flatnonzero(bits)
+    best = int(sums[np.argmin(np.abs(sums - goal))])  # argmin: first, i.e. smaller, on a tie
+    chosen, s = [], best
+    for i in range(len(sizes), 0, -1):
+        if not (reach[i - 1] >> s) & 1:
+            chosen.append(i - 1)
+            s -= int(sizes[i - 1])
+    return sorted(chosen), best

@@ -292,6 +292,20 @@ def long_positions(rng: random.Random, n: int, targets: list[int]) -> dict[int, 
     return dict(zip(rows, targets))
 
 
+# Character lengths of the "long tail" files (about 4.9 characters a token with the project's tokenizer):
+# documents of 2k-4k, 4k-16k and over 16k tokens, the mixtures' length buckets. Real corpora have
+# thousands of documents in each bucket; a dry run of a few hundred thousand tokens needs a dozen or
+# so per bucket for a bucket's share to be reachable to a tenth of a point by some choice of them.
+SPAN_2K, SPAN_4K, SPAN_16K = (11_000, 18_000), (22_000, 75_000), (86_000, 200_000)
+
+
+def long_tail(rng: random.Random, *spans: tuple[tuple[int, int], int]) -> dict[int, int]:
+    """Targets for every row of a long-tail file: ``count`` documents in each (lo, hi) span, shuffled."""
+    targets = [rng.randint(lo, hi) for (lo, hi), count in spans for _ in range(count)]
+    rng.shuffle(targets)
+    return dict(enumerate(targets))
+
+
 # --------------------------------------------------------------------------------------------------
 # Code generation (real indentation, comments, docstrings)
 # --------------------------------------------------------------------------------------------------
@@ -768,11 +782,17 @@ def build_refinedweb(out: Path) -> list[FileStat]:
         texts = unique_docs(rng, n, lambda r, _, t: web_page(TextGen(r), t), "web", long_at)
         write(out, rel, parquet_bytes(pa.table(refinedweb_rows(rng, texts), schema=RW_SCHEMA), row_group_size=50))
         stats.append(FileStat("tiiuae/falcon-refinedweb", rel, texts))
+    rel = f"tiiuae/falcon-refinedweb/data/train-00003-of-05534-{hexstr(seeded('rw-name-3'), 16)}.parquet"
+    rng = seeded(rel)
+    long_at = long_tail(rng, (SPAN_2K, 10), (SPAN_4K, 12), (SPAN_16K, 12))
+    texts = unique_docs(rng, len(long_at), lambda r, _, t: web_page(TextGen(r), t), "web", long_at)
+    write(out, rel, parquet_bytes(pa.table(refinedweb_rows(rng, texts), schema=RW_SCHEMA), row_group_size=8))
+    stats.append(FileStat("tiiuae/falcon-refinedweb", rel, texts, "long tail"))
     return stats
 
 
-def c4_records(rng: random.Random, n: int, profile: str = "c4") -> list[dict]:
-    texts = unique_docs(rng, n, lambda r, _, t: web_page(TextGen(r), t), profile)
+def c4_records(rng: random.Random, n: int, profile: str = "c4", long_at: dict[int, int] | None = None) -> list[dict]:
+    texts = unique_docs(rng, n, lambda r, _, t: web_page(TextGen(r), t), profile, long_at)
     tg = TextGen(rng)
     return [{"text": t, "timestamp": iso(utc(2019, 4, rng.randint(18, 26), rng.randint(0, 23), rng.randint(0, 59), rng.randint(0, 59))),
              "url": f"https://{rng.choice(DOMAINS)}/{tg.slug()}"} for t in texts]
@@ -780,12 +800,14 @@ def c4_records(rng: random.Random, n: int, profile: str = "c4") -> list[dict]:
 
 def build_c4(out: Path) -> list[FileStat]:
     stats = []
-    names = [f"en/c4-train.{i:05d}-of-01024.json.gz" for i in range(3)] + ["en/c4-validation.00000-of-00008.json.gz"]
-    for name, n in zip(names, [150, 152, 147, 150]):
+    names = [f"en/c4-train.{i:05d}-of-01024.json.gz" for i in range(4)] + ["en/c4-validation.00000-of-00008.json.gz"]
+    for name, n in zip(names, [150, 152, 147, 20, 150]):
         rel = f"allenai/c4/{name}"
-        records = c4_records(seeded(rel), n)
+        rng = seeded(rel)
+        long_at = long_tail(rng, (SPAN_2K, 8), (SPAN_4K, 12)) if name.startswith("en/c4-train.00003") else None
+        records = c4_records(rng, n, long_at=long_at)
         write(out, rel, gzip_bytes(jsonl_bytes(records)))
-        stats.append(FileStat("allenai/c4", rel, [r["text"] for r in records]))
+        stats.append(FileStat("allenai/c4", rel, [r["text"] for r in records], "long tail" if long_at else ""))
     return stats
 
 
@@ -853,6 +875,7 @@ class RPFile:
     make: object  # (rng, i, target) -> text
     record: object  # (rng, tg, text, i) -> JSON record
     longs: tuple[int, ...] = ()  # targets of the very long documents
+    tail: tuple = ()  # or (span, count) pairs: every document of the file is long (see long_tail)
     ascii_only: bool = False  # \u-escape non-ASCII in the JSON (the real files mix both)
     tiny: object = tiny_text
 
@@ -862,6 +885,8 @@ def build_redpajama(out: Path) -> list[FileStat]:
     uuids = [f"{hexstr(uuid_rng, 8)}-{hexstr(uuid_rng, 4)}-4{hexstr(uuid_rng, 3)}-a{hexstr(uuid_rng, 3)}-{hexstr(uuid_rng, 12)}" for _ in range(2)]
     arxiv_names = [f"arxiv_{u}.jsonl" for u in uuids]
     gh_name = f"filtered_{hexstr(uuid_rng, 32)}.sampled.jsonl"
+    u = f"{hexstr(uuid_rng, 8)}-{hexstr(uuid_rng, 4)}-4{hexstr(uuid_rng, 3)}-a{hexstr(uuid_rng, 3)}-{hexstr(uuid_rng, 12)}"
+    arxiv_names.append(f"arxiv_{u}.jsonl")  # the long-tail file
     gh_langs = ["Python", "JavaScript", "Rust", "Shell", "Markdown"]
 
     def wiki_tiny(r, i):  # a stub article: just its title
@@ -878,6 +903,8 @@ def build_redpajama(out: Path) -> list[FileStat]:
     plan = [
         RPFile(f"arxiv/{arxiv_names[0]}", 36, "article", lambda r, i, t: latex_paper(TextGen(r), t), rp_arxiv, ascii_only=True),
         RPFile(f"arxiv/{arxiv_names[1]}", 34, "article", lambda r, i, t: latex_paper(TextGen(r), t), rp_arxiv, ascii_only=True),
+        RPFile(f"arxiv/{arxiv_names[2]}", 16, "article", lambda r, i, t: latex_paper(TextGen(r), t), rp_arxiv, ascii_only=True,
+               tail=((SPAN_4K, 4), (SPAN_16K, 12))),
         RPFile("book/book.jsonl", 30, "book", lambda r, i, t: book_text(TextGen(r), t), rp_book, longs=(92_000, 110_000)),
         RPFile("c4/c4-train.00000-of-01024.jsonl", 60, "c4", web, rp_c4),
         RPFile(f"github/{gh_name}", 50, "code", lambda r, i, t: code_file(TextGen(r), gh_langs[i % 5].lower(), t),
@@ -895,7 +922,8 @@ def build_redpajama(out: Path) -> list[FileStat]:
     for f in plan:
         rel = f"{RP}/{f.name}"
         rng = seeded(rel)
-        texts = unique_docs(rng, f.n, f.make, f.profile, long_positions(rng, f.n, list(f.longs)), f.tiny)
+        long_at = long_tail(rng, *f.tail) if f.tail else long_positions(rng, f.n, list(f.longs))
+        texts = unique_docs(rng, f.n, f.make, f.profile, long_at, f.tiny)
         tg = TextGen(rng)
         records = [f.record(rng, tg, t, i) for i, t in enumerate(texts)]
         if f.name.startswith("wikipedia/"):  # drop the "lang|title" line the maker used to pass metadata along
@@ -904,7 +932,8 @@ def build_redpajama(out: Path) -> list[FileStat]:
         data = jsonl_bytes(records, f.ascii_only)
         write(out, rel, zstd_bytes(data) if f.name.endswith(".zst") else data)
         top = sum("meta" not in r for r in records)
-        stats.append(FileStat(RP, rel, [r["text"] for r in records], f"{top} rows with meta keys at top level" if top else ""))
+        note = f"{top} rows with meta keys at top level" if top else "long tail" if f.tail else ""
+        stats.append(FileStat(RP, rel, [r["text"] for r in records], note))
     return stats
 
 
@@ -939,6 +968,15 @@ def build_pile(out: Path) -> list[FileStat]:
         records = [{"text": t, "meta": {"pile_set_name": s}} for t, s in zip(texts, subsets)]
         write(out, rel, zstd_bytes(jsonl_bytes(records)))
         stats.append(FileStat("EleutherAI/pile", rel, texts, f"{len(set(subsets))} subsets"))
+    rel = "EleutherAI/pile/train/02.jsonl.zst"
+    rng = seeded(rel)
+    long_at = long_tail(rng, (SPAN_2K, 10), (SPAN_4K, 12), (SPAN_16K, 12))
+    long_names = sorted(PILE_LONG_SUBSETS)
+    subsets = [long_names[i % len(long_names)] for i in range(len(long_at))]
+    texts = unique_docs(rng, len(long_at), lambda r, i, t: pile_text(TextGen(r), subsets[i], t), "short", long_at)
+    records = [{"text": t, "meta": {"pile_set_name": s}} for t, s in zip(texts, subsets)]
+    write(out, rel, zstd_bytes(jsonl_bytes(records)))
+    stats.append(FileStat("EleutherAI/pile", rel, texts, f"long tail, {len(set(subsets))} subsets"))
     return stats
 
 
@@ -949,23 +987,27 @@ SC_FILES = {"python": ("py", 59, [62, 58]), "javascript": ("js", 64, [55, 48]), 
 
 def build_starcoder(out: Path) -> list[FileStat]:
     stats, next_id = [], 0
-    for lang, (ext, total, counts) in SC_FILES.items():
-        for i, n in enumerate(counts):
-            rel = f"bigcode/starcoderdata/{lang}/train-{i:05d}-of-{total:05d}.parquet"
-            rng = seeded(rel)
+    files = [(lang, ext, total, i, n) for lang, (ext, total, counts) in SC_FILES.items() for i, n in enumerate(counts)]
+    for lang, ext, total, i, n in files + [("python", "py", 59, 2, 16)]:  # the long-tail file last: ids above stay put
+        rel = f"bigcode/starcoderdata/{lang}/train-{i:05d}-of-{total:05d}.parquet"
+        rng = seeded(rel)
+        tail = (lang, i) == ("python", 2)
+        if tail:
+            long_at = long_tail(rng, (SPAN_4K, 4), (SPAN_16K, 12))
+        else:
             long_at = long_positions(rng, n, [90_000]) if (lang, i) == ("python", 0) else {}
-            codes = unique_docs(rng, n, lambda r, _, t: code_file(TextGen(r), lang, t), "code", long_at,
-                                tiny=lambda r, _: r.choice(TINY_CODE[lang]))
-            cols = {f.name: [] for f in SC_SCHEMA}
-            for code in codes:
-                repo = f"{rng.choice(USERS)}/{rng.choice(NOUNS)}-{rng.choice(['rs', 'js', 'py', 'kit', 'lib', 'tools'])}"
-                path = "README.md" if ext == "md" and rng.randint(0, 1) else f"src/{rng.choice(VERBS)}_{rng.choice(NOUNS)}.{ext}"
-                for k, v in (("max_stars_repo_path", path), ("max_stars_repo_name", repo),
-                             ("max_stars_count", rng.choice([0, 0, 1, 3, 12, 150, 2400, 31000])), ("id", str(next_id)), ("content", code)):
-                    cols[k].append(v)
-                next_id += 1
-            write(out, rel, parquet_bytes(pa.table(cols, schema=SC_SCHEMA), row_group_size=32))
-            stats.append(FileStat("bigcode/starcoderdata", rel, codes))
+        codes = unique_docs(rng, n, lambda r, _, t: code_file(TextGen(r), lang, t), "code", long_at,
+                            tiny=lambda r, _: r.choice(TINY_CODE[lang]))
+        cols = {f.name: [] for f in SC_SCHEMA}
+        for code in codes:
+            repo = f"{rng.choice(USERS)}/{rng.choice(NOUNS)}-{rng.choice(['rs', 'js', 'py', 'kit', 'lib', 'tools'])}"
+            path = "README.md" if ext == "md" and rng.randint(0, 1) else f"src/{rng.choice(VERBS)}_{rng.choice(NOUNS)}.{ext}"
+            for k, v in (("max_stars_repo_path", path), ("max_stars_repo_name", repo),
+                         ("max_stars_count", rng.choice([0, 0, 1, 3, 12, 150, 2400, 31000])), ("id", str(next_id)), ("content", code)):
+                cols[k].append(v)
+            next_id += 1
+        write(out, rel, parquet_bytes(pa.table(cols, schema=SC_SCHEMA), row_group_size=32))
+        stats.append(FileStat("bigcode/starcoderdata", rel, codes, "long tail" if tail else ""))
     return stats
 
 

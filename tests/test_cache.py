@@ -72,7 +72,7 @@ def test_stats_and_accounting(pile_cache):
     cache, counters = pile_cache
     m = cache.manifest
     a = m["accounting"]
-    assert a["read"] == 200 and a["read"] == a["forwarded"] + a["rejected"] + a["excluded_subset"]
+    assert a["read"] == 234 and a["read"] == a["forwarded"] + a["rejected"] + a["excluded_subset"]
     assert m["stats"]["documents"] == a["forwarded"] == counters["source:pile/forwarded"]
     assert m["stats"]["tokens"] == sum(p["tokens"] for p in m["parts"]) == counters["cache:pile/tokens"]
     hist = m["stats"]["histogram"]
@@ -125,12 +125,12 @@ def test_fingerprint_follows_files_and_tokenizer(tmp_path):
 def test_a_rerun_keeps_finished_parts(tmp_path):
     cache, counters = build(PILE, SAMPLES, tmp_path)
     assert counters.get("cache:pile/parts_reused", 0) == 0
-    # Simulate a crash after part 0 finished: part 1 and cache.json are gone.
+    # Simulate a crash before part 1 finished: part 1 and cache.json are gone, the others stay.
     for name in os.listdir(cache.directory):
         if name.startswith("part-00001") or name == "cache.json":
             os.remove(os.path.join(cache.directory, name))
     before = os.stat(os.path.join(cache.directory, "part-00000.bin")).st_mtime_ns
     again, counters = build(PILE, SAMPLES, tmp_path)
-    assert counters["cache:pile/parts_reused"] == 1
+    assert counters["cache:pile/parts_reused"] == len(cache.parts) - 1 > 0
     assert os.stat(os.path.join(cache.directory, "part-00000.bin")).st_mtime_ns == before
     assert again.manifest == cache.manifest

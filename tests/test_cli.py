@@ -72,7 +72,7 @@ def test_run_shows_progress_summary_and_counters(built):
     assert f"report: {built['out']}/report.md" in built["stdout"]
     err = built["stderr"]
     # Not a terminal: plain lines, the last state of each phase.
-    assert "progress: tokenize: 5/5 files" in err and "(c4 3/3; pile 2/2)" in err
+    assert "progress: tokenize: 7/7 files" in err and "(c4 4/4; pile 3/3)" in err
     assert "progress: pack     small" in err and "2/2    shards 100.0%" in err
     # Beam's counters as a table, at the end.
     table = err[err.index("namespace"):]

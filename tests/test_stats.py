@@ -29,15 +29,18 @@ def test_exact_from_the_cache(built):
 
 def test_estimated_without_a_cache_says_so(built, tmp_path):
     cfg = load_mixture(built["mixture"])
-    est = {s.name: s for s in source_stats(cfg, SAMPLES, str(tmp_path / "none"), sample_files=2, sample_docs=50)}
+    est = {s.name: s for s in source_stats(cfg, SAMPLES, str(tmp_path / "none"), sample_files=3, sample_docs=50)}
     exact = {s.name: s for s in source_stats(cfg, SAMPLES, built["cache"])}
     for name in ("c4", "pile"):
         assert not est[name].exact and exact[name].exact
-        assert est[name].sampled_files == 2 and 0 < est[name].sampled_documents <= 100
-        assert est[name].tokens == pytest.approx(exact[name].tokens, rel=0.1)
-        assert est[name].documents == pytest.approx(exact[name].documents, rel=0.1)
+        assert est[name].sampled_files == 3 and 0 < est[name].sampled_documents <= 150
+        # Tokens come from characters read in the sampled files and a tokens-per-character ratio of
+        # their first documents, scaled by bytes to the files not read: one of each source's files is
+        # a long-tail file (few, long documents), so the scaling is rough and document counts more so.
+        assert est[name].tokens == pytest.approx(exact[name].tokens, rel=0.25)
+        assert est[name].documents == pytest.approx(exact[name].documents, rel=0.5)
     text = stats_table(cfg, list(est.values()))
-    assert "estimated*" in text and "* c4: no token cache yet; estimated from 2 of 3 files" in text
+    assert "estimated*" in text and "* c4: no token cache yet; estimated from 3 of 4 files" in text
 
 
 def test_too_many_epochs_are_flagged(built):

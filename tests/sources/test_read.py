@@ -107,7 +107,7 @@ def test_refinedweb_parquet():
     docs, rejects, counters = run_read(spec)
     root = "tiiuae/falcon-refinedweb"
     assert by_id(docs) == expected_parquet(root, rels(root, ".parquet"), "content")
-    assert len(docs) == 361 and counters["files"] == 3 and not rejects
+    assert len(docs) == 395 and counters["files"] == 4 and not rejects
     assert {d.subset for d in docs} == {"data"}
     assert all(d.meta["url"].startswith("http") for d in docs)
     assert_accounted(docs, rejects, counters)
@@ -117,7 +117,7 @@ def test_c4_gzip_train_files_only():
     spec = SourceSpec("c4", "c4", root="allenai/c4")
     docs, rejects, counters = run_read(spec)
     assert by_id(docs) == expected_json("allenai/c4", rels("allenai/c4", ".json.gz", "en/c4-train"))
-    assert len(docs) == 449 and counters["files"] == 3
+    assert len(docs) == 469 and counters["files"] == 4
     assert "en/c4-train.00000-of-01024.json.gz:1" in by_id(docs)  # lines count from 1
     assert_accounted(docs, rejects, counters)
 
@@ -128,7 +128,7 @@ def test_redpajama_subsets_and_both_meta_layouts():
     kept = [r for r in rels(RP, ".jsonl") if r.split("/")[0] not in ("c4", "common_crawl")]
     assert by_id(docs) == expected_json(RP, kept)
     assert collections.Counter(d.subset for d in docs) == {
-        "arxiv": 70, "book": 30, "github": 50, "stackexchange": 50, "wikipedia": 50}
+        "arxiv": 86, "book": 30, "github": 50, "stackexchange": 50, "wikipedia": 50}
     wiki = [d for d in docs if d.subset == "wikipedia"]
     assert all("url" in d.meta and "text" not in d.meta for d in wiki)  # `meta` dict or top-level keys
     assert_accounted(docs, rejects, counters)
@@ -147,7 +147,7 @@ def test_pile_subsets_by_name_case_and_space_insensitive():
     files = rels("EleutherAI/pile", ".jsonl.zst", "train/")
     expected = expected_json("EleutherAI/pile", files, keep=lambda r: r["meta"]["pile_set_name"] != "Pile-CC")
     assert by_id(docs) == expected
-    assert counters["read"] == 200 and counters["excluded_subset"] == 200 - len(expected) > 0
+    assert counters["read"] == 234 and counters["excluded_subset"] == 234 - len(expected) > 0
     assert "Pile-CC" not in {d.subset for d in docs} and len({d.subset for d in docs}) == 21
     assert_accounted(docs, rejects, counters)
 
@@ -157,7 +157,7 @@ def test_starcoder_language_folders():
     docs, _, counters = run_read(spec)
     root = "bigcode/starcoderdata"
     assert by_id(docs) == expected_parquet(root, rels(root, ".parquet", "python/"), "content")
-    assert len(docs) == 120 and {d.subset for d in docs} == {"python"}
+    assert len(docs) == 136 and {d.subset for d in docs} == {"python"}
     assert any("\n    " in d.text for d in docs)  # indentation survives
 
 
@@ -245,7 +245,7 @@ def test_ids_are_stable_across_runs():
     first, _, _ = run_read(spec)
     second, _, _ = run_read(spec)
     assert sorted((d.doc_id, d.subset, d.text) for d in first) == sorted((d.doc_id, d.subset, d.text) for d in second)
-    assert len(first) == 260
+    assert len(first) == 294
 
 
 def test_s3_data_root_reads_the_same_documents(s3_server):
@@ -253,10 +253,10 @@ def test_s3_data_root_reads_the_same_documents(s3_server):
     spec = SourceSpec("c4", "c4", root="allenai/c4")
     FileSystems.set_options(PipelineOptions(s3_server.options))
     files = ReadSource(spec, "s3://corpora/hub").files
-    assert [f.path for f in files] == [f"s3://corpora/hub/allenai/c4/en/c4-train.0000{i}-of-01024.json.gz" for i in range(3)]
+    assert [f.path for f in files] == [f"s3://corpora/hub/allenai/c4/en/c4-train.0000{i}-of-01024.json.gz" for i in range(4)]
     remote, _, counters = run_read(spec, root.rsplit("/", 1)[0], s3_server.options)
     local, _, _ = run_read(spec)
-    assert by_id(remote) == by_id(local) and len(remote) == 449
+    assert by_id(remote) == by_id(local) and len(remote) == 469
 
 
 def test_hub_dataset_from_a_local_folder_in_the_hub_layout():
