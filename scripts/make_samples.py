@@ -34,6 +34,10 @@ holds and what a reader must do with it.
 
 Lengths follow a long tail: a few documents of a handful of characters, most of a few hundred to a few
 thousand, a fraction of 8k-40k characters, and a few over 80,000 characters (over 16k tokens).
+One more file per mixed source (RefinedWeb, C4, RedPajama's arxiv, the Pile, StarCoder's python) is a
+"long tail": only documents of 2k-4k, 4k-16k and over 16k tokens, a dozen or so per length bucket, so
+that a dry run's long buckets can be hit to a tenth of a point (tests/test_mixture.py). They are new
+files with their own seeds: the other files did not change when they were added.
 """
 
 from __future__ import annotations
