@@ -2,7 +2,7 @@
 
     CACHE/<source>/<fingerprint>/
       part-00000.bin/.idx        tokens of input file 0, one MMIDIDX entry per document (EOS included)
-      part-00000.docs.parquet    row i describes entry i: doc_id, subset, n_tokens, doc_hash
+      part-00000.docs.parquet    row i describes entry i: doc_id, subset, n_tokens, doc_hash, n_chars
       part-00000.rejects.jsonl   records rejected while reading file 0 (only when there are some)
       part-00000.json            the part's summary: file, counts, stats, sha256s (written last)
       cache.json                 the whole cache: fingerprint inputs, tokenizer, totals (written last)
@@ -12,6 +12,9 @@ and a rerun after a crash keeps every part that was finished. The fingerprint co
 files and sizes, the reader version, the reading options and the tokenizer's sha256: a cache with
 the same fingerprint is reused as it is; any change makes a new one. Each part is a GPT-NeoX /
 Megatron dataset as it stands.
+
+A cache may hold a sample of its source (``sampling.SampleRule``, part of the fingerprint): the
+documents the rule passes are tokenized, the others are read, counted (``not_tokenized``) and left.
 """
 
 from __future__ import annotations
@@ -37,20 +40,23 @@ from .sources import READER_VERSION, FileTally, SourceFile, SourceSpec, count_ta
 from . import storage
 from .storage import atomic_writer, make_dirs, read_json, remove_temporaries, write_json
 from .hashing import doc_hash
+from .sampling import SampleRule, sample_units
 from .tokenizer import ENCODER_VERSION, Encoder, LoadedTokenizer
 
 __all__ = ["BuildCache", "BuildCaches", "TokenCache", "cache_fingerprint", "cache_dir", "HISTOGRAM_BINS"]
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: n_chars in the document table; sampled caches
 HISTOGRAM_BINS = 40  # bin k holds documents of [2**k, 2**(k+1)) tokens
 _BATCH_CHARS = 1 << 22  # characters per encode call: bounds the tokenizer's transient memory
 _TABLE_ROWS = 1 << 16  # doc-table rows per parquet row group
 _DOC_TABLE_SCHEMA = pa.schema(
-    [("doc_id", pa.string()), ("subset", pa.string()), ("n_tokens", pa.int32()), ("doc_hash", pa.uint64())]
+    [("doc_id", pa.string()), ("subset", pa.string()), ("n_tokens", pa.int32()), ("doc_hash", pa.uint64()),
+     ("n_chars", pa.int64())]
 )
 
 
-def cache_fingerprint(spec: SourceSpec, files: list[SourceFile], tokenizer: LoadedTokenizer) -> str:
+def cache_fingerprint(spec: SourceSpec, files: list[SourceFile], tokenizer: LoadedTokenizer,
+                      rule: SampleRule | None = None) -> str:
     """sha256 over everything that decides the cache's content."""
     key = {
         "cache_version": CACHE_VERSION,
@@ -64,6 +70,8 @@ def cache_fingerprint(spec: SourceSpec, files: list[SourceFile], tokenizer: Load
         "files": [[f.rel, f.size] for f in files],
         "tokenizer_sha256": tokenizer.sha256,
     }
+    if rule is not None:
+        key["sample_rule"] = rule.to_dict()
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
@@ -124,14 +132,15 @@ class _DocTable:
     def __init__(self, path: str):
         self._cm = atomic_writer(path, "wb")
         self._writer = pq.ParquetWriter(self._cm.__enter__(), _DOC_TABLE_SCHEMA, compression="zstd")
-        self._rows: tuple[list, list, list, list] = ([], [], [], [])
+        self._rows: tuple[list, ...] = ([], [], [], [], [])
 
-    def add(self, doc_id: str, subset: str, n_tokens: int) -> None:
-        ids, subsets, counts, hashes = self._rows
+    def add(self, doc_id: str, subset: str, n_tokens: int, h: int, n_chars: int) -> None:
+        ids, subsets, counts, hashes, chars = self._rows
         ids.append(doc_id)
         subsets.append(subset)
         counts.append(n_tokens)
-        hashes.append(doc_hash(doc_id))
+        hashes.append(h)
+        chars.append(n_chars)
         if len(ids) >= _TABLE_ROWS:
             self._flush()
 
@@ -139,7 +148,7 @@ class _DocTable:
         if self._rows[0]:
             arrays = [pa.array(c, type=f.type) for c, f in zip(self._rows, _DOC_TABLE_SCHEMA)]
             self._writer.write_table(pa.Table.from_arrays(arrays, schema=_DOC_TABLE_SCHEMA))
-            self._rows = ([], [], [], [])
+            self._rows = ([], [], [], [], [])
 
     def close(self) -> None:
         self._flush()
@@ -164,6 +173,8 @@ class _Job:
     files: tuple[SourceFile, ...]
     fingerprint: str
     directory: str
+    rule: SampleRule | None = None  # tokenize only the documents this passes (None: all)
+    source_fingerprint: str = ""  # the fingerprint of the whole source's cache (no rule)
 
 
 class _TokenizeFileFn(beam.DoFn):
@@ -197,11 +208,17 @@ class _TokenizeFileFn(beam.DoFn):
         make_dirs(job.directory)
         writer = MMIDXWriter(prefix, self._tokenizer.dtype)
         table = _DocTable(prefix + ".docs.parquet")
+        not_tokenized = 0
         try:
             for batch in _document_batches(read_documents(job.spec, sf, tally), rejects.add):
-                for doc, ids in zip(batch, self._encoder.encode_batch([d.text for d in batch])):
+                hashes = [doc_hash(d.doc_id) for d in batch]
+                if job.rule is not None:  # a sampled cache: decide before tokenizing
+                    keep = job.rule.tokenize_mask(sample_units(np.array(hashes, dtype=np.uint64)), [len(d.text) for d in batch])
+                    not_tokenized += len(batch) - int(keep.sum())
+                    batch, hashes = [d for d, k in zip(batch, keep) if k], [h for h, k in zip(hashes, keep) if k]
+                for doc, h, ids in zip(batch, hashes, self._encoder.encode_batch([d.text for d in batch])):
                     writer.add(ids)
-                    table.add(doc.doc_id, doc.subset, len(ids))
+                    table.add(doc.doc_id, doc.subset, len(ids), h, len(doc.text))
                     stats.add(doc.subset, len(ids))
             table.close()
             shard = writer.close()
@@ -214,6 +231,8 @@ class _TokenizeFileFn(beam.DoFn):
         count_tally(job.spec.name, tally)
         Metrics.counter(f"cache:{job.spec.name}", "tokens").inc(stats.tokens)
         Metrics.counter(f"cache:{job.spec.name}", "documents").inc(stats.docs)
+        if not_tokenized:
+            Metrics.counter(f"cache:{job.spec.name}", "not_tokenized").inc(not_tokenized)
         summary = {
             "index": index,
             "part": _part_name(index),
@@ -224,6 +243,7 @@ class _TokenizeFileFn(beam.DoFn):
             "stats": stats.to_dict(),
             "shard": {k: v for k, v in shard.to_dict().items() if k != "prefix"},
             "rejects": rejects.count,
+            "not_tokenized": not_tokenized,  # forwarded by the reader, left out by the sample rule
         }
         write_json(prefix + ".json", summary)
         crash_point(f"cache-part:{job.spec.name}:{index}")
@@ -299,7 +319,9 @@ class _FinalizeCacheFn(beam.DoFn):
         stats, tally = _Stats(), collections.Counter()
         rejected = collections.Counter()
         corrupt = []
+        not_tokenized = 0
         for s in summaries:
+            not_tokenized += s.get("not_tokenized", 0)
             stats.merge(s["stats"])
             t = s["tally"]
             for k in ("read", "forwarded", "excluded_subset"):
@@ -313,9 +335,12 @@ class _FinalizeCacheFn(beam.DoFn):
             "spec": dataclasses.asdict(job.spec),
             "fingerprint": job.fingerprint,
             "tokenizer": {k: v for k, v in self._tokenizer.info().items() if k != "name"},  # sha256 identifies it
+            "sample_rule": job.rule.to_dict() if job.rule is not None else None,
+            "source_fingerprint": job.source_fingerprint,  # = fingerprint, unless a sample rule is set
             "accounting": {
                 "read": tally["read"],
-                "forwarded": tally["forwarded"],
+                "forwarded": tally["forwarded"],  # = documents tokenized + not_tokenized
+                "not_tokenized": not_tokenized,
                 "excluded_subset": tally["excluded_subset"],
                 "rejected": sum(rejected.values()),
                 "rejected_by_reason": dict(sorted(rejected.items())),
@@ -336,17 +361,19 @@ class _FinalizeCacheFn(beam.DoFn):
 class BuildCaches(beam.PTransform):
     """Tokenize the files of several sources into their caches, in one stage spread over workers.
 
-    ``sources`` is a list of (spec, files); outputs each finished cache's manifest.
-    ``directories`` maps each source name to its cache folder.
+    ``sources`` is a list of (spec, files) or (spec, files, SampleRule); outputs each finished cache's
+    manifest. ``directories`` maps each source name to its cache folder.
     """
 
     def __init__(self, sources, tokenizer: LoadedTokenizer, cache_root: str):
         super().__init__()
         self._tokenizer = tokenizer
         self._jobs = []
-        for spec, files in sources:
-            fp = cache_fingerprint(spec, files, tokenizer)
-            self._jobs.append(_Job(spec, tuple(files), fp, cache_dir(cache_root, spec.name, fp)))
+        for spec, files, *rule in sources:
+            rule = rule[0] if rule else None
+            fp = cache_fingerprint(spec, files, tokenizer, rule)
+            whole = cache_fingerprint(spec, files, tokenizer) if rule is not None else fp
+            self._jobs.append(_Job(spec, tuple(files), fp, cache_dir(cache_root, spec.name, fp), rule, whole))
         self.directories = {job.spec.name: job.directory for job in self._jobs}
 
     def expand(self, pbegin):
@@ -382,8 +409,9 @@ class TokenCache:
         self._readers: dict[int, MMIDXReader] = {}
 
     @classmethod
-    def find(cls, cache_root: str, spec: SourceSpec, files: list[SourceFile], tokenizer: LoadedTokenizer) -> "TokenCache | None":
-        directory = cache_dir(cache_root, spec.name, cache_fingerprint(spec, files, tokenizer))
+    def find(cls, cache_root: str, spec: SourceSpec, files: list[SourceFile], tokenizer: LoadedTokenizer,
+             rule: SampleRule | None = None) -> "TokenCache | None":
+        directory = cache_dir(cache_root, spec.name, cache_fingerprint(spec, files, tokenizer, rule))
         if not storage.exists(storage.join(directory, "cache.json")):
             return None
         return cls(directory)
@@ -395,6 +423,12 @@ class TokenCache:
     @property
     def stats(self) -> dict:
         return self.manifest["stats"]
+
+    @property
+    def rule(self) -> SampleRule | None:
+        """The sample rule this cache was built with (None: every document is in it)."""
+        d = self.manifest.get("sample_rule")
+        return SampleRule.from_dict(d) if d else None
 
     def prefix(self, part: int) -> str:
         return storage.join(self.directory, self.parts[part]["part"])

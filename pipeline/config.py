@@ -93,6 +93,9 @@ class MixtureConfig:
     tokens_per_shard: int = _help("target tokens per output shard when shards is 0", 1 << 30)
     length_buckets: tuple[int, ...] = _help("token-count bounds splitting each source into buckets", ())
     long_documents: LongDocPolicy | None = _help("upweight long documents (stage 2)", None)
+    tokenize_whole: bool = _help(
+        "tokenize every source whole, even one that holds 4x or more of what this mixture takes from it "
+        "(by default only a sample of such a source is tokenized; whole caches serve later, larger mixtures)", False)
     description: str = _help("free text", "")
     origin: str = _help("the file this config was loaded from (not part of the config itself)", "")
 

@@ -36,7 +36,10 @@ def build_manifest(
     caches: dict[str, TokenCache],
     shards: Sequence[dict],
     plan_hash: str,
+    tokenized: dict[str, dict] | None = None,
 ) -> dict:
+    """The manifest; ``tokenized[source]`` = {"sample_rule", "tokens"}: what tokenizing it took."""
+    tokenized = tokenized or {}
     selected_total = sum(s.selected_tokens for sel in selections.values() for s in sel)
     written_total = sum(sh["tokens"] for sh in shards)
     written = collections.Counter()
@@ -75,7 +78,7 @@ def build_manifest(
             "cache_fingerprint": cache.manifest["fingerprint"],
             "accounting": accounting,
             "available_tokens": p.available_tokens,
-            "available_documents": cache.stats["documents"],
+            "available_documents": sum(b.available_docs for b in p.buckets),
             "requested_tokens": p.target_tokens,
             "requested_share": _share(p.target_tokens, cfg.total_tokens),
             "achieved_tokens": achieved,
@@ -88,6 +91,15 @@ def build_manifest(
             "epochs": round(achieved / p.available_tokens, 6) if p.available_tokens else 0.0,
             "buckets": buckets,
         }
+        t = tokenized.get(p.source)
+        if t is not None:
+            # A sampled source's available figures are estimates: its candidates over the rates.
+            sources[p.source]["tokenized"] = {
+                "sampled": t["sample_rule"] is not None,
+                "sample_rule": t["sample_rule"],
+                "tokens": t["tokens"],
+                "tokens_per_token_taken": round(t["tokens"] / achieved, 6) if achieved else 0.0,
+            }
     categories = collections.defaultdict(lambda: {"requested_tokens": 0, "achieved_tokens": 0, "written_tokens": 0})
     for name, s in sources.items():
         c = categories[s["category"]]

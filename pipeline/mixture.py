@@ -6,7 +6,8 @@
 Two Beam pipelines: one builds the missing token caches (map-only: read, tokenize, write per input
 file), one packs the shards (route references, group by shard, write). Between them the driver plans
 the mixture from the caches' document tables: pure arithmetic, so impossible requests fail before the
-shards are touched.
+shards are touched. Before them, a quick estimate of each source decides which sources hold so much
+more than the mixture needs that only a sample of them is tokenized (sampling.py).
 """
 
 from __future__ import annotations
@@ -28,50 +29,95 @@ from .crashpoints import crash_point
 from .errors import OutputError, SourceError
 from .manifest import build_manifest, neox_config, summary_table
 from .pack import PROVENANCE_DIR, PackShards, shard_name
-from .plan import make_plan
+from .plan import bucket_targets, make_plan, split_exact
 from .report import write_report
-from .select import select_source
-from .sources import list_source_files
+from .sampling import SampleRule, choose_rule
+from .select import candidates_by_bucket, rule_tokens, select_source
+from .sources import SourceFile, list_source_files
+from .stats import estimate_source
 from .storage import make_dirs, read_json, remove_temporaries, write_json
 from .tokenizer import LoadedTokenizer, load_tokenizer
 
-__all__ = ["tokenize_sources", "run_mixture", "available_by_bucket"]
+__all__ = ["tokenize_sources", "run_mixture", "available_by_bucket", "sample_rules"]
+
+PROBE_FILES, PROBE_DOCS = 4, 1000  # the estimate behind sampling: first documents of a few files
 
 log = logging.getLogger("mixprep")
 
 
-def tokenize_sources(
-    cfg: MixtureConfig, data_root: str, cache_root: str, tokenizer: LoadedTokenizer, beam_args: Sequence[str],
-    progress=None,
-) -> dict[str, TokenCache]:
-    """Token caches for every source with weight > 0, building the missing ones in one pipeline.
-
-    ``progress`` (optional, ``progress.Progress``) is told what is built and gets the pipeline's result.
-    """
+def mixed_source_files(cfg: MixtureConfig, data_root: str, beam_args: Sequence[str] = ()) -> dict[str, list[SourceFile]]:
+    """The input files of every source with weight > 0; a glob that matches nothing names the source."""
     FileSystems.set_options(PipelineOptions(list(beam_args)))  # listing may need e.g. S3 options
-    caches: dict[str, TokenCache] = {}
-    missing = []
+    out = {}
     for i, s in enumerate(cfg.sources):
         if s.weight <= 0:
             continue
         try:
-            files = list_source_files(s.spec, data_root)
+            out[s.name] = list_source_files(s.spec, data_root)
         except SourceError as e:
             raise SourceError(f"{cfg.origin or 'mixture'}: sources[{i}] ({s.name}): {e}") from None
-        cache = TokenCache.find(cache_root, s.spec, files, tokenizer)
+    return out
+
+
+def sample_rules(cfg: MixtureConfig, files: dict[str, list[SourceFile]], tokenizer: LoadedTokenizer) -> dict[str, SampleRule | None]:
+    """Per source: the rule that tokenizes only a sample of it, or None (tokenize it whole).
+
+    From an estimate of each source (its first documents in a few files: a function of the files,
+    whatever the caches hold), so the choice, and with it the shards, never depends on the cache.
+    """
+    bounds = cfg.bucket_bounds
+    mixed = [s for s in cfg.sources if s.weight > 0]
+    rules: dict[str, SampleRule | None] = {s.name: None for s in mixed}
+    if cfg.tokenize_whole:
+        return rules
+    # Buckets planned together: short and long under a long-document policy, else all of them.
+    threshold = cfg.long_documents.threshold if cfg.long_documents else None
+    groups = [int(threshold is not None and lo >= threshold) for lo in (1, *bounds)]
+    for s, target in zip(mixed, split_exact(cfg.total_tokens, [s.weight for s in mixed])):
+        est = estimate_source(s.spec, files[s.name], tokenizer, bounds, PROBE_FILES, PROBE_DOCS)
+        targets = bucket_targets(target, est["bucket_tokens"], bounds, cfg.long_documents)
+        rules[s.name] = choose_rule(targets, est["bucket_tokens"], est["bucket_documents"],
+                                    tuple(est["chars_per_token"]), bounds, est["chars_per_token_by_length"], groups)
+        if rules[s.name] is not None:
+            log.info("source %s: holds ~%.1fx what the mixture takes; tokenizing a sample (rates %s)", s.name,
+                     est["tokens"] / max(target, 1), ", ".join(f"{r:.4g}" for r in rules[s.name].rates))
+    return rules
+
+
+def tokenize_sources(
+    cfg: MixtureConfig, data_root: str, cache_root: str, tokenizer: LoadedTokenizer, beam_args: Sequence[str],
+    progress=None, rules: dict[str, SampleRule | None] | None = None, files: dict[str, list[SourceFile]] | None = None,
+) -> dict[str, TokenCache]:
+    """Token caches for every source with weight > 0, building the missing ones in one pipeline.
+
+    ``rules`` (from ``sample_rules``) tokenize only a sample of some sources; a cache of the whole
+    source serves them too (it holds every document the rule would tokenize).
+    ``progress`` (optional, ``progress.Progress``) is told what is built and gets the pipeline's result.
+    """
+    files = files if files is not None else mixed_source_files(cfg, data_root, beam_args)
+    rules = rules or {}
+    caches: dict[str, TokenCache] = {}
+    missing = []
+    for s in cfg.sources:
+        if s.weight <= 0 or s.name not in files:
+            continue
+        rule = rules.get(s.name)
+        cache = TokenCache.find(cache_root, s.spec, files[s.name], tokenizer)
+        if cache is None and rule is not None:
+            cache = TokenCache.find(cache_root, s.spec, files[s.name], tokenizer, rule)
         if cache is not None:
             log.info("source %s: reusing token cache %s", s.name, cache.directory)
             caches[s.name] = cache
         else:
-            missing.append((s, files))
+            missing.append((s, files[s.name], rule))
     if missing:
-        log.info("tokenizing %s", ", ".join(f"{s.name} ({len(f)} files)" for s, f in missing))
+        log.info("tokenizing %s", ", ".join(f"{s.name} ({len(f)} files{', a sample' if r else ''})" for s, f, r in missing))
         # One stage for every source: workers take files from all of them, so none idles on a tail.
-        build = BuildCaches([(s.spec, files) for s, files in missing], tokenizer, cache_root)
+        build = BuildCaches([(s.spec, f, r) for s, f, r in missing], tokenizer, cache_root)
         with beam.Pipeline(options=PipelineOptions(list(beam_args))) as p:
-            _ = p | f"TokenizeSources[{','.join(s.name for s, _ in missing)}]" >> build
+            _ = p | f"TokenizeSources[{','.join(s.name for s, _, _ in missing)}]" >> build
             if progress:
-                progress.tokenizing([(s.name, build.directories[s.name], files) for s, files in missing])
+                progress.tokenizing([(s.name, build.directories[s.name], f) for s, f, _ in missing])
         if progress:
             progress.finished(p.result)
         for name, directory in build.directories.items():
@@ -81,14 +127,14 @@ def tokenize_sources(
 
 def available_by_bucket(cache: TokenCache, bounds: Sequence[int]) -> tuple[list[int], list[int]]:
     """Exact (tokens, documents) per length bucket, from the document tables."""
-    tokens = np.zeros(len(bounds) + 1, dtype=np.int64)
-    docs = np.zeros(len(bounds) + 1, dtype=np.int64)
-    for part in range(len(cache.parts)):
-        n = cache.doc_table(part, columns=["n_tokens"]).column("n_tokens").to_numpy().astype(np.int64)
-        b = np.searchsorted(np.asarray(bounds, dtype=np.int64), n, side="right")
-        tokens += np.bincount(b, weights=n, minlength=len(tokens)).astype(np.int64)
-        docs += np.bincount(b, minlength=len(docs))
-    return tokens.tolist(), docs.tolist()
+    return candidates_by_bucket(cache, bounds)
+
+
+def _estimated(candidates: tuple[list[int], list[int]], rule: SampleRule) -> tuple[list[int], list[int]]:
+    """What each bucket holds, estimated from its candidates (a uniform sample at the bucket's rate)."""
+    tokens, docs = candidates
+    return ([round(t / r) if r else 0 for t, r in zip(tokens, rule.rates)],
+            [round(d / r) if r else 0 for d, r in zip(docs, rule.rates)])
 
 
 def run_mixture(
@@ -96,18 +142,37 @@ def run_mixture(
 ) -> dict:
     """Build the mixture ``cfg`` into ``out``; returns the manifest (also written as manifest.json)."""
     tokenizer = load_tokenizer(cfg.tokenizer_path)
-    caches = tokenize_sources(cfg, data_root, cache_root, tokenizer, beam_args, progress)
     bounds = cfg.bucket_bounds
-    available = {name: available_by_bucket(c, bounds) for name, c in caches.items()}
-    plans = make_plan(cfg, available)
+    files = mixed_source_files(cfg, data_root, beam_args)
+    rules = sample_rules(cfg, files, tokenizer)
+    caches = tokenize_sources(cfg, data_root, cache_root, tokenizer, beam_args, progress, rules, files)
+    candidates = {name: candidates_by_bucket(c, bounds, rules[name]) for name, c in caches.items()}
+    plans = _plan(cfg, rules, candidates)
+    # A sample that came out short of some bucket's target (the estimate was far off): tokenize the
+    # source whole instead, and plan again.
+    short = [p.source for p in plans if rules[p.source] is not None
+             and any(b.target_tokens > candidates[p.source][0][b.index] for b in p.buckets)]
+    for name in short:
+        p = next(p for p in plans if p.source == name)
+        log.info("source %s: targets %s, candidates %s", name, [b.target_tokens for b in p.buckets], candidates[name][0])
+    if short:
+        log.warning("sources %s: their samples are short of a bucket's target; tokenizing them whole", ", ".join(short))
+        rules.update({name: None for name in short})
+        caches.update(tokenize_sources(cfg, data_root, cache_root, tokenizer, beam_args, progress, rules,
+                                       {n: f for n, f in files.items() if n in short}))
+        candidates.update({name: candidates_by_bucket(caches[name], bounds) for name in short})
+        plans = _plan(cfg, rules, candidates)
     selections = {
         p.source: select_source(
             caches[p.source], p.source, bounds, [b.target_tokens for b in p.buckets],
-            [b.available_tokens for b in p.buckets], cfg.seed,
+            candidates[p.source][0], cfg.seed, rules[p.source],
         )
         for p in plans
     }
-    plan_hash = _plan_hash(cfg, tokenizer, caches, selections)
+    tokenized = {name: {"sample_rule": rules[name].to_dict() if rules[name] else None,
+                        "tokens": rule_tokens(c, rules[name]) if rules[name] else c.stats["tokens"]}
+                 for name, c in caches.items()}
+    plan_hash = _plan_hash(cfg, tokenizer, caches, selections, rules)
     names = [p.source for p in plans]
     m = cfg.num_shards
     make_dirs(out)
@@ -120,11 +185,13 @@ def run_mixture(
         _ = p | f"PackShards[{cfg.name}]" >> PackShards(
             cfg.name, names, [caches[n].directory for n in names], [len(caches[n].parts) for n in names],
             bounds, [selections[n] for n in names], cfg.seed, m, cfg.seq_len, tokenizer.dtype, out, plan_hash,
+            [rules[n] for n in names],
         )
     if progress:
         progress.finished(p.result)
     shards = _written_shards(out, cfg.name, m, plan_hash)
-    manifest = build_manifest(cfg, tokenizer, plans, selections, {n: caches[n] for n in names}, shards, plan_hash)
+    manifest = build_manifest(cfg, tokenizer, plans, selections, {n: caches[n] for n in names}, shards, plan_hash,
+                              tokenized)
     write_json(storage.join(out, "gpt-neox-data.json"), neox_config(manifest, out))
     crash_point(f"before-manifest:{cfg.name}")
     write_json(storage.join(out, "manifest.json"), manifest)  # last: its presence means complete
@@ -133,12 +200,21 @@ def run_mixture(
     return manifest
 
 
-def _plan_hash(cfg, tokenizer, caches, selections) -> str:
+def _plan(cfg: MixtureConfig, rules: dict, candidates: dict) -> list:
+    """The plan, counting a sampled source's buckets as their candidates scaled up by the rates."""
+    available = {n: c if rules[n] is None else _estimated(c, rules[n]) for n, c in candidates.items()}
+    return make_plan(cfg, available)
+
+
+def _plan_hash(cfg, tokenizer, caches, selections, rules) -> str:
+    # The caches' documents and the rules decide the shards; a sampled run read from a whole cache
+    # writes the same bytes as one read from its own sampled cache, so the rule, not the cache, counts.
     key = {
         "mixprep": __version__,
         "config": config_hash(cfg),
         "tokenizer": tokenizer.sha256,
-        "caches": {n: c.manifest["fingerprint"] for n, c in sorted(caches.items())},
+        "sources": {n: {"source": c.manifest.get("source_fingerprint", c.manifest["fingerprint"]),
+                        "sample_rule": rules[n].to_dict() if rules[n] else None} for n, c in sorted(caches.items())},
         "selections": {n: [s.to_dict() for s in sel] for n, sel in sorted(selections.items())},
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()

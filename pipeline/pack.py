@@ -29,6 +29,7 @@ from apache_beam.metrics import Metrics
 from .cache import TokenCache
 from .hashing import PLACE, decision_keys
 from .mmidx import MMIDXWriter
+from .sampling import SampleRule
 from .select import BucketSelection, copies_for, doc_arrays
 from . import storage
 from .storage import atomic_writer, read_json, write_json
@@ -54,9 +55,9 @@ def shard_of(keys: np.ndarray, num_shards: int) -> np.ndarray:
 class _RouteCopiesFn(beam.DoFn):
     """One cache part -> (shard, references) for every copy its documents contribute."""
 
-    def __init__(self, sources, caches, bounds, selections, seed, num_shards):
+    def __init__(self, sources, caches, bounds, selections, seed, num_shards, rules):
         self._sources, self._caches, self._bounds = sources, caches, bounds
-        self._selections, self._seed, self._m = selections, seed, num_shards
+        self._selections, self._seed, self._m, self._rules = selections, seed, num_shards, rules
         self._opened: list[TokenCache] = []
 
     def setup(self):
@@ -66,7 +67,7 @@ class _RouteCopiesFn(beam.DoFn):
         src, part = element
         name = self._sources[src]
         cache = self._opened[src]
-        n, bucket, h, keys = doc_arrays(cache, part, self._bounds, self._seed, name)
+        n, bucket, h, keys = doc_arrays(cache, part, self._bounds, self._seed, name, self._rules[src])
         copies = copies_for(bucket, keys, self._selections[src])
         rows = np.arange(len(n), dtype=np.uint32)
         out: dict[int, list[np.ndarray]] = collections.defaultdict(list)
@@ -197,11 +198,14 @@ class PackShards(beam.PTransform):
 
     def __init__(self, mixture: str, sources: Sequence[str], caches: Sequence[str], parts: Sequence[int],
                  bounds: Sequence[int], selections: Sequence[Sequence[BucketSelection]], seed: int,
-                 num_shards: int, seq_len: int, dtype, out_dir: str, plan_hash: str):
+                 num_shards: int, seq_len: int, dtype, out_dir: str, plan_hash: str,
+                 rules: Sequence[SampleRule | None] | None = None):
         super().__init__()
         self._work = [(s, p) for s in range(len(sources)) for p in range(parts[s])]
         self._num_shards = num_shards
-        self._route = _RouteCopiesFn(list(sources), list(caches), list(bounds), [list(x) for x in selections], seed, num_shards)
+        rules = list(rules) if rules is not None else [None] * len(sources)  # sample rules (sampling.py)
+        self._route = _RouteCopiesFn(list(sources), list(caches), list(bounds), [list(x) for x in selections], seed,
+                                     num_shards, rules)
         self._write = _WriteShardFn(mixture, list(sources), list(caches), num_shards, seq_len, np.dtype(dtype), out_dir, plan_hash)
 
     def expand(self, pbegin):

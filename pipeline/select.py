@@ -25,8 +25,9 @@ import numpy as np
 
 from .cache import TokenCache
 from .hashing import SELECT, decision_keys
+from .sampling import SampleRule, sample_units
 
-__all__ = ["BucketSelection", "select_source", "doc_arrays", "copies_for"]
+__all__ = ["BucketSelection", "select_source", "doc_arrays", "candidates_by_bucket", "rule_tokens", "copies_for"]
 
 _BIN_BITS = 16
 _BINS = 1 << _BIN_BITS
@@ -49,19 +50,48 @@ class BucketSelection:
         return dataclasses.asdict(self)
 
 
-def doc_arrays(cache: TokenCache, part: int, bounds: Sequence[int], seed: int, source: str):
-    """(n_tokens, bucket, doc_hash, selection key) arrays of one cache part."""
-    table = cache.doc_table(part, columns=["n_tokens", "doc_hash"])
+def doc_arrays(cache: TokenCache, part: int, bounds: Sequence[int], seed: int, source: str,
+               rule: SampleRule | None = None):
+    """(n_tokens, bucket, doc_hash, selection key) arrays of one cache part.
+
+    With a sample rule, documents that are not candidates of their bucket get bucket
+    ``len(bounds) + 1``, which no selection covers: they are never taken.
+    """
+    table = cache.doc_table(part, columns=["n_tokens", "doc_hash"] + (["n_chars"] if rule else []))
     n = table.column("n_tokens").to_numpy().astype(np.int64)
     h = table.column("doc_hash").to_numpy().astype(np.uint64)
     bucket = np.searchsorted(np.asarray(bounds, dtype=np.int64), n, side="right")
+    if rule is not None:
+        chars = table.column("n_chars").to_numpy()
+        bucket = np.where(rule.candidate_mask(sample_units(h), chars, bucket), bucket, len(bounds) + 1)
     return n, bucket, h, decision_keys(h, seed, source, SELECT, 0)
 
 
+def candidates_by_bucket(cache: TokenCache, bounds: Sequence[int], rule: SampleRule | None = None) -> tuple[list[int], list[int]]:
+    """(tokens, documents) per length bucket of the documents selection may take (all, without a rule)."""
+    nb = len(bounds) + 1
+    tokens, docs = np.zeros(nb + 1, dtype=np.int64), np.zeros(nb + 1, dtype=np.int64)
+    for part in range(len(cache.parts)):
+        n, bucket, _, _ = doc_arrays(cache, part, bounds, 0, "", rule)
+        tokens += np.bincount(bucket, weights=n, minlength=nb + 1).astype(np.int64)
+        docs += np.bincount(bucket, minlength=nb + 1)
+    return tokens[:nb].tolist(), docs[:nb].tolist()
+
+
+def rule_tokens(cache: TokenCache, rule: SampleRule) -> int:
+    """Tokens of the documents ``rule`` tokenizes (what a cache built with it holds)."""
+    total = 0
+    for part in range(len(cache.parts)):
+        table = cache.doc_table(part, columns=["n_tokens", "doc_hash", "n_chars"])
+        keep = rule.tokenize_mask(sample_units(table.column("doc_hash").to_numpy()), table.column("n_chars").to_numpy())
+        total += int(table.column("n_tokens").to_numpy()[keep].astype(np.int64).sum())
+    return total
+
+
 def copies_for(bucket: np.ndarray, keys: np.ndarray, selections: Sequence[BucketSelection]) -> np.ndarray:
-    """Number of copies of each document, from its bucket and selection key."""
-    full = np.array([s.full_copies for s in selections], dtype=np.int64)
-    cut = np.array([s.cut for s in selections], dtype=np.uint64)
+    """Number of copies of each document, from its bucket and selection key (0 outside every bucket)."""
+    full = np.array([s.full_copies for s in selections] + [0], dtype=np.int64)
+    cut = np.array([s.cut for s in selections] + [0], dtype=np.uint64)
     extra = keys < cut[bucket]
     for b, s in enumerate(selections):
         if s.fill:
@@ -69,19 +99,23 @@ def copies_for(bucket: np.ndarray, keys: np.ndarray, selections: Sequence[Bucket
     return full[bucket] + extra.astype(np.int64)
 
 
-def _parts(cache: TokenCache, bounds, seed, source) -> Iterator[tuple]:
+def _parts(cache: TokenCache, bounds, seed, source, rule) -> Iterator[tuple]:
     for part in range(len(cache.parts)):
-        yield doc_arrays(cache, part, bounds, seed, source)
+        yield doc_arrays(cache, part, bounds, seed, source, rule)
 
 
 def select_source(
-    cache: TokenCache, source: str, bounds: Sequence[int], targets: Sequence[int], available: Sequence[int], seed: int
+    cache: TokenCache, source: str, bounds: Sequence[int], targets: Sequence[int], available: Sequence[int], seed: int,
+    rule: SampleRule | None = None,
 ) -> list[BucketSelection]:
-    """Cuts for every bucket of one source so that its selected tokens hit ``targets``."""
+    """Cuts for every bucket of one source so that its selected tokens hit ``targets``.
+
+    ``available``: the tokens selection may take per bucket (with a sample rule: the candidates').
+    """
     nb = len(targets)
-    hist = np.zeros((nb, _BINS), dtype=np.int64)  # tokens per (bucket, key bin)
-    hist_docs = np.zeros((nb, _BINS), dtype=np.int64)
-    for n, bucket, _, keys in _parts(cache, bounds, seed, source):
+    hist = np.zeros((nb + 1, _BINS), dtype=np.int64)  # tokens per (bucket, key bin); row nb: not candidates
+    hist_docs = np.zeros((nb + 1, _BINS), dtype=np.int64)
+    for n, bucket, _, keys in _parts(cache, bounds, seed, source, rule):
         bins = (keys >> _SHIFT).astype(np.int64)
         np.add.at(hist, (bucket, bins), n)
         np.add.at(hist_docs, (bucket, bins), 1)
@@ -95,14 +129,14 @@ def select_source(
         target = max(0, targets[b] - carry) if available[b] else 0
         full = target // available[b] if available[b] else 0
         remainder = target - full * available[b]
-        cut, fill, extra_tokens, extra_docs = _cut(cache, bounds, seed, source, b, hist[b], hist_docs[b], remainder)
+        cut, fill, extra_tokens, extra_docs = _cut(cache, bounds, seed, source, rule, b, hist[b], hist_docs[b], remainder)
         selected = full * available[b] + extra_tokens
         out[b] = BucketSelection(full, cut, fill, target, selected, full * int(docs[b]) + extra_docs)
         carry = selected - target
     return out
 
 
-def _cut(cache, bounds, seed, source, b, hist_b, hist_docs_b, remainder) -> tuple[int, tuple[int, ...], int, int]:
+def _cut(cache, bounds, seed, source, rule, b, hist_b, hist_docs_b, remainder) -> tuple[int, tuple[int, ...], int, int]:
     """(cut key, fill keys, tokens, documents) of the extra copies that make ``remainder`` tokens.
 
     Documents are taken in key order while they fit. The last few of them and the next few after
@@ -125,7 +159,7 @@ def _cut(cache, bounds, seed, source, b, hist_b, hist_docs_b, remainder) -> tupl
     after = cum_docs[j:] - docs_to_j
     j_end = j + min(int(np.searchsorted(after, _WINDOW_AFTER, side="left")), len(after) - 1)
     keys, counts = [], []
-    for n, bucket, _, k in _parts(cache, bounds, seed, source):
+    for n, bucket, _, k in _parts(cache, bounds, seed, source, rule):
         bins = (k >> _SHIFT).astype(np.int64)
         sel = (bucket == b) & (bins >= j0) & (bins <= j_end)
         keys.append(k[sel])

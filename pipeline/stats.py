@@ -42,6 +42,9 @@ class SourceStats:
     histogram: list[int]  # documents per log2 bin (of the cache, or of the tokenized sample)
     sampled_files: int = 0
     sampled_documents: int = 0  # documents tokenized for the estimate
+    bucket_documents: list[int] = dataclasses.field(default_factory=list)  # estimates only
+    chars_per_token: list[float] = dataclasses.field(default_factory=list)  # estimates only
+    chars_per_token_by_length: list = dataclasses.field(default_factory=list)  # estimates only
     target: int = 0  # tokens the mixture asks of this source
     bucket_target: list[int] = dataclasses.field(default_factory=list)
 
@@ -97,6 +100,8 @@ def estimate_source(spec, files: Sequence[SourceFile], tokenizer: LoadedTokenize
     tok_docs = collections.Counter()
     hist = np.zeros(HISTOGRAM_BINS, np.int64)
     bucket = np.zeros(len(bounds) + 1, np.int64)
+    bucket_docs = np.zeros(len(bounds) + 1, np.int64)
+    ratios = []  # characters per token (EOS included) of each tokenized document
     for sf in picked:
         batch = []
         for item in read_documents(spec, sf):
@@ -112,7 +117,10 @@ def estimate_source(spec, files: Sequence[SourceFile], tokenizer: LoadedTokenize
             tok_chars[d.subset] += len(d.text)
             tok_docs[d.subset] += 1
             hist[n.bit_length() - 1] += 1
-            bucket[int(np.searchsorted(np.asarray(bounds, np.int64), n, side="right"))] += n
+            b = int(np.searchsorted(np.asarray(bounds, np.int64), n, side="right"))
+            bucket[b] += n
+            bucket_docs[b] += 1
+            ratios.append((len(d.text), len(d.text) / n))
     all_ratio = (sum(tok_tokens.values()) - sum(tok_docs.values())) / max(sum(tok_chars.values()), 1)
     read_bytes = sum(f.size for f in picked)
     scale = sum(f.size for f in files) / read_bytes if read_bytes else 0.0
@@ -122,9 +130,26 @@ def estimate_source(spec, files: Sequence[SourceFile], tokenizer: LoadedTokenize
         subsets[s] = (round(docs[s] * scale), round((chars[s] * ratio + docs[s]) * scale))
     tokens = sum(t for _, t in subsets.values())
     shares = bucket / bucket.sum() if bucket.sum() else np.zeros_like(bucket, dtype=float)
-    return {"exact": False, "documents": sum(d for d, _ in subsets.values()), "tokens": tokens, "subsets": subsets,
+    documents = sum(d for d, _ in subsets.values())
+    return {"exact": False, "documents": documents, "tokens": tokens, "subsets": subsets,
             "bucket_tokens": split_exact(tokens, shares.tolist()) if bucket.sum() else [0] * len(bucket),
+            "bucket_documents": split_exact(documents, bucket_docs.tolist()) if bucket_docs.sum() else [0] * len(bucket),
+            **_chars_per_token(ratios),
             "histogram": hist.tolist(), "sampled_files": len(picked), "sampled_documents": sum(tok_docs.values())}
+
+
+def _chars_per_token(samples: list[tuple[int, float]], min_docs: int = 50) -> dict:
+    """The spread (1st to 99th percentile) of characters per token, over all the tokenized documents
+    and per log2 bin of their characters where a bin has ``min_docs`` (for sampling.py)."""
+    if not samples:
+        return {"chars_per_token": [1.0, 8.0], "chars_per_token_by_length": []}
+    chars = np.array([c for c, _ in samples], dtype=np.float64)
+    ratio = np.array([r for _, r in samples])
+    bins = np.floor(np.log2(np.maximum(chars, 1))).astype(np.int64)
+    by_length = [[int(k), float(np.percentile(ratio[bins == k], 1)), float(np.percentile(ratio[bins == k], 99))]
+                 for k in np.unique(bins) if np.count_nonzero(bins == k) >= min_docs]
+    return {"chars_per_token": [float(np.percentile(ratio, 1)), float(np.percentile(ratio, 99))],
+            "chars_per_token_by_length": by_length}
 
 
 def source_stats(cfg: MixtureConfig, data_root: str, cache_root: str, sample_files: int = 4,

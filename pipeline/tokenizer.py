@@ -666,8 +666,9 @@ class Encoder:
         fast: use tiktoken when it can express the tokenizer exactly (`backend` tells; the module
             docstring says why the ids are the same); False, or MIXPREP_ENCODER=tokenizers in the
             environment: always `tokenizers`.
-        threads: tiktoken threads; default MIXPREP_ENCODE_THREADS, else 1 (one per Beam worker
-            process). `tokenizers` uses its own thread pool whatever this says.
+        threads: encoding threads; default MIXPREP_ENCODE_THREADS, else 1 (one per Beam worker
+            process). tiktoken gets this many; `tokenizers` too (RAYON_NUM_THREADS, set here unless
+            it is set already; it only takes effect if this process has not encoded with it yet).
         verify_bytes: UTF-8 bytes of the first texts that the fast encoder also encodes with
             `tokenizers` to compare; a difference switches to `tokenizers` and logs an error.
     """
@@ -682,10 +683,14 @@ class Encoder:
         threads: int | None = None,
         verify_bytes: int = DEFAULT_VERIFY_BYTES,
     ):
-        from tokenizers import Tokenizer
-
         if chunk_chars <= 0 or max_call_bytes <= 0:
             raise ValueError("chunk_chars and max_call_bytes must be positive")
+        self.threads = _default_threads() if threads is None else max(1, int(threads))
+        # Rayon sizes its pool from this when `tokenizers` first encodes in this process: one thread
+        # per Beam worker process, as for tiktoken (docs/PERFORMANCE.md has the measurements).
+        os.environ.setdefault("RAYON_NUM_THREADS", str(self.threads))
+        from tokenizers import Tokenizer
+
         # A private instance: documents are never truncated or padded, whatever the file says, and
         # a literal "<|endoftext|>" inside a document is text, not a document boundary.
         json_text = tokenizer.json_bytes.decode("utf-8")
@@ -709,7 +714,6 @@ class Encoder:
                 tokenizer.name,
                 self.chunking_blocker,
             )
-        self.threads = _default_threads() if threads is None else max(1, int(threads))
         self._verify_left = verify_bytes
         self._fast: _TiktokenBackend | None = None
         self.fast_blocker: str | None = "not requested (fast=False)"

@@ -324,35 +324,49 @@ def timed(fn):
     return out, time.perf_counter() - t
 
 
-_POOL_STATE: dict = {}
+def _pool_child(json_path: str, texts_path: str, barrier, results) -> None:
+    """One single-threaded `tokenizers` process: load, wait for the others, encode, report."""
+    import pickle
 
+    os.environ["RAYON_NUM_THREADS"] = "1"  # rayon's pool with 1 thread; not TOKENIZERS_PARALLELISM=false,
+    from tokenizers import Tokenizer  # whose serial path is ~1.4x slower here (measured)
 
-def _pool_encode(bounds):
-    a, b = bounds
-    tok, texts = _POOL_STATE["tok"], _POOL_STATE["texts"]
-    n = 0
-    for call in calls(texts[a:b]):
-        n += sum(len(e.ids) for e in tok.encode_batch_fast(call, add_special_tokens=False))
-    return n
-
-
-def hf_process_pool(json_text: str, texts: list[str], procs: int) -> int:
-    """One single-threaded tokenizer per process (fork: the children share `texts`)."""
-    import multiprocessing as mp
-
-    from tokenizers import Tokenizer
-
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # read by the forked children
-    tok = Tokenizer.from_str(json_text)
+    tok = Tokenizer.from_file(json_path)
     tok.encode_special_tokens = True
-    _POOL_STATE.update(tok=tok, texts=texts)
-    step = max(1, len(texts) // (procs * 16))
-    ranges = [(i, min(i + step, len(texts))) for i in range(0, len(texts), step)]
-    with mp.get_context("fork").Pool(procs) as pool:
-        n = sum(pool.imap_unordered(_pool_encode, ranges))
-    _POOL_STATE.clear()
-    os.environ.pop("TOKENIZERS_PARALLELISM", None)
-    return n
+    with open(texts_path, "rb") as f:
+        texts = pickle.load(f)
+    barrier.wait()
+    t = time.perf_counter()  # CLOCK_MONOTONIC: comparable across processes
+    n = sum(len(e.ids) for call in calls(texts) for e in tok.encode_batch_fast(call, add_special_tokens=False))
+    results.put((n, t, time.perf_counter()))
+
+
+def hf_process_pool(tok_path: Path, texts: list[str], procs: int, work: Path) -> tuple[int, float]:
+    """(tokens, seconds): one single-threaded tokenizer per process, each on every procs-th text.
+
+    Fresh (spawned) processes: a forked child of a process that has used `tokenizers`' thread pool
+    falls back to its serial path. Timed from the moment all have loaded until the last finishes.
+    """
+    import multiprocessing as mp
+    import pickle
+
+    ctx = mp.get_context("spawn")
+    barrier, results = ctx.Barrier(procs + 1), ctx.Queue()
+    children = []
+    for i in range(procs):
+        path = work / f"pool-texts-{i}.pkl"
+        with open(path, "wb") as f:
+            pickle.dump(texts[i::procs], f, protocol=pickle.HIGHEST_PROTOCOL)
+        children.append(ctx.Process(target=_pool_child, args=(str(tok_path), str(path), barrier, results)))
+    for c in children:
+        c.start()
+    barrier.wait()
+    got = [results.get() for _ in children]
+    for c in children:
+        c.join()
+    for i in range(procs):
+        (work / f"pool-texts-{i}.pkl").unlink()
+    return sum(n for n, _, _ in got), max(t1 for _, _, t1 in got) - min(t0 for _, t0, _ in got)
 
 
 def raw_ceilings(tok_path: Path, texts: list[str], cores: int, results: dict) -> np.ndarray:
@@ -384,7 +398,7 @@ def raw_ceilings(tok_path: Path, texts: list[str], cores: int, results: dict) ->
     # Results are counted, not kept: keeping every Encoding would hold many GB.
     n, s = timed(lambda: sum(len(e.ids) for c in calls(texts) for e in tok.encode_batch(c, add_special_tokens=False)))
     record(f"tokenizers encode_batch ({cores} threads)", n, s)
-    n, s = timed(lambda: hf_process_pool(json_text, texts, cores))
+    n, s = hf_process_pool(tok_path, texts, cores, tok_path.parent)
     record(f"tokenizers process pool ({cores} x 1 thread)", n, s)
     results["best_raw_tokenizers"] = max(
         (v for k, v in rows.items() if k.startswith("tokenizers")), key=lambda v: v["tok_per_s"])["tok_per_s"]

@@ -1,0 +1,135 @@
+"""Tokenize only what a mixture will take, when a source holds far more than it needs.
+
+A source that holds four or more times the tokens a mixture takes from it is not tokenized whole.
+Every document has a sample unit ``u`` in [0, 1), a stable hash of its id (the same for every seed
+and mixture, so one sampled cache serves every mixture that asks the same of the source), and is
+tokenized only if ``u`` is below its length bucket's rate ``q_b``. The rates come from an estimate
+made before tokenizing (``stats.estimate_source``: the first documents of a few files): ``q_b`` is
+the bucket's share of the mixture's need over what the bucket holds, plus a margin. A document's
+bucket is only known once it is tokenized, so before that its rate is the largest ``q_b`` over the
+buckets its character count allows, given the estimate's spread (1st to 99th percentile) of
+characters per token among documents of about its length.
+
+After tokenizing, bucket b's candidates are its cached documents with ``u < q_b``: a uniform sample
+of the bucket at rate ``q_b``. The plan counts the bucket as holding (candidate tokens) / ``q_b``, and
+selection picks among the candidates exactly as it picks among all documents of a source tokenized
+whole, so every guarantee of select.py holds. When the candidates of some bucket hold fewer tokens
+than its target (the estimate was far off), the source is tokenized whole instead.
+
+Every step is a function of the files, the config and the tokenizer, never of what the cache holds:
+a source already tokenized whole (by another mixture) is read through the same rule and yields the
+same candidates, so the shards are the same bytes either way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from typing import Sequence
+
+import numpy as np
+
+from .hashing import mix
+
+__all__ = ["MIN_HOLDS", "SampleRule", "sample_units", "choose_rule"]
+
+MIN_HOLDS = 4.0  # sample a source that holds at least this many times what the mixture needs of it,
+MIN_GROUP_DOCS = 200  # when each group of buckets gives at least this many documents (else its estimate is noisy)
+MARGIN = 0.05  # rates carry this much more than the estimate says is needed (its error on a source's size),
+SIGMAS = 2.0  # plus this many standard deviations of the sample's own estimate of a group of buckets
+MIN_EXTRA_DOCS = 4  # and at least room for this many documents beyond a bucket's target (tiny buckets)
+_SALT = np.uint64(int.from_bytes(hashlib.blake2b(b"mixprep-sample-unit", digest_size=8).digest(), "little"))
+_UNIT = 2.0**-53
+
+
+def sample_units(doc_hashes: np.ndarray) -> np.ndarray:
+    """Each document's sample unit, uniform in [0, 1): the top 53 bits of a mixed ``doc_hash``.
+
+    Exact in float64, so ``u < rate`` is decided identically everywhere.
+    """
+    return (mix(np.asarray(doc_hashes, dtype=np.uint64) ^ _SALT) >> np.uint64(11)).astype(np.float64) * _UNIT
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleRule:
+    """Which documents of a source are tokenized, and which of those are a bucket's candidates."""
+
+    bounds: tuple[int, ...]  # the mixture's length-bucket bounds, in tokens
+    rates: tuple[float, ...]  # per bucket: documents with u < rate are its candidates
+    chars_per_token: tuple[float, float]  # (low, high): c characters make c/high .. c/low + 1 tokens
+    # The same per log2 bin of characters, where the estimate saw enough documents of that length:
+    # ((bin, low, high), ...); other lengths use chars_per_token.
+    by_length: tuple[tuple[int, float, float], ...] = ()
+
+    def to_dict(self) -> dict:
+        return {"bounds": list(self.bounds), "rates": list(self.rates), "chars_per_token": list(self.chars_per_token),
+                "by_length": [list(x) for x in self.by_length]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SampleRule":
+        return cls(tuple(d["bounds"]), tuple(float(r) for r in d["rates"]), tuple(d["chars_per_token"]),
+                   tuple((int(k), float(lo), float(hi)) for k, lo, hi in d.get("by_length", ())))
+
+    def rate_for_chars(self, n_chars: np.ndarray) -> np.ndarray:
+        """The rate a document gets before it is tokenized: the largest over its possible buckets."""
+        n_chars = np.asarray(n_chars, dtype=np.float64)
+        lo = np.full(len(n_chars), self.chars_per_token[0])
+        hi = np.full(len(n_chars), self.chars_per_token[1])
+        if self.by_length:
+            length_bin = np.floor(np.log2(np.maximum(n_chars, 1))).astype(np.int64)
+            for k, lo_k, hi_k in self.by_length:
+                at = length_bin == k
+                lo[at], hi[at] = lo_k, hi_k
+        bounds = np.asarray(self.bounds, dtype=np.float64)
+        first = np.searchsorted(bounds, n_chars / hi, side="right")
+        last = np.searchsorted(bounds, n_chars / lo + 1, side="right")
+        out = np.zeros(len(n_chars))
+        for b, rate in enumerate(self.rates):
+            out = np.where((first <= b) & (b <= last), np.maximum(out, rate), out)
+        return out
+
+    def tokenize_mask(self, units: np.ndarray, n_chars: np.ndarray) -> np.ndarray:
+        """Documents to tokenize."""
+        return units < self.rate_for_chars(n_chars)
+
+    def candidate_mask(self, units: np.ndarray, n_chars: np.ndarray, bucket: np.ndarray) -> np.ndarray:
+        """Tokenized documents that are candidates of their (now known) bucket."""
+        rates = np.asarray(self.rates, dtype=np.float64)
+        return self.tokenize_mask(units, n_chars) & (units < rates[bucket])
+
+
+def choose_rule(
+    targets: Sequence[int], est_tokens: Sequence[int], est_docs: Sequence[int],
+    chars_per_token: tuple[float, float], bounds: Sequence[int], by_length: Sequence = (),
+    groups: Sequence[int] | None = None,
+) -> SampleRule | None:
+    """A rule for a source whose buckets are estimated to hold ``est_tokens`` / ``est_docs`` and are
+    asked for ``targets`` tokens; None when the source does not hold ``MIN_HOLDS`` times its target,
+    or the mixture takes fewer than ``MIN_GROUP_DOCS`` documents of a group (tokenize it whole).
+
+    ``groups``: the buckets whose targets are planned together (short / long under a long-document
+    policy; all one group without). After tokenizing, targets are planned from the candidates
+    themselves (a bucket counts as candidates / rate), so a bucket with fewer candidates than
+    expected also asks for fewer tokens; what can fall short is a group's total, whose sample
+    estimate has a relative error of about 1 / sqrt(its candidate documents).
+    """
+    need, holds = sum(targets), sum(est_tokens)
+    if need <= 0 or holds < MIN_HOLDS * need:
+        return None
+    natural = need / holds
+    groups = list(groups) if groups is not None else [0] * len(targets)
+    taken_docs = {}  # documents each group's targets take, as estimated
+    for g, t, a, d in zip(groups, targets, est_tokens, est_docs):
+        taken_docs[g] = taken_docs.get(g, 0.0) + (t / a * d if a > 0 else 0.0)
+    if min(k for g, k in taken_docs.items() if any(t > 0 for gg, t in zip(groups, targets) if gg == g)) < MIN_GROUP_DOCS:
+        return None
+    rates = []
+    for g, t, a, d in zip(groups, targets, est_tokens, est_docs):
+        if a <= 0:  # the estimate saw no such document: sample at the source's natural rate
+            rates.append(min(1.0, natural * (1 + MARGIN)))
+        elif t <= 0:
+            rates.append(0.0)
+        else:
+            margin = MARGIN + SIGMAS / max(taken_docs[g], 1.0) ** 0.5
+            rates.append(min(1.0, max(t / a * (1 + margin), t / a + MIN_EXTRA_DOCS / max(d, 1))))
+    return SampleRule(tuple(bounds), tuple(rates), tuple(chars_per_token), tuple(tuple(x) for x in by_length))

@@ -1,0 +1,160 @@
+"""Tokenizing only a sample of a source that holds far more than the mixture takes (sampling.py)."""
+
+import hashlib
+import json
+import os
+import random
+
+import numpy as np
+import pytest
+
+from conftest import TOKENIZER
+from pipeline.config import load_mixture
+from pipeline.mixture import run_mixture
+from pipeline.sampling import MIN_HOLDS, SampleRule, choose_rule, sample_units
+
+IN_PROCESS = ["--runner=DirectRunner", "--direct_running_mode=in_memory"]
+WORDS = ["river", "map", "weather", "stone", "lantern", "orchard", "signal", "harbor", "copper", "meadow",
+         "engine", "ledger", "violet", "thunder", "garden", "pilot", "canvas", "marble", "anchor", "willow"]
+
+
+def test_sample_units_are_uniform_and_stable():
+    h = np.arange(200_000, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    u = sample_units(h)
+    assert u.min() >= 0 and u.max() < 1 and np.array_equal(u, sample_units(h))
+    counts, _ = np.histogram(u, bins=10, range=(0, 1))
+    assert counts.min() > 19_000 and counts.max() < 21_000
+
+
+def test_a_document_gets_the_largest_rate_its_length_allows():
+    rule = SampleRule(bounds=(100, 1000), rates=(0.1, 0.5, 0.9), chars_per_token=(2.0, 5.0))
+    # 150 characters: 30 to 76 tokens, bucket 0 only; 1000 characters: 200 to 501 tokens, bucket 1;
+    # 400 characters: 80 to 201 tokens, buckets 0 or 1; 4000: 800 to 2001, buckets 1 or 2.
+    assert rule.rate_for_chars([150, 1000, 400, 4000]).tolist() == [0.1, 0.5, 0.5, 0.9]
+    assert SampleRule.from_dict(json.loads(json.dumps(rule.to_dict()))) == rule
+
+
+def test_no_rule_when_a_source_does_not_hold_enough():
+    args = ([1000, 1000], [2000, 2000], [50, 50], (3.0, 5.0), [100])
+    assert choose_rule(*args[:1], [int(MIN_HOLDS * 1000) - 1, 0], *args[2:]) is None
+    rule = choose_rule([1000, 1000], [40_000, 40_000], [400_000, 400_000], (3.0, 5.0), [100])
+    # 20,000 documents taken: a margin of 5% + 2 / sqrt(20,000).
+    assert rule.rates == pytest.approx((0.025 * (1.05 + 2 / 20_000 ** 0.5),) * 2)
+    # A group of buckets whose sample the mixture takes few documents of: too noisy, tokenize whole.
+    assert choose_rule([1000, 1000], [40_000, 40_000], [400, 100_000], (3.0, 5.0), [100], groups=[0, 1]) is None
+    mixed = choose_rule([1000, 1000], [40_000, 40_000], [40, 100_000], (3.0, 5.0), [100], groups=[0, 0])
+    assert mixed.rates[1] == pytest.approx(0.025 * (1.05 + 2 / 2501 ** 0.5))  # 2,501 documents in the group
+    assert mixed.rates[0] == pytest.approx(0.025 + 4 / 40)  # room for 4 documents more than the 1 it needs
+
+
+def corpus(root, name, files, docs_per_file, seed):
+    rng = random.Random(seed)
+    os.makedirs(root / name, exist_ok=True)
+    for k in range(files):
+        with open(root / name / f"part-{k}.jsonl", "w") as f:
+            for i in range(docs_per_file):
+                # Mostly 3-32 words, a tail of 32-90: a tenth of the tokens in documents of 100+ (web-like).
+                n = int(2 ** (rng.uniform(1.5, 5) if rng.random() < 0.95 else rng.uniform(5, 6.5)))
+                f.write(json.dumps({"text": " ".join(rng.choice(WORDS) for _ in range(n)) + f" #{k}.{i}."}) + "\n")
+
+
+MIXTURE = """
+name: sampled
+total_tokens: {total}
+seq_len: 128
+tokenizer: {tokenizer}
+shards: 2
+length_buckets: [32]
+long_documents: {{threshold: 100, factor: 2.0, cap: 0.8}}
+tokenize_whole: {whole}
+sources:
+  - {{name: a, kind: files, root: a, paths: ["*.jsonl"], weight: 0.6, max_repetition: 1}}
+  - {{name: b, kind: files, root: b, paths: ["*.jsonl"], weight: 0.4, max_repetition: 1}}
+"""
+
+
+def mixture(tmp, total, whole=False):
+    path = tmp / f"mix-{total}-{whole}.yaml"
+    path.write_text(MIXTURE.format(total=total, tokenizer=TOKENIZER, whole=str(whole).lower()))
+    return load_mixture(str(path))
+
+
+def digest(folder):
+    return {n: hashlib.sha256(open(os.path.join(folder, n), "rb").read()).hexdigest()
+            for n in sorted(os.listdir(folder)) if n.endswith((".bin", ".idx"))}
+
+
+@pytest.fixture(scope="module")
+def sampled(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sampled")
+    corpus(tmp / "data", "a", 4, 8000, 1)
+    corpus(tmp / "data", "b", 4, 8000, 2)
+    # Each source holds ~1.5M tokens in 32,000 documents; the mixture takes 240k of a and 160k of b
+    # (6x and 9x), thousands of documents in each length group: what a real run's sample looks like.
+    m = run_mixture(mixture(tmp, 400_000), str(tmp / "data"), str(tmp / "out"), str(tmp / "cache"), IN_PROCESS)
+    return tmp, m
+
+
+def test_only_a_sample_is_tokenized(sampled):
+    _, m = sampled
+    for name, s in m["sources"].items():
+        t = s["tokenized"]
+        assert t["sampled"], name
+        assert t["tokens"] <= 1.2 * s["achieved_tokens"], name  # not the 11-16x the sources hold
+        assert s["accounting"]["not_tokenized"] > 0
+        acc = s["accounting"]
+        assert acc["read"] == acc["selected_documents"] + acc["dropped_by_sampling"] + acc["rejected"] + acc["excluded_subset"]
+
+
+def test_exact_per_source_and_per_bucket(sampled):
+    _, m = sampled
+    for name, s in m["sources"].items():
+        assert abs(s["achieved_tokens"] - s["requested_tokens"]) < 50, name
+        for b in s["buckets"]:
+            assert abs(b["achieved_share"] - b["requested_share"]) < 0.001, (name, b["bucket"])
+        long = s["buckets"][-1]
+        # Upweighted from the estimated natural fraction, as for a source tokenized whole.
+        assert long["requested_tokens"] == pytest.approx(
+            2 * s["requested_tokens"] * long["available_tokens"] / s["available_tokens"], rel=0.01)
+
+
+def test_available_figures_are_estimates_close_to_the_truth(sampled):
+    tmp, m = sampled
+    whole = run_mixture(mixture(tmp, 400_000, whole=True), str(tmp / "data"), str(tmp / "whole"), str(tmp / "cache"),
+                        IN_PROCESS)
+    for name, s in m["sources"].items():
+        exact = whole["sources"][name]
+        assert not exact["tokenized"]["sampled"]
+        assert s["available_tokens"] == pytest.approx(exact["available_tokens"], rel=0.05)
+        for b, e in zip(s["buckets"], exact["buckets"]):
+            assert b["available_tokens"] == pytest.approx(e["available_tokens"], rel=0.1)
+
+
+def test_a_whole_cache_gives_the_same_shards(sampled):
+    """With whole caches already there (built by the test above or here), the sampled mixture reads
+    them through its rule instead of tokenizing: the shards are the same bytes."""
+    tmp, m = sampled
+    run_mixture(mixture(tmp, 400_000, whole=True), str(tmp / "data"), str(tmp / "whole2"), str(tmp / "cache"), IN_PROCESS)
+    again = run_mixture(mixture(tmp, 400_000), str(tmp / "data"), str(tmp / "again"), str(tmp / "cache"), IN_PROCESS)
+    assert digest(tmp / "again") == digest(tmp / "out")
+    assert again["plan_hash"] == m["plan_hash"]
+    for name, s in again["sources"].items():
+        assert s["tokenized"] == m["sources"][name]["tokenized"]
+        assert s["cache_fingerprint"] != m["sources"][name]["cache_fingerprint"]  # served by the whole cache
+
+
+def test_a_short_sample_falls_back_to_the_whole_source(tmp_path, caplog):
+    # The estimate reads the first documents of each file: make them unlike the rest (many tokens per
+    # character), so it overestimates the source and the sample falls short.
+    corpus(tmp_path / "data", "a", 2, 8000, 3)
+    corpus(tmp_path / "data", "b", 2, 8000, 4)
+    for k in range(2):
+        path = tmp_path / "data" / "a" / f"part-{k}.jsonl"
+        lines = path.read_text().splitlines()
+        head = [json.dumps({"text": " ".join(str(random.Random(i).getrandbits(40)) for _ in range(40))}) for i in range(1000)]
+        path.write_text("\n".join(head + lines) + "\n")
+    m = run_mixture(mixture(tmp_path, 100_000), str(tmp_path / "data"), str(tmp_path / "out"), str(tmp_path / "cache"),
+                    IN_PROCESS)
+    assert "tokenizing them whole" in caplog.text
+    a = m["sources"]["a"]
+    assert not a["tokenized"]["sampled"] and abs(a["achieved_tokens"] - a["requested_tokens"]) < 50
