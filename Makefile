@@ -69,11 +69,12 @@ dry-run: stage1-mixture stage2-mixture
 # Tokenizing speed and memory (docs/PERFORMANCE.md): builds a corpus of BENCH_MB MB of real text once
 # under BENCH_DIR (outside the repo), then raw encoders vs `mixprep run` on 2 and 1 workers.
 BENCH_MB    ?= 300
+BENCH_REPEAT ?= 1
 BENCH_DIR   ?= $(HOME)/.cache/mixprep-bench
 BENCH_ARGS  ?=
 bench: $(STAMP)
 	$(BIN)/python -c 'import psutil' 2>/dev/null || $(BIN)/pip install --quiet 'psutil>=5.9'
-	$(BIN)/python scripts/bench.py --mb $(BENCH_MB) --dir $(BENCH_DIR) $(BENCH_ARGS)
+	$(BIN)/python scripts/bench.py --mb $(BENCH_MB) --dir $(BENCH_DIR) --repeat $(BENCH_REPEAT) $(BENCH_ARGS)
 
 # A long fuzzing campaign (not part of `make test`): config loader and .idx/.bin reader.
 FUZZ_EXAMPLES ?= 20000

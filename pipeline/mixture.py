@@ -31,16 +31,18 @@ from .manifest import build_manifest, neox_config, summary_table
 from .pack import PROVENANCE_DIR, PackShards, shard_name
 from .plan import bucket_targets, make_plan, split_exact
 from .report import write_report
-from .sampling import SampleRule, choose_rule
+from .sampling import MIN_HOLDS, SampleRule, choose_rule
 from .select import candidates_by_bucket, rule_tokens, select_source
 from .sources import SourceFile, list_source_files
 from .stats import estimate_source
 from .storage import make_dirs, read_json, remove_temporaries, write_json
-from .tokenizer import LoadedTokenizer, load_tokenizer
+from .tokenizer import Encoder, LoadedTokenizer, load_tokenizer
 
 __all__ = ["tokenize_sources", "run_mixture", "available_by_bucket", "sample_rules"]
 
-PROBE_FILES, PROBE_DOCS = 4, 1000  # the estimate behind sampling: first documents of a few files
+# The estimate behind sampling: every document of a few files counted, the first ones tokenized
+# (a glance first, to skip the estimate when the mixture takes too much of a source to sample it).
+PROBE_FILES, PROBE_DOCS, PROBE_CHARS, GLANCE_CHARS = 4, 1000, 1 << 20, 1 << 15
 
 log = logging.getLogger("mixprep")
 
@@ -73,8 +75,13 @@ def sample_rules(cfg: MixtureConfig, files: dict[str, list[SourceFile]], tokeniz
     # Buckets planned together: short and long under a long-document policy, else all of them.
     threshold = cfg.long_documents.threshold if cfg.long_documents else None
     groups = [int(threshold is not None and lo >= threshold) for lo in (1, *bounds)]
+    glance, encoder = Encoder(tokenizer, fast=False), None  # `tokenizers` loads in a tenth of tiktoken's time
     for s, target in zip(mixed, split_exact(cfg.total_tokens, [s.weight for s in mixed])):
-        est = estimate_source(s.spec, files[s.name], tokenizer, bounds, PROBE_FILES, PROBE_DOCS)
+        rough = estimate_source(s.spec, files[s.name], tokenizer, bounds, 1, PROBE_DOCS, GLANCE_CHARS, glance)
+        if rough["tokens"] < MIN_HOLDS * target / 2:  # far from holding enough: whole, no estimate
+            continue
+        encoder = encoder or Encoder(tokenizer)
+        est = estimate_source(s.spec, files[s.name], tokenizer, bounds, PROBE_FILES, PROBE_DOCS, PROBE_CHARS, encoder)
         targets = bucket_targets(target, est["bucket_tokens"], bounds, cfg.long_documents)
         rules[s.name] = choose_rule(targets, est["bucket_tokens"], est["bucket_documents"],
                                     tuple(est["chars_per_token"]), bounds, est["chars_per_token_by_length"], groups)

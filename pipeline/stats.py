@@ -89,9 +89,13 @@ def _exact(cache: TokenCache, bounds: Sequence[int]) -> dict:
 
 
 def estimate_source(spec, files: Sequence[SourceFile], tokenizer: LoadedTokenizer, bounds: Sequence[int],
-                    sample_files: int, sample_docs: int) -> dict:
-    """Estimated documents, tokens, subsets and bucket tokens of a source from a sample of its files."""
-    encoder = Encoder(tokenizer)
+                    sample_files: int, sample_docs: int, sample_chars: int = 1 << 62, encoder: Encoder | None = None) -> dict:
+    """Estimated documents, tokens, subsets and bucket tokens of a source from a sample of its files.
+
+    Every document of ``sample_files`` files is counted; the first ``sample_docs`` of each (at most
+    ``sample_chars`` characters of them) are tokenized (with ``encoder``, or one built here).
+    """
+    encoder = encoder or Encoder(tokenizer)
     picked = pick_files(files, max(1, sample_files))
     docs = collections.Counter()
     chars = collections.Counter()
@@ -103,14 +107,15 @@ def estimate_source(spec, files: Sequence[SourceFile], tokenizer: LoadedTokenize
     bucket_docs = np.zeros(len(bounds) + 1, np.int64)
     ratios = []  # characters per token (EOS included) of each tokenized document
     for sf in picked:
-        batch = []
+        batch, batch_chars = [], 0
         for item in read_documents(spec, sf):
             if isinstance(item, Reject):
                 continue
             docs[item.subset] += 1
             chars[item.subset] += len(item.text)
-            if len(batch) < sample_docs:
+            if len(batch) < sample_docs and batch_chars < sample_chars:
                 batch.append(item)
+                batch_chars += len(item.text)
         for d, ids in zip(batch, encoder.encode_batch([d.text for d in batch])):
             n = len(ids)
             tok_tokens[d.subset] += n

@@ -14,8 +14,12 @@ Then, on the same texts (read by mixprep's own readers) and the same cores:
   (b) `mixprep run` (tokenize + mix) on the local runner with all cores, (c) with 1 worker, and (d)
       with all cores and the `tokenizers` backend (MIXPREP_ENCODER=tokenizers);
   (e) a 20M-character document against ordinary documents (per-character speed, exact ids);
+  (f) a stage-2-like mixture (long documents upweighted) that takes a tenth of every source: how many
+      tokens it tokenizes per token it takes (sampling.py);
+  (g) (b) again on the corpus repeated 4 times (symbolic links under new names): peak memory;
 and checks that the fast encoder's ids equal `tokenizers`' on every document. Peak memory is the RSS
-of the whole process tree, sampled every 0.1 s. Results: JSON + markdown under --dir.
+of the whole process tree, sampled every 0.1 s. With --repeat N every measurement runs N times and
+the tables show medians (peak memory: the largest). Results: JSON + markdown under --dir.
 """
 
 from __future__ import annotations
@@ -468,25 +472,57 @@ def long_document(tok_path: Path, texts: list[str], results: dict) -> None:
         f"identical: {results['long_document']['identical_to_whole_encode']}")
 
 
-def write_mixture(path: Path, tok_path: Path, tokens: dict[str, int]) -> int:
-    """A mixture of the five bench sources at their natural shares; returns a total that fits."""
+def write_mixture(path: Path, tok_path: Path, tokens: dict[str, int], fraction: float = 0.9,
+                  long_documents: bool = False) -> int:
+    """A mixture of the five bench sources at their natural shares; returns a total that takes
+    ``fraction`` of the scarcest source."""
     total = sum(tokens.values())
     names = list(tokens)
     weights = {n: round(tokens[n] / total, 4) for n in names}
     weights[names[-1]] = round(1 - sum(weights[n] for n in names[:-1]), 4)
     lines = ["name: bench", "description: mixprep benchmark (scripts/bench.py)", f"total_tokens: {total}",
              "seq_len: 2048", "seed: 1234", f"tokenizer: {tok_path}", "shards: 4",
-             "length_buckets: [2048, 4096, 16384]", "sources:"]
+             "length_buckets: [2048, 4096, 16384]"]
+    if long_documents:  # stage 2's rule (RECIPE.md)
+        lines += ["long_documents: {threshold: 4096, factor: 2.0, cap: 0.8}"]
+    lines += ["sources:"]
     for n in names:
         kind, root, _ = SOURCES[n]
         lines += [f"  - name: {n}", f"    kind: {kind}", f"    root: {root}", f"    category: {'code' if n == 'starcoder' else 'web'}",
                   f"    weight: {weights[n]}", "    max_repetition: 1.0"]
     path.write_text("\n".join(lines) + "\n")
-    return int(0.9 * min(tokens[n] / weights[n] for n in names if weights[n] > 0))
+    return int(fraction * min(tokens[n] / weights[n] for n in names if weights[n] > 0))
+
+
+def replicate_corpus(data_root: Path, times: int, out: Path) -> Path:
+    """``out``/data: every corpus file ``times`` times, as symbolic links under names the readers'
+    globs still match (``name-rK`` + the format's suffix): an input ``times`` as large."""
+    data = out / "data"
+    if data.exists():
+        return data
+    suffixes = (".json.gz.dedup.classifier.jsonl.zst", ".jsonl.zst", ".json.gz", ".parquet", ".jsonl")
+    for path in sorted(p for p in data_root.rglob("*") if p.is_file()):
+        rel = path.relative_to(data_root)
+        suffix = next(x for x in suffixes if path.name.endswith(x))
+        for k in range(times):
+            target = data / rel.parent / f"{path.name[: -len(suffix)]}-r{k}{suffix}"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(path)
+    return data
 
 
 def pipeline_run(name: str, mixture: Path, data_root: Path, tok_path: Path, total: int, workers: int,
-                 work: Path, n_tokens: int, env_extra: dict | None = None) -> dict:
+                 work: Path, n_tokens: int, env_extra: dict | None = None, repeat: int = 1) -> dict:
+    """``repeat`` runs of `mixprep run`; the row has the median speed and the largest peak memory."""
+    rows = [_pipeline_once(name, mixture, data_root, tok_path, total, workers, work, n_tokens, env_extra)
+            for _ in range(repeat)]
+    row = sorted(rows, key=lambda r: r["tok_per_s"])[len(rows) // 2]
+    return {**row, "runs": [{k: r[k] for k in ("seconds", "tok_per_s", "peak_rss_bytes")} for r in rows],
+            "peak_rss_bytes": max(r["peak_rss_bytes"] for r in rows)}
+
+
+def _pipeline_once(name: str, mixture: Path, data_root: Path, tok_path: Path, total: int, workers: int,
+                   work: Path, n_tokens: int, env_extra: dict | None = None) -> dict:
     out, cache = work / f"out-{name}", work / f"cache-{name}"
     for d in (out, cache):
         shutil.rmtree(d, ignore_errors=True)
@@ -509,6 +545,10 @@ def pipeline_run(name: str, mixture: Path, data_root: Path, tok_path: Path, tota
     backend = "tokenizers" if forced or fell_back else "tiktoken"
     row = {"command": " ".join(cmd), "workers": workers, "tokens": n_tokens, "seconds": round(seconds, 3),
            "tok_per_s": n_tokens / seconds, "peak_rss_bytes": peak.peak, "backend": backend}
+    sources = json.loads((out / "manifest.json").read_text())["sources"].values()
+    row["tokens_taken"] = sum(s["achieved_tokens"] for s in sources)
+    row["tokens_tokenized"] = sum(s["tokenized"]["tokens"] for s in sources)
+    row["sampled_sources"] = sum(1 for s in sources if s["tokenized"]["sampled"])
     log(f"{name}: {n_tokens / seconds / 1e6:.2f}M tok/s, {seconds:.1f} s, peak RSS {peak.peak / 2**30:.2f} GiB")
     shutil.rmtree(out, ignore_errors=True)
     shutil.rmtree(cache, ignore_errors=True)
@@ -534,6 +574,15 @@ def targets(r: dict) -> list[tuple[str, str, float, float, bool]]:
         v = (p2["tok_per_s"] / p1["tok_per_s"]) / r["raw_fast_speedup"]
         rows.append(("pipeline 1->2 workers speed-up / raw encoder's 1->2 speed-up",
                      f"{p2['tok_per_s'] / p1['tok_per_s']:.2f} / {r['raw_fast_speedup']:.2f} = {v:.2f}x", v, 0.9, v >= 0.9))
+    sampled = r["pipeline"].get("sampled_tenth")
+    if sampled:
+        v = sampled["tokens_tokenized"] / sampled["tokens_taken"]
+        rows.append(("mixture taking 1/10 of each source: tokens tokenized / tokens taken", f"{v:.2f}x", v, 1.2, v <= 1.2))
+    big = r["pipeline"].get("all_cores_4x_input")
+    if p2 and big:
+        v = big["peak_rss_bytes"] / p2["peak_rss_bytes"]
+        rows.append(("peak memory, 4x the input / 1x", f"{big['peak_rss_bytes'] / 2**30:.2f} / "
+                     f"{p2['peak_rss_bytes'] / 2**30:.2f} GiB = {v:.2f}x", v, 1.2, v <= 1.2))
     ld = r.get("long_document")
     if ld:
         v = ld["per_char_speed_ratio"]
@@ -568,7 +617,9 @@ def markdown(r: dict) -> str:
     out += ["", "Pipeline tokens/s = tokens tokenized (with EOS) / wall time of the whole `mixprep run` "
             "(start-up, tokenize, plan, pack, write).", ""]
     for name, row in r["pipeline"].items():
-        out.append(f"- {name}: `{row['command']}`")
+        out.append(f"- {name}: `{row['command']}`; took {row['tokens_taken']:,} tokens, tokenized "
+                   f"{row['tokens_tokenized']:,} ({row['sampled_sources']} sources sampled)"
+                   + ("; runs: " + ", ".join(f"{x['tok_per_s'] / 1e6:.2f}M" for x in row["runs"]) if len(row["runs"]) > 1 else ""))
     return "\n".join(out) + "\n"
 
 
@@ -576,7 +627,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mb", type=int, default=int(os.environ.get("BENCH_MB", 300)), help="corpus size in MB of text")
     ap.add_argument("--dir", type=Path, default=Path.home() / ".cache" / "mixprep-bench", help="cache folder")
-    ap.add_argument("--skip", default="", help="comma-separated: raw,pipeline,tokenizers-pipeline,long")
+    ap.add_argument("--skip", default="", help="comma-separated: raw,pipeline,tokenizers-pipeline,long,sampled,4x")
+    ap.add_argument("--repeat", type=int, default=int(os.environ.get("BENCH_REPEAT", 1)),
+                    help="runs of each measurement; the tables show medians")
     args = ap.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
     cores = os.cpu_count() or 1
@@ -595,7 +648,19 @@ def main(argv=None) -> int:
     texts = [t for ts in per_source.values() for t in ts]
     results: dict = {"started": started, "machine": f"{cores} cores, {platform.platform()}, Python {platform.python_version()}",
                      "corpus": stats, "tokenizer": tokenizer.info(), "pipeline": {}}
-    ref = raw_ceilings(tok_path, texts, cores, results) if "raw" not in skip else None
+    ref = None
+    if "raw" not in skip:
+        runs = []
+        for i in range(max(1, args.repeat)):
+            runs.append({})
+            got = raw_ceilings(tok_path, texts, cores, runs[-1])
+            ref = got if ref is None else ref
+            del got
+        results["raw"] = {name: sorted((r["raw"][name] for r in runs), key=lambda v: v["tok_per_s"])[len(runs) // 2]
+                          for name in runs[0]["raw"]}
+        results["identity"] = runs[0]["identity"]
+        results["best_raw_tokenizers"] = max(v["tok_per_s"] for k, v in results["raw"].items() if k.startswith("tokenizers"))
+        fix_raw_fast(results, cores)
     if "long" not in skip:
         long_document(tok_path, texts, results)
     if ref is not None:
@@ -608,13 +673,25 @@ def main(argv=None) -> int:
         work = Path(tempfile.mkdtemp(prefix="run-", dir=args.dir))
         mixture = work / "bench.yaml"
         total = write_mixture(mixture, tok_path, tokens)
+        rep = max(1, args.repeat)
         if "pipeline" not in skip:
-            results["pipeline"]["all_cores"] = pipeline_run("all_cores", mixture, data_root, tok_path, total, cores, work, n_tokens)
-            results["pipeline"]["one_worker"] = pipeline_run("one_worker", mixture, data_root, tok_path, total, 1, work, n_tokens)
+            results["pipeline"]["all_cores"] = pipeline_run("all_cores", mixture, data_root, tok_path, total, cores, work,
+                                                            n_tokens, repeat=rep)
+            results["pipeline"]["one_worker"] = pipeline_run("one_worker", mixture, data_root, tok_path, total, 1, work,
+                                                             n_tokens, repeat=rep)
         if "tokenizers-pipeline" not in skip:
             results["pipeline"]["all_cores_tokenizers"] = pipeline_run(
                 "all_cores_tokenizers", mixture, data_root, tok_path, total, cores, work, n_tokens,
-                {"MIXPREP_ENCODER": "tokenizers"})
+                {"MIXPREP_ENCODER": "tokenizers"}, repeat=rep)
+        if "sampled" not in skip:  # speed here is tokens taken per second: what matters is the ratio
+            sampled = work / "sampled.yaml"
+            small = write_mixture(sampled, tok_path, tokens, fraction=0.1, long_documents=True)
+            results["pipeline"]["sampled_tenth"] = pipeline_run("sampled_tenth", sampled, data_root, tok_path, small,
+                                                                cores, work, small)
+        if "4x" not in skip:
+            big_root = replicate_corpus(data_root, 4, args.dir / f"corpus-{args.mb}MBx4")
+            results["pipeline"]["all_cores_4x_input"] = pipeline_run("all_cores_4x_input", mixture, big_root, tok_path,
+                                                                     4 * total, cores, work, 4 * n_tokens)
         shutil.rmtree(work, ignore_errors=True)
     results["targets"] = [{"target": t, "measured": m, "value": v, "bound": b, "met": ok} for t, m, v, b, ok in targets(results)]
     stem = args.dir / f"results-{args.mb}MB-{started.replace(':', '')}"
