@@ -443,6 +443,11 @@ class TokenCache:
             self._readers[part] = MMIDXReader(self.prefix(part))
         return self._readers[part]
 
+    def release_pages(self) -> None:
+        """``MMIDXReader.release_pages`` for every part opened so far."""
+        for r in self._readers.values():
+            r.release_pages()
+
     def close(self) -> None:
         for r in self._readers.values():
             r.close()

@@ -532,6 +532,15 @@ class MMIDXReader:
     def num_documents(self) -> int:
         return len(self._docs) - 1
 
+    def release_pages(self) -> None:
+        """Drop the token file's pages this process has touched from its resident memory.
+
+        They stay in the page cache and fault back in on the next read; without this, a process
+        reading scattered documents of large caches (a shard writer) keeps them all resident.
+        """
+        if isinstance(self._bin_map, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
+            self._bin_map.madvise(mmap.MADV_DONTNEED)
+
     def close(self) -> None:
         """Drop this reader's references to the mappings; views already handed out stay valid."""
         empty = np.empty(0, np.int64)

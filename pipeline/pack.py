@@ -20,7 +20,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import io
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import apache_beam as beam
 import numpy as np
@@ -129,8 +129,7 @@ class _WriteShardFn(beam.DoFn):
         caches = {s: TokenCache(self._caches[s]) for s in np.unique(refs["source"]).tolist()}
         storage.make_dirs(self._out)
         with MMIDXWriter(storage.join(self._out, name), self._dtype) as writer:
-            pieces = (caches[r["source"]].tokens(int(r["part"]))[int(r["row"])] for r in refs)
-            tail = pack_stream(pieces, self._seq_len, writer)
+            tail = pack_stream(_pieces(refs, caches), self._seq_len, writer)
         info = writer.close()
         for c in caches.values():
             c.close()
@@ -191,6 +190,23 @@ def _per_source(refs: np.ndarray, tail: int, sources: Sequence[str]) -> dict:
             "tail_tokens": int(tail_by[m].sum()),
         }
     return out
+
+
+_RELEASE_EVERY = 1 << 20  # tokens read between releases (each page fault maps ~64 KiB around it)
+
+
+def _pieces(refs: np.ndarray, caches: dict) -> Iterator[np.ndarray]:
+    """The referenced documents' tokens, in order. A shard's documents are scattered over every
+    cache part: without releasing the pages read, a writer's resident memory grows with the input."""
+    read = 0
+    for r in refs:
+        tokens = caches[r["source"]].tokens(int(r["part"]))[int(r["row"])]
+        yield tokens
+        read += len(tokens)
+        if read >= _RELEASE_EVERY:
+            for c in caches.values():
+                c.release_pages()
+            read = 0
 
 
 class PackShards(beam.PTransform):
