@@ -1,6 +1,7 @@
 """Tokenize only what a mixture will take, when a source holds far more than it needs.
 
-A source that holds four or more times the tokens a mixture takes from it is not tokenized whole.
+A source that holds four or more times the tokens a mixture takes from it, and gives it at least
+MIN_GROUP_DOCS documents of each group of length buckets planned together, is not tokenized whole.
 Every document has a sample unit ``u`` in [0, 1), a stable hash of its id (the same for every seed
 and mixture, so one sampled cache serves every mixture that asks the same of the source), and is
 tokenized only if ``u`` is below its length bucket's rate ``q_b``. The rates come from an estimate
@@ -11,7 +12,9 @@ buckets its character count allows, given the estimate's spread (1st to 99th per
 characters per token among documents of about its length.
 
 After tokenizing, bucket b's candidates are its cached documents with ``u < q_b``: a uniform sample
-of the bucket at rate ``q_b``. The plan counts the bucket as holding (candidate tokens) / ``q_b``, and
+of the bucket at rate ``q_b`` (but for a document near a bucket bound whose characters per token lie
+outside its length's 1st-99th percentile: it may have been given a neighbour's lower rate, and is
+then under-represented; the price of deciding before tokenizing, on a few documents at bucket edges). The plan counts the bucket as holding (candidate tokens) / ``q_b``, and
 selection picks among the candidates exactly as it picks among all documents of a source tokenized
 whole, so every guarantee of select.py holds. When the candidates of some bucket hold fewer tokens
 than its target (the estimate was far off), the source is tokenized whole instead.
