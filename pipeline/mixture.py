@@ -18,7 +18,6 @@ import logging
 from typing import Sequence
 
 import apache_beam as beam
-import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -38,7 +37,7 @@ from .stats import estimate_source
 from .storage import make_dirs, read_json, remove_temporaries, write_json
 from .tokenizer import Encoder, LoadedTokenizer, load_tokenizer
 
-__all__ = ["tokenize_sources", "run_mixture", "available_by_bucket", "sample_rules"]
+__all__ = ["tokenize_sources", "run_mixture", "sample_rules"]
 
 # The estimate behind sampling: every document of a few files counted, the first ones tokenized
 # (a glance first, to skip the estimate when the mixture takes too much of a source to sample it).
@@ -132,11 +131,6 @@ def tokenize_sources(
     return caches
 
 
-def available_by_bucket(cache: TokenCache, bounds: Sequence[int]) -> tuple[list[int], list[int]]:
-    """Exact (tokens, documents) per length bucket, from the document tables."""
-    return candidates_by_bucket(cache, bounds)
-
-
 def _estimated(candidates: tuple[list[int], list[int]], rule: SampleRule) -> tuple[list[int], list[int]]:
     """What each bucket holds, estimated from its candidates (a uniform sample at the bucket's rate)."""
     tokens, docs = candidates
@@ -159,9 +153,6 @@ def run_mixture(
     # source whole instead, and plan again.
     short = [p.source for p in plans if rules[p.source] is not None
              and any(b.target_tokens > candidates[p.source][0][b.index] for b in p.buckets)]
-    for name in short:
-        p = next(p for p in plans if p.source == name)
-        log.info("source %s: targets %s, candidates %s", name, [b.target_tokens for b in p.buckets], candidates[name][0])
     if short:
         log.warning("sources %s: their samples are short of a bucket's target; tokenizing them whole", ", ".join(short))
         rules.update({name: None for name in short})

@@ -27,7 +27,7 @@ from .cache import TokenCache
 from .hashing import SELECT, decision_keys
 from .sampling import SampleRule, sample_units
 
-__all__ = ["BucketSelection", "select_source", "doc_arrays", "candidates_by_bucket", "rule_tokens", "copies_for"]
+__all__ = ["BucketSelection", "select_source", "doc_buckets", "doc_arrays", "candidates_by_bucket", "rule_tokens", "copies_for"]
 
 _BIN_BITS = 16
 _BINS = 1 << _BIN_BITS
@@ -50,9 +50,8 @@ class BucketSelection:
         return dataclasses.asdict(self)
 
 
-def doc_arrays(cache: TokenCache, part: int, bounds: Sequence[int], seed: int, source: str,
-               rule: SampleRule | None = None):
-    """(n_tokens, bucket, doc_hash, selection key) arrays of one cache part.
+def doc_buckets(cache: TokenCache, part: int, bounds: Sequence[int], rule: SampleRule | None = None):
+    """(n_tokens, bucket, doc_hash) arrays of one cache part.
 
     With a sample rule, documents that are not candidates of their bucket get bucket
     ``len(bounds) + 1``, which no selection covers: they are never taken.
@@ -64,6 +63,13 @@ def doc_arrays(cache: TokenCache, part: int, bounds: Sequence[int], seed: int, s
     if rule is not None:
         chars = table.column("n_chars").to_numpy()
         bucket = np.where(rule.candidate_mask(sample_units(h), chars, bucket), bucket, len(bounds) + 1)
+    return n, bucket, h
+
+
+def doc_arrays(cache: TokenCache, part: int, bounds: Sequence[int], seed: int, source: str,
+               rule: SampleRule | None = None):
+    """``doc_buckets`` and each document's selection key."""
+    n, bucket, h = doc_buckets(cache, part, bounds, rule)
     return n, bucket, h, decision_keys(h, seed, source, SELECT, 0)
 
 
@@ -72,7 +78,7 @@ def candidates_by_bucket(cache: TokenCache, bounds: Sequence[int], rule: SampleR
     nb = len(bounds) + 1
     tokens, docs = np.zeros(nb + 1, dtype=np.int64), np.zeros(nb + 1, dtype=np.int64)
     for part in range(len(cache.parts)):
-        n, bucket, _, _ = doc_arrays(cache, part, bounds, 0, "", rule)
+        n, bucket, _ = doc_buckets(cache, part, bounds, rule)
         tokens += np.bincount(bucket, weights=n, minlength=nb + 1).astype(np.int64)
         docs += np.bincount(bucket, minlength=nb + 1)
     return tokens[:nb].tolist(), docs[:nb].tolist()
@@ -80,6 +86,8 @@ def candidates_by_bucket(cache: TokenCache, bounds: Sequence[int], rule: SampleR
 
 def rule_tokens(cache: TokenCache, rule: SampleRule) -> int:
     """Tokens of the documents ``rule`` tokenizes (what a cache built with it holds)."""
+    if cache.rule == rule:
+        return cache.stats["tokens"]
     total = 0
     for part in range(len(cache.parts)):
         table = cache.doc_table(part, columns=["n_tokens", "doc_hash", "n_chars"])

@@ -21,6 +21,7 @@ from .cache import HISTOGRAM_BINS, TokenCache
 from .config import MixtureConfig
 from .document import Reject
 from .plan import bucket_label, bucket_targets, split_exact
+from .select import candidates_by_bucket
 from .sources import SourceFile, list_source_files, read_documents
 from .tokenizer import Encoder, LoadedTokenizer, load_tokenizer
 
@@ -79,10 +80,8 @@ def pick_files(files: Sequence[SourceFile], count: int) -> list[SourceFile]:
 
 
 def _exact(cache: TokenCache, bounds: Sequence[int]) -> dict:
-    from .mixture import available_by_bucket
-
     st = cache.stats
-    tokens, _ = available_by_bucket(cache, bounds)
+    tokens, _ = candidates_by_bucket(cache, bounds)
     return {"exact": True, "documents": st["documents"], "tokens": st["tokens"],
             "subsets": {k: (v["documents"], v["tokens"]) for k, v in st["subsets"].items()},
             "bucket_tokens": tokens, "histogram": list(st["histogram"]["documents"])}
