@@ -2,13 +2,16 @@
 
 import contextlib
 import io
+import os
 import subprocess
 import sys
 
+import apache_beam as beam
 import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from conftest import BAD, ROOT, SAMPLES, TOKENIZER
-from pipeline.cli import _TracebackLines, main, user_error
+from pipeline.cli import WORKER_MALLOC, _TracebackLines, beam_defaults, main, user_error, worker_environment
 from pipeline.errors import ConfigError
 
 IN_PROCESS = "--direct_running_mode=in_memory"
@@ -104,6 +107,22 @@ def test_worker_processes_tracebacks_are_not_shown(tmp_path):
     assert "Traceback" not in proc.stderr and "During handling" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("mixprep: error: ")
     assert "zstd stream is truncated" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_local_worker_processes_get_a_malloc_arena_per_thread(tmp_path, monkeypatch):
+    env = {"GLIBC_TUNABLES": "glibc.malloc.arena_max=4"}
+    worker_environment(env)
+    assert env == {"GLIBC_TUNABLES": "glibc.malloc.arena_max=4"}  # the user's own setting stays
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    worker_environment()  # what `mixprep run` does before a multi-process local run
+    assert "arena_max=64" in os.environ["GLIBC_TUNABLES"]
+    seen = tmp_path / "seen"
+    with beam.Pipeline(options=PipelineOptions(beam_defaults(["--direct_num_workers=1"]))) as p:
+        # (self-contained: the worker process cannot import this test module)
+        _ = p | beam.Create([str(seen)]) | beam.Map(lambda path: open(path, "w").write(
+            f"{__import__('os').getpid()} {__import__('os').environ.get('GLIBC_TUNABLES')}"))
+    pid, tunables = seen.read_text().split(" ", 1)
+    assert int(pid) != os.getpid() and tunables == WORKER_MALLOC
 
 
 def test_traceback_blocks_are_dropped_line_by_line():
