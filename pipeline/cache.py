@@ -15,6 +15,9 @@ Megatron dataset as it stands.
 
 A cache may hold a sample of its source (``sampling.SampleRule``, part of the fingerprint): the
 documents the rule passes are tokenized, the others are read, counted (``not_tokenized``) and left.
+A sampled cache may be built on an earlier sampled cache of the same files whose rule its own rule
+covers (a top-up, sampling.py): the documents the earlier rule passed are copied from it, in file
+order, not tokenized again. The new cache is the same bytes as one built from scratch.
 """
 
 from __future__ import annotations
@@ -175,6 +178,7 @@ class _Job:
     directory: str
     rule: SampleRule | None = None  # tokenize only the documents this passes (None: all)
     source_fingerprint: str = ""  # the fingerprint of the whole source's cache (no rule)
+    earlier: str = ""  # a sampled cache of the same files whose documents this one copies (a top-up)
 
 
 class _TokenizeFileFn(beam.DoFn):
@@ -209,17 +213,26 @@ class _TokenizeFileFn(beam.DoFn):
         writer = MMIDXWriter(prefix, self._tokenizer.dtype)
         table = _DocTable(prefix + ".docs.parquet")
         not_tokenized = 0
+        earlier = _EarlierPart(job.earlier, index, sf) if job.earlier else None
         try:
             for batch in _document_batches(read_documents(job.spec, sf, tally), rejects.add):
-                hashes = [doc_hash(d.doc_id) for d in batch]
+                hashes = np.array([doc_hash(d.doc_id) for d in batch], dtype=np.uint64)
+                copied = np.zeros(len(batch), dtype=bool)
                 if job.rule is not None:  # a sampled cache: decide before tokenizing
-                    keep = job.rule.tokenize_mask(sample_units(np.array(hashes, dtype=np.uint64)), [len(d.text) for d in batch])
+                    units, chars = sample_units(hashes), np.array([len(d.text) for d in batch])
+                    keep = job.rule.tokenize_mask(units, chars)
                     not_tokenized += len(batch) - int(keep.sum())
-                    batch, hashes = [d for d, k in zip(batch, keep) if k], [h for h, k in zip(hashes, keep) if k]
-                for doc, h, ids in zip(batch, hashes, self._encoder.encode_batch([d.text for d in batch])):
+                    batch, hashes = [d for d, k in zip(batch, keep) if k], hashes[keep]
+                    if earlier is not None:
+                        copied = earlier.rule.tokenize_mask(units[keep], chars[keep])
+                encoded = iter(self._encoder.encode_batch([d.text for d, c in zip(batch, copied) if not c]))
+                for doc, h, c in zip(batch, hashes.tolist(), copied):
+                    ids = earlier.take(h) if c else next(encoded)
                     writer.add(ids)
                     table.add(doc.doc_id, doc.subset, len(ids), h, len(doc.text))
                     stats.add(doc.subset, len(ids))
+            if earlier is not None:
+                earlier.finish()
             table.close()
             shard = writer.close()
             rejects.close()
@@ -228,11 +241,16 @@ class _TokenizeFileFn(beam.DoFn):
             table.abort(e)
             rejects.abort()
             raise
+        finally:
+            if earlier is not None:
+                earlier.close()
         count_tally(job.spec.name, tally)
         Metrics.counter(f"cache:{job.spec.name}", "tokens").inc(stats.tokens)
         Metrics.counter(f"cache:{job.spec.name}", "documents").inc(stats.docs)
         if not_tokenized:
             Metrics.counter(f"cache:{job.spec.name}", "not_tokenized").inc(not_tokenized)
+        if earlier is not None:
+            Metrics.counter(f"cache:{job.spec.name}", "tokens_copied").inc(earlier.tokens)
         summary = {
             "index": index,
             "part": _part_name(index),
@@ -248,6 +266,40 @@ class _TokenizeFileFn(beam.DoFn):
         write_json(prefix + ".json", summary)
         crash_point(f"cache-part:{job.spec.name}:{index}")
         return summary
+
+
+class _EarlierPart:
+    """One file's part of an earlier sampled cache whose rule the new cache's rule covers: its
+    documents, in file order, are the ones the earlier rule passed, so a top-up takes their ids from
+    it in turn (checking each document's hash) instead of tokenizing them again."""
+
+    def __init__(self, directory: str, index: int, sf: SourceFile):
+        self._cache = TokenCache(directory)
+        self.rule = self._cache.rule
+        self._index, self._file = index, sf.rel
+        part = self._cache.parts[index] if index < len(self._cache.parts) else {}
+        if self.rule is None or part.get("file") != sf.rel:
+            raise FormatError(f"{directory}: not a sampled cache of {sf.rel} as part {index}; delete it and run again.")
+        self._hashes = self._cache.doc_table(index, columns=["doc_hash"]).column("doc_hash").to_numpy()
+        self._next, self.tokens = 0, 0
+
+    def take(self, h: int) -> np.ndarray:
+        k = self._next
+        if k >= len(self._hashes) or int(self._hashes[k]) != h:
+            raise FormatError(f"{self._cache.prefix(self._index)}: entry {k} is not the document its sample rule "
+                              f"kept from {self._file}; the cache is damaged: delete {self._cache.directory} and run again.")
+        self._next += 1
+        ids = np.array(self._cache.tokens(self._index)[k])
+        self.tokens += len(ids)
+        return ids
+
+    def finish(self) -> None:
+        if self._next != len(self._hashes):
+            raise FormatError(f"{self._cache.prefix(self._index)}: holds {len(self._hashes)} documents, but its sample rule "
+                              f"keeps {self._next} of {self._file}; delete {self._cache.directory} and run again.")
+
+    def close(self) -> None:
+        self._cache.close()
 
 
 class _RejectsFile:
@@ -362,10 +414,11 @@ class BuildCaches(beam.PTransform):
     """Tokenize the files of several sources into their caches, in one stage spread over workers.
 
     ``sources`` is a list of (spec, files) or (spec, files, SampleRule); outputs each finished cache's
-    manifest. ``directories`` maps each source name to its cache folder.
+    manifest. ``directories`` maps each source name to its cache folder. ``earlier`` maps a source
+    to a sampled cache of the same files that its new rule covers: a top-up copies its documents.
     """
 
-    def __init__(self, sources, tokenizer: LoadedTokenizer, cache_root: str):
+    def __init__(self, sources, tokenizer: LoadedTokenizer, cache_root: str, earlier: dict[str, str] | None = None):
         super().__init__()
         self._tokenizer = tokenizer
         self._jobs = []
@@ -373,7 +426,12 @@ class BuildCaches(beam.PTransform):
             rule = rule[0] if rule else None
             fp = cache_fingerprint(spec, files, tokenizer, rule)
             whole = cache_fingerprint(spec, files, tokenizer) if rule is not None else fp
-            self._jobs.append(_Job(spec, tuple(files), fp, cache_dir(cache_root, spec.name, fp), rule, whole))
+            before = (earlier or {}).get(spec.name, "")
+            if before:
+                earlier_rule = TokenCache(before).rule
+                if rule is None or earlier_rule is None or not rule.covers(earlier_rule):
+                    raise ValueError(f"source {spec.name}: cache {before} is not a sample that the new rule covers")
+            self._jobs.append(_Job(spec, tuple(files), fp, cache_dir(cache_root, spec.name, fp), rule, whole, before))
         self.directories = {job.spec.name: job.directory for job in self._jobs}
 
     def expand(self, pbegin):

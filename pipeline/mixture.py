@@ -30,7 +30,7 @@ from .manifest import build_manifest, neox_config, summary_table
 from .pack import PROVENANCE_DIR, PackShards, shard_name
 from .plan import bucket_targets, make_plan, split_exact
 from .report import write_report
-from .sampling import MIN_HOLDS, SampleRule, choose_rule
+from .sampling import FIRST_PASS, MIN_HOLDS, TOP_UPS, SampleRule, choose_rule, top_up
 from .select import candidates_by_bucket, rule_tokens, select_source
 from .sources import SourceFile, list_source_files
 from .stats import estimate_source
@@ -71,9 +71,7 @@ def sample_rules(cfg: MixtureConfig, files: dict[str, list[SourceFile]], tokeniz
     rules: dict[str, SampleRule | None] = {s.name: None for s in mixed}
     if cfg.tokenize_whole:
         return rules
-    # Buckets planned together: short and long under a long-document policy, else all of them.
-    threshold = cfg.long_documents.threshold if cfg.long_documents else None
-    groups = [int(threshold is not None and lo >= threshold) for lo in (1, *bounds)]
+    groups = _groups(cfg)
     glance, encoder = Encoder(tokenizer, fast=False), None  # `tokenizers` loads in a tenth of tiktoken's time
     for s, target in zip(mixed, split_exact(cfg.total_tokens, [s.weight for s in mixed])):
         rough = estimate_source(s.spec, files[s.name], tokenizer, bounds, 1, PROBE_DOCS, GLANCE_CHARS, glance)
@@ -83,21 +81,30 @@ def sample_rules(cfg: MixtureConfig, files: dict[str, list[SourceFile]], tokeniz
         est = estimate_source(s.spec, files[s.name], tokenizer, bounds, PROBE_FILES, PROBE_DOCS, PROBE_CHARS, encoder)
         targets = bucket_targets(target, est["bucket_tokens"], bounds, cfg.long_documents)
         rules[s.name] = choose_rule(targets, est["bucket_tokens"], est["bucket_documents"],
-                                    tuple(est["chars_per_token"]), bounds, est["chars_per_token_by_length"], groups)
+                                    tuple(est["chars_per_token"]), bounds, est["chars_per_token_by_length"], groups,
+                                    share=FIRST_PASS)
         if rules[s.name] is not None:
-            log.info("source %s: holds ~%.1fx what the mixture takes; tokenizing a sample (rates %s)", s.name,
+            log.info("source %s: holds ~%.1fx what the mixture takes; tokenizing a first sample (rates %s)", s.name,
                      est["tokens"] / max(target, 1), ", ".join(f"{r:.4g}" for r in rules[s.name].rates))
     return rules
+
+
+def _groups(cfg: MixtureConfig) -> list[int]:
+    """Buckets planned together: short and long under a long-document policy, else all of them."""
+    threshold = cfg.long_documents.threshold if cfg.long_documents else None
+    return [int(threshold is not None and lo >= threshold) for lo in (1, *cfg.bucket_bounds)]
 
 
 def tokenize_sources(
     cfg: MixtureConfig, data_root: str, cache_root: str, tokenizer: LoadedTokenizer, beam_args: Sequence[str],
     progress=None, rules: dict[str, SampleRule | None] | None = None, files: dict[str, list[SourceFile]] | None = None,
+    earlier: dict[str, str] | None = None,
 ) -> dict[str, TokenCache]:
     """Token caches for every source with weight > 0, building the missing ones in one pipeline.
 
     ``rules`` (from ``sample_rules``) tokenize only a sample of some sources; a cache of the whole
-    source serves them too (it holds every document the rule would tokenize).
+    source serves them too (it holds every document the rule would tokenize). ``earlier``: per
+    source, a sampled cache that its new rule covers (a top-up copies its documents).
     ``progress`` (optional, ``progress.Progress``) is told what is built and gets the pipeline's result.
     """
     files = files if files is not None else mixed_source_files(cfg, data_root, beam_args)
@@ -119,7 +126,7 @@ def tokenize_sources(
     if missing:
         log.info("tokenizing %s", ", ".join(f"{s.name} ({len(f)} files{', a sample' if r else ''})" for s, f, r in missing))
         # One stage for every source: workers take files from all of them, so none idles on a tail.
-        build = BuildCaches([(s.spec, f, r) for s, f, r in missing], tokenizer, cache_root)
+        build = BuildCaches([(s.spec, f, r) for s, f, r in missing], tokenizer, cache_root, earlier)
         with beam.Pipeline(options=PipelineOptions(list(beam_args))) as p:
             _ = p | f"TokenizeSources[{','.join(s.name for s, _, _ in missing)}]" >> build
             if progress:
@@ -149,17 +156,30 @@ def run_mixture(
     caches = tokenize_sources(cfg, data_root, cache_root, tokenizer, beam_args, progress, rules, files)
     candidates = {name: candidates_by_bucket(c, bounds, rules[name]) for name, c in caches.items()}
     plans = _plan(cfg, rules, candidates)
-    # A sample that came out short of some bucket's target (the estimate was far off): tokenize the
-    # source whole instead, and plan again.
-    short = [p.source for p in plans if rules[p.source] is not None
-             and any(b.target_tokens > candidates[p.source][0][b.index] for b in p.buckets)]
-    if short:
-        log.warning("sources %s: their samples are short of a bucket's target; tokenizing them whole", ", ".join(short))
-        rules.update({name: None for name in short})
+    # A sample short of some bucket's target (sampling.py: a first one aims low): top it up, with
+    # rates from what the sample says of the source; a source that cannot be topped up, or is still
+    # short after TOP_UPS, is tokenized whole. Plan again after each.
+
+    def tokenize_again(new_rules: dict) -> list:
+        earlier = {n: caches[n].directory for n, r in new_rules.items() if r is not None and caches[n].rule is not None}
+        rules.update(new_rules)
         caches.update(tokenize_sources(cfg, data_root, cache_root, tokenizer, beam_args, progress, rules,
-                                       {n: f for n, f in files.items() if n in short}))
-        candidates.update({name: candidates_by_bucket(caches[name], bounds) for name in short})
-        plans = _plan(cfg, rules, candidates)
+                                       {n: files[n] for n in new_rules}, earlier))
+        candidates.update({n: candidates_by_bucket(caches[n], bounds, rules[n]) for n in new_rules})
+        return _plan(cfg, rules, candidates)
+
+    for _ in range(TOP_UPS):
+        short = _short(plans, rules, candidates)
+        raised = {p.source: top_up(rules[p.source], [b.target_tokens for b in p.buckets], candidates[p.source], _groups(cfg))
+                  for p in plans if p.source in short}
+        if not (raised := {n: r for n, r in raised.items() if r is not None}):
+            break
+        log.info("sources %s: the sample is short of a bucket's target (a first one aims low); topping it up",
+                 ", ".join(raised))
+        plans = tokenize_again(raised)
+    if short := _short(plans, rules, candidates):
+        log.warning("sources %s: their samples cannot be topped up or fall short; tokenizing them whole", ", ".join(short))
+        plans = tokenize_again({n: None for n in short})
     selections = {
         p.source: select_source(
             caches[p.source], p.source, bounds, [b.target_tokens for b in p.buckets],
@@ -196,6 +216,12 @@ def run_mixture(
     write_report(out, manifest, cache_root)  # report.md + plots, from the manifest and the caches
     print(summary_table(manifest))
     return manifest
+
+
+def _short(plans: list, rules: dict, candidates: dict) -> list[str]:
+    """Sampled sources whose candidates hold fewer tokens than some bucket's target."""
+    return [p.source for p in plans if rules[p.source] is not None
+            and any(b.target_tokens > candidates[p.source][0][b.index] for b in p.buckets)]
 
 
 def _plan(cfg: MixtureConfig, rules: dict, candidates: dict) -> list:

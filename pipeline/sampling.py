@@ -16,8 +16,18 @@ of the bucket at rate ``q_b`` (but for a document near a bucket bound whose char
 outside its length's 1st-99th percentile: it may have been given a neighbour's lower rate, and is
 then under-represented; the price of deciding before tokenizing, on a few documents at bucket edges). The plan counts the bucket as holding (candidate tokens) / ``q_b``, and
 selection picks among the candidates exactly as it picks among all documents of a source tokenized
-whole, so every guarantee of select.py holds. When the candidates of some bucket hold fewer tokens
-than its target (the estimate was far off), the source is tokenized whole instead.
+whole, so every guarantee of select.py holds.
+
+Two passes. The estimate sees a few files, and files differ (a source's files are often written in
+some order: by crawl, by repository), so its error can be tens of percent, and what a first pass
+tokenizes too much is lost. So the first pass aims at FIRST_PASS of the estimated need, without
+margin; its candidates are a uniform sample of every file, whose own estimate of each bucket
+(candidates / rate) is off by about 1 / sqrt(documents) only. Where they fall short of a bucket's
+target, ``top_up`` raises the rates from that estimate, with an allowance of SIGMAS standard errors,
+and the top-up pass copies the documents the first pass tokenized (its rule covers theirs) and
+tokenizes the rest; a source still short is topped up again from its larger sample, up to TOP_UPS
+times. A top-up that cannot be made (the sample says the source holds less than MIN_HOLDS times the
+need) or that still falls short after TOP_UPS: the source is tokenized whole.
 
 Every step is a function of the files, the config and the tokenizer, never of what the cache holds:
 a source already tokenized whole (by another mixture) is read through the same rule and yields the
@@ -34,13 +44,15 @@ import numpy as np
 
 from .hashing import mix
 
-__all__ = ["MIN_HOLDS", "SampleRule", "sample_units", "choose_rule"]
+__all__ = ["MIN_HOLDS", "FIRST_PASS", "TOP_UPS", "SampleRule", "sample_units", "choose_rule", "top_up"]
 
 MIN_HOLDS = 4.0  # sample a source that holds at least this many times what the mixture needs of it,
 MIN_GROUP_DOCS = 200  # when each group of buckets gives at least this many documents (else its estimate is noisy)
-MARGIN = 0.05  # rates carry this much more than the estimate says is needed (its error on a source's size),
+MARGIN = 0.05  # rates carry this much more than a few files' estimate says is needed (its error on a source's size),
 SIGMAS = 2.0  # plus this many standard deviations of the sample's own estimate of a group of buckets
 MIN_EXTRA_DOCS = 4  # and at least room for this many documents beyond a bucket's target (tiny buckets)
+FIRST_PASS = 0.8  # the first pass tokenizes this share of the estimated need (docstring)
+TOP_UPS = 3  # top-ups before a source still short is tokenized whole
 _SALT = np.uint64(int.from_bytes(hashlib.blake2b(b"mixprep-sample-unit", digest_size=8).digest(), "little"))
 _UNIT = 2.0**-53
 
@@ -91,6 +103,11 @@ class SampleRule:
             out = np.where((first <= b) & (b <= last), np.maximum(out, rate), out)
         return out
 
+    def covers(self, other: "SampleRule") -> bool:
+        """Whether every document ``other`` tokenizes, this rule tokenizes too."""
+        return (self.bounds, self.chars_per_token, self.by_length) == (other.bounds, other.chars_per_token, other.by_length) \
+            and all(a >= b for a, b in zip(self.rates, other.rates))
+
     def tokenize_mask(self, units: np.ndarray, n_chars: np.ndarray) -> np.ndarray:
         """Documents to tokenize."""
         return units < self.rate_for_chars(n_chars)
@@ -104,7 +121,7 @@ class SampleRule:
 def choose_rule(
     targets: Sequence[int], est_tokens: Sequence[int], est_docs: Sequence[int],
     chars_per_token: tuple[float, float], bounds: Sequence[int], by_length: Sequence = (),
-    groups: Sequence[int] | None = None,
+    groups: Sequence[int] | None = None, share: float | None = None, margin: float = MARGIN,
 ) -> SampleRule | None:
     """A rule for a source whose buckets are estimated to hold ``est_tokens`` / ``est_docs`` and are
     asked for ``targets`` tokens; None when the source does not hold ``MIN_HOLDS`` times its target,
@@ -115,6 +132,10 @@ def choose_rule(
     themselves (a bucket counts as candidates / rate), so a bucket with fewer candidates than
     expected also asks for fewer tokens; what can fall short is a group's total, whose sample
     estimate has a relative error of about 1 / sqrt(its candidate documents).
+
+    ``share``: rates that aim at this share of each target, without margins (a first pass).
+    ``margin``: the allowance for the estimate's error on the source's size (none for a sample's own
+    estimate, which is uniform over the source's files: ``top_up``).
     """
     need, holds = sum(targets), sum(est_tokens)
     if need <= 0 or holds < MIN_HOLDS * need:
@@ -129,10 +150,27 @@ def choose_rule(
     rates = []
     for g, t, a, d in zip(groups, targets, est_tokens, est_docs):
         if a <= 0:  # the estimate saw no such document: sample at the source's natural rate
-            rates.append(min(1.0, natural * (1 + MARGIN)))
+            rates.append(min(1.0, natural * ((1 + margin) if share is None else share)))
         elif t <= 0:
             rates.append(0.0)
+        elif share is not None:
+            rates.append(min(1.0, share * t / a))
         else:
-            margin = MARGIN + SIGMAS / max(taken_docs[g], 1.0) ** 0.5
-            rates.append(min(1.0, max(t / a * (1 + margin), t / a + MIN_EXTRA_DOCS / max(d, 1))))
+            extra = margin + SIGMAS / max(taken_docs[g], 1.0) ** 0.5
+            rates.append(min(1.0, max(t / a * (1 + extra), t / a + MIN_EXTRA_DOCS / max(d, 1))))
     return SampleRule(tuple(bounds), tuple(rates), tuple(chars_per_token), tuple(tuple(x) for x in by_length))
+
+
+def top_up(rule: SampleRule, targets: Sequence[int], candidates: tuple[Sequence[int], Sequence[int]],
+           groups: Sequence[int] | None = None) -> SampleRule | None:
+    """A rule that covers ``rule`` and tokenizes enough for ``targets``, from the estimate the sample of
+    ``rule`` gives of each bucket (its candidates' tokens and documents, divided by the rate), with
+    ``choose_rule``'s allowance for that sample's own error; None when that estimate says the source
+    should be tokenized whole."""
+    tokens, docs = candidates
+    est_tokens = [t / r if r else 0.0 for t, r in zip(tokens, rule.rates)]
+    est_docs = [d / r if r else 0.0 for d, r in zip(docs, rule.rates)]
+    new = choose_rule(targets, est_tokens, est_docs, rule.chars_per_token, rule.bounds, rule.by_length, groups, margin=0.0)
+    if new is None:
+        return None
+    return dataclasses.replace(rule, rates=tuple(max(a, b) for a, b in zip(rule.rates, new.rates)))

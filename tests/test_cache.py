@@ -1,17 +1,21 @@
 """The token cache: tokenize once through Beam, read back exactly, reuse, resume, verify."""
 
+import dataclasses
 import os
 import shutil
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 
 from conftest import BAD, SAMPLES, TOKENIZER
-from pipeline.cache import BuildCache, TokenCache, cache_fingerprint
+from pipeline.cache import BuildCaches, TokenCache, cache_fingerprint
 from pipeline.errors import FormatError
+from pipeline.sampling import SampleRule
 from pipeline.sources import SourceSpec, list_source_files, read_documents
 
 from pipeline.tokenizer import load_tokenizer
@@ -20,19 +24,19 @@ from pipeline.verify import verify_path
 PILE = SourceSpec("pile", "pile", root="EleutherAI/pile", exclude=("Pile-CC",))
 
 
-def build(spec, data_root, cache_root):
-    """Run BuildCache in a TestPipeline; return (TokenCache, counters of the run)."""
+def build(spec, data_root, cache_root, rule=None, earlier=None):
+    """Run BuildCaches for one source in a TestPipeline; return (TokenCache, counters of the run)."""
     tok = load_tokenizer(TOKENIZER)
     files = list_source_files(spec, data_root)
     p = TestPipeline(options=PipelineOptions([]))
-    transform = BuildCache(spec, files, tok, str(cache_root))
+    transform = BuildCaches([(spec, files, rule)], tok, str(cache_root), {spec.name: earlier} if earlier else None)
     _ = p | f"TokenizeSource[{spec.name}]" >> transform
     result = p.run()
     result.wait_until_finish()
     counters = {}
     for c in result.metrics().query(MetricsFilter())["counters"]:
         counters[f"{c.key.metric.namespace}/{c.key.metric.name}"] = c.committed
-    return TokenCache(transform.directory), counters
+    return TokenCache(transform.directories[spec.name]), counters
 
 
 @pytest.fixture(scope="module")
@@ -134,3 +138,32 @@ def test_a_rerun_keeps_finished_parts(tmp_path):
     assert counters["cache:pile/parts_reused"] == len(cache.parts) - 1 > 0
     assert os.stat(os.path.join(cache.directory, "part-00000.bin")).st_mtime_ns == before
     assert again.manifest == cache.manifest
+
+
+def test_a_top_up_copies_the_earlier_sample_and_equals_a_fresh_build(tmp_path):
+    first = SampleRule(bounds=(512,), rates=(0.3, 0.2), chars_per_token=(2.0, 6.0))
+    more = dataclasses.replace(first, rates=(0.5, 0.6))
+    small, _ = build(PILE, SAMPLES, tmp_path / "a", first)
+    topped, counters = build(PILE, SAMPLES, tmp_path / "a", more, earlier=small.directory)
+    fresh, fresh_counters = build(PILE, SAMPLES, tmp_path / "b", more)
+    assert counters["cache:pile/tokens_copied"] == small.stats["tokens"] > 0
+    assert counters["cache:pile/tokens"] == fresh_counters["cache:pile/tokens"] > small.stats["tokens"]
+    assert "cache:pile/tokens_copied" not in fresh_counters
+    assert sorted(os.listdir(topped.directory)) == sorted(os.listdir(fresh.directory))
+    for name in os.listdir(fresh.directory):  # the same bytes as a cache built from scratch
+        with open(os.path.join(topped.directory, name), "rb") as a, open(os.path.join(fresh.directory, name), "rb") as b:
+            assert a.read() == b.read(), name
+    with pytest.raises(ValueError, match="not a sample that the new rule covers"):
+        BuildCaches([(PILE, list_source_files(PILE, SAMPLES), first)], load_tokenizer(TOKENIZER), str(tmp_path / "c"),
+                    {"pile": topped.directory})
+
+
+def test_a_top_up_stops_on_a_damaged_earlier_sample(tmp_path):
+    first = SampleRule(bounds=(512,), rates=(0.3, 0.3), chars_per_token=(2.0, 6.0))
+    small, _ = build(PILE, SAMPLES, tmp_path, first)
+    path = small.prefix(0) + ".docs.parquet"
+    table = pq.read_table(path)
+    hashes = table.column("doc_hash").to_numpy()[::-1].copy()  # documents out of order
+    pq.write_table(table.set_column(table.schema.get_field_index("doc_hash"), "doc_hash", pa.array(hashes)), path)
+    with pytest.raises(Exception, match="not the document its sample rule kept.*delete"):
+        build(PILE, SAMPLES, tmp_path, dataclasses.replace(first, rates=(0.6, 0.6)), earlier=small.directory)

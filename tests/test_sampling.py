@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from conftest import TOKENIZER
+from pipeline.cache import TokenCache
 from pipeline.config import load_mixture
 from pipeline.mixture import run_mixture
-from pipeline.sampling import MIN_HOLDS, SampleRule, choose_rule, sample_units
+from pipeline.sampling import FIRST_PASS, MIN_HOLDS, SampleRule, choose_rule, sample_units, top_up
 
 IN_PROCESS = ["--runner=DirectRunner", "--direct_running_mode=in_memory"]
 WORDS = ["river", "map", "weather", "stone", "lantern", "orchard", "signal", "harbor", "copper", "meadow",
@@ -45,6 +46,22 @@ def test_no_rule_when_a_source_does_not_hold_enough():
     mixed = choose_rule([1000, 1000], [40_000, 40_000], [40, 100_000], (3.0, 5.0), [100], groups=[0, 0])
     assert mixed.rates[1] == pytest.approx(0.025 * (1.05 + 2 / 2501 ** 0.5))  # 2,501 documents in the group
     assert mixed.rates[0] == pytest.approx(0.025 + 4 / 40)  # room for 4 documents more than the 1 it needs
+
+
+def test_a_first_pass_aims_low_and_a_top_up_covers_it():
+    first = choose_rule([1000, 1000], [40_000, 40_000], [400_000, 400_000], (3.0, 5.0), [100], share=FIRST_PASS)
+    assert first.rates == pytest.approx((0.025 * FIRST_PASS,) * 2)  # no margin
+    # The sample says bucket 0 holds 30,000 tokens in 300,000 documents (candidates / rate), bucket 1
+    # 60,000: bucket 0's rate rises, with an allowance of 2 / sqrt(documents taken) only; bucket 1's
+    # would fall, and stays (a top-up never drops what the first pass tokenized).
+    cand = ([round(30_000 * 0.02), round(60_000 * 0.02)], [round(300_000 * 0.02), round(600_000 * 0.02)])
+    more = top_up(first, [1000, 1000], cand)
+    assert more.covers(first) and not first.covers(more)
+    taken = 1000 / 30_000 * 300_000 + 1000 / 60_000 * 600_000
+    assert more.rates[0] == pytest.approx(1000 / 30_000 * (1 + 2 / taken ** 0.5))
+    assert more.rates[1] == first.rates[1]
+    # A sample that says the source holds less than MIN_HOLDS times the need: no top-up (whole).
+    assert top_up(first, [15_000, 15_000], cand) is None
 
 
 def corpus(root, name, files, docs_per_file, seed):
@@ -143,9 +160,30 @@ def test_a_whole_cache_gives_the_same_shards(sampled):
         assert s["cache_fingerprint"] != m["sources"][name]["cache_fingerprint"]  # served by the whole cache
 
 
-def test_a_short_sample_falls_back_to_the_whole_source(tmp_path, caplog):
+def test_the_first_sample_is_topped_up_not_tokenized_again(sampled):
+    tmp, m = sampled
+    for name, s in m["sources"].items():
+        final = SampleRule.from_dict(s["tokenized"]["sample_rule"])
+        folder = tmp / "cache" / name
+        caches = [TokenCache(str(folder / d)) for d in os.listdir(folder) if (folder / d / "cache.json").exists()]
+        first = [c for c in caches if c.rule is not None and c.rule != final]
+        top = [c for c in caches if c.rule == final]
+        assert len(first) == 1 and len(top) == 1 and final.covers(first[0].rule), name
+        # Every document of the first sample is in the top-up, with the same ids.
+        old, new = first[0], top[0]
+        for part in range(len(old.parts)):
+            keep = set(old.doc_table(part, ["doc_hash"]).column("doc_hash").to_pylist())
+            hashes = new.doc_table(part, ["doc_hash"]).column("doc_hash").to_pylist()
+            at = [i for i, h in enumerate(hashes) if h in keep]
+            assert len(at) == len(keep)
+            for j, i in enumerate(at[:50]):
+                assert np.array_equal(old.tokens(part)[j], new.tokens(part)[i])
+
+
+def test_a_sample_that_cannot_be_topped_up_falls_back_to_the_whole_source(tmp_path, caplog):
     # The estimate reads the first documents of each file: make them unlike the rest (many tokens per
-    # character), so it overestimates the source and the sample falls short.
+    # character), so it overestimates the source; the first sample then says the source holds less
+    # than MIN_HOLDS times the need: it is tokenized whole.
     corpus(tmp_path / "data", "a", 2, 8000, 3)
     corpus(tmp_path / "data", "b", 2, 8000, 4)
     for k in range(2):
@@ -155,6 +193,6 @@ def test_a_short_sample_falls_back_to_the_whole_source(tmp_path, caplog):
         path.write_text("\n".join(head + lines) + "\n")
     m = run_mixture(mixture(tmp_path, 100_000), str(tmp_path / "data"), str(tmp_path / "out"), str(tmp_path / "cache"),
                     IN_PROCESS)
-    assert "tokenizing them whole" in caplog.text
+    assert "cannot be topped up" in caplog.text and "tokenizing them whole" in caplog.text
     a = m["sources"]["a"]
     assert not a["tokenized"]["sampled"] and abs(a["achieved_tokens"] - a["requested_tokens"]) < 50
