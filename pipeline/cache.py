@@ -428,9 +428,11 @@ class BuildCaches(beam.PTransform):
             whole = cache_fingerprint(spec, files, tokenizer) if rule is not None else fp
             before = (earlier or {}).get(spec.name, "")
             if before:
-                earlier_rule = TokenCache(before).rule
-                if rule is None or earlier_rule is None or not rule.covers(earlier_rule):
-                    raise ValueError(f"source {spec.name}: cache {before} is not a sample that the new rule covers")
+                prior = TokenCache(before)
+                if rule is None or prior.rule is None or not rule.covers(prior.rule) \
+                        or prior.manifest.get("source_fingerprint") != whole:
+                    raise ValueError(f"source {spec.name}: cache {before} is not a sample of the same files "
+                                     "that the new rule covers")
             self._jobs.append(_Job(spec, tuple(files), fp, cache_dir(cache_root, spec.name, fp), rule, whole, before))
         self.directories = {job.spec.name: job.directory for job in self._jobs}
 

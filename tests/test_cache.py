@@ -153,7 +153,7 @@ def test_a_top_up_copies_the_earlier_sample_and_equals_a_fresh_build(tmp_path):
     for name in os.listdir(fresh.directory):  # the same bytes as a cache built from scratch
         with open(os.path.join(topped.directory, name), "rb") as a, open(os.path.join(fresh.directory, name), "rb") as b:
             assert a.read() == b.read(), name
-    with pytest.raises(ValueError, match="not a sample that the new rule covers"):
+    with pytest.raises(ValueError, match="not a sample of the same files that the new rule covers"):
         BuildCaches([(PILE, list_source_files(PILE, SAMPLES), first)], load_tokenizer(TOKENIZER), str(tmp_path / "c"),
                     {"pile": topped.directory})
 
