@@ -172,8 +172,8 @@ def run_mixture(
         short = _short(plans, rules, candidates)
         raised = {p.source: top_up(rules[p.source], [b.target_tokens for b in p.buckets], candidates[p.source], _groups(cfg))
                   for p in plans if p.source in short}
-        if not (raised := {n: r for n, r in raised.items() if r is not None}):
-            break
+        if not (raised := {n: r for n, r in raised.items() if r is not None and r != rules[n]}):
+            break  # nothing to top up: a source still short is tokenized whole
         log.info("sources %s: the sample is short of a bucket's target (a first one aims low); topping it up",
                  ", ".join(raised))
         plans = tokenize_again(raised)
