@@ -190,9 +190,11 @@ class _TokenizeFileFn(beam.DoFn):
     def __init__(self, jobs: list[_Job], tokenizer: LoadedTokenizer):
         self._jobs, self._tokenizer = jobs, tokenizer
         self._encoder: Encoder | None = None
+        self._earlier: dict[int, TokenCache] = {}  # per job: the sampled cache a top-up copies from
 
     def setup(self):
         self._encoder = Encoder(self._tokenizer)
+        self._earlier = {j: TokenCache(job.earlier) for j, job in enumerate(self._jobs) if job.earlier}
 
     def process(self, element: tuple[int, int]):
         j, index = element
@@ -204,16 +206,16 @@ class _TokenizeFileFn(beam.DoFn):
             Metrics.counter(f"cache:{job.spec.name}", "parts_reused").inc()
             yield j, done
             return
-        yield j, self._build(job, index, sf, prefix)
+        yield j, self._build(job, index, sf, prefix, self._earlier.get(j))
 
-    def _build(self, job: _Job, index: int, sf: SourceFile, prefix: str) -> dict:
+    def _build(self, job: _Job, index: int, sf: SourceFile, prefix: str, earlier_cache: TokenCache | None) -> dict:
         tally, stats = FileTally(), _Stats()
         rejects = _RejectsFile(prefix + ".rejects.jsonl")
         make_dirs(job.directory)
         writer = MMIDXWriter(prefix, self._tokenizer.dtype)
         table = _DocTable(prefix + ".docs.parquet")
         not_tokenized = 0
-        earlier = _EarlierPart(job.earlier, index, sf) if job.earlier else None
+        earlier = _EarlierPart(earlier_cache, index, sf) if earlier_cache is not None else None
         try:
             for batch in _document_batches(read_documents(job.spec, sf, tally), rejects.add):
                 hashes = np.array([doc_hash(d.doc_id) for d in batch], dtype=np.uint64)
@@ -273,13 +275,13 @@ class _EarlierPart:
     documents, in file order, are the ones the earlier rule passed, so a top-up takes their ids from
     it in turn (checking each document's hash) instead of tokenizing them again."""
 
-    def __init__(self, directory: str, index: int, sf: SourceFile):
-        self._cache = TokenCache(directory)
-        self.rule = self._cache.rule
+    def __init__(self, cache: TokenCache, index: int, sf: SourceFile):
+        self._cache = cache
+        self.rule = cache.rule
         self._index, self._file = index, sf.rel
-        part = self._cache.parts[index] if index < len(self._cache.parts) else {}
+        part = cache.parts[index] if index < len(cache.parts) else {}
         if self.rule is None or part.get("file") != sf.rel:
-            raise FormatError(f"{directory}: not a sampled cache of {sf.rel} as part {index}; delete it and run again.")
+            raise FormatError(f"{cache.directory}: not a sampled cache of {sf.rel} as part {index}; delete it and run again.")
         self._hashes = self._cache.doc_table(index, columns=["doc_hash"]).column("doc_hash").to_numpy()
         self._next, self.tokens = 0, 0
 
@@ -299,7 +301,7 @@ class _EarlierPart:
                               f"keeps {self._next} of {self._file}; delete {self._cache.directory} and run again.")
 
     def close(self) -> None:
-        self._cache.close()
+        self._cache.close()  # this part's token mapping (a worker builds one part at a time)
 
 
 class _RejectsFile:

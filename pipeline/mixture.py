@@ -138,13 +138,6 @@ def tokenize_sources(
     return caches
 
 
-def _estimated(candidates: tuple[list[int], list[int]], rule: SampleRule) -> tuple[list[int], list[int]]:
-    """What each bucket holds, estimated from its candidates (a uniform sample at the bucket's rate)."""
-    tokens, docs = candidates
-    return ([round(t / r) if r else 0 for t, r in zip(tokens, rule.rates)],
-            [round(d / r) if r else 0 for d, r in zip(docs, rule.rates)])
-
-
 def run_mixture(
     cfg: MixtureConfig, data_root: str, out: str, cache_root: str, beam_args: Sequence[str] = (), progress=None
 ) -> dict:
@@ -168,9 +161,10 @@ def run_mixture(
         candidates.update({n: candidates_by_bucket(caches[n], bounds, rules[n]) for n in new_rules})
         return _plan(cfg, rules, candidates)
 
+    groups = _groups(cfg)
     for _ in range(TOP_UPS):
         short = _short(plans, rules, candidates)
-        raised = {p.source: top_up(rules[p.source], [b.target_tokens for b in p.buckets], candidates[p.source], _groups(cfg))
+        raised = {p.source: top_up(rules[p.source], [b.target_tokens for b in p.buckets], candidates[p.source], groups)
                   for p in plans if p.source in short}
         if not (raised := {n: r for n, r in raised.items() if r is not None and r != rules[n]}):
             break  # nothing to top up: a source still short is tokenized whole
@@ -226,7 +220,8 @@ def _short(plans: list, rules: dict, candidates: dict) -> list[str]:
 
 def _plan(cfg: MixtureConfig, rules: dict, candidates: dict) -> list:
     """The plan, counting a sampled source's buckets as their candidates scaled up by the rates."""
-    available = {n: c if rules[n] is None else _estimated(c, rules[n]) for n, c in candidates.items()}
+    available = {n: c if rules[n] is None else tuple([round(x) for x in xs] for xs in rules[n].holds(c))
+                 for n, c in candidates.items()}
     return make_plan(cfg, available)
 
 

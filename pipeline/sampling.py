@@ -108,6 +108,13 @@ class SampleRule:
         return (self.bounds, self.chars_per_token, self.by_length) == (other.bounds, other.chars_per_token, other.by_length) \
             and all(a >= b for a, b in zip(self.rates, other.rates))
 
+    def holds(self, candidates: tuple[Sequence[int], Sequence[int]]) -> tuple[list[float], list[float]]:
+        """What each bucket holds (tokens, documents), estimated from its candidates: a uniform
+        sample of it at the bucket's rate."""
+        tokens, docs = candidates
+        return ([t / r if r else 0.0 for t, r in zip(tokens, self.rates)],
+                [d / r if r else 0.0 for d, r in zip(docs, self.rates)])
+
     def tokenize_mask(self, units: np.ndarray, n_chars: np.ndarray) -> np.ndarray:
         """Documents to tokenize."""
         return units < self.rate_for_chars(n_chars)
@@ -167,9 +174,7 @@ def top_up(rule: SampleRule, targets: Sequence[int], candidates: tuple[Sequence[
     ``rule`` gives of each bucket (its candidates' tokens and documents, divided by the rate), with
     ``choose_rule``'s allowance for that sample's own error; None when that estimate says the source
     should be tokenized whole."""
-    tokens, docs = candidates
-    est_tokens = [t / r if r else 0.0 for t, r in zip(tokens, rule.rates)]
-    est_docs = [d / r if r else 0.0 for d, r in zip(docs, rule.rates)]
+    est_tokens, est_docs = rule.holds(candidates)
     new = choose_rule(targets, est_tokens, est_docs, rule.chars_per_token, rule.bounds, rule.by_length, groups, margin=0.0)
     if new is None:
         return None

@@ -545,12 +545,12 @@ def _pipeline_once(name: str, mixture: Path, data_root: Path, tok_path: Path, to
     backend = "tokenizers" if forced or fell_back else "tiktoken"
     row = {"command": " ".join(cmd), "workers": workers, "tokens": n_tokens, "seconds": round(seconds, 3),
            "tok_per_s": n_tokens / seconds, "peak_rss_bytes": peak.peak, "backend": backend}
-    sources = json.loads((out / "manifest.json").read_text())["sources"].values()
+    by_name = json.loads((out / "manifest.json").read_text())["sources"]
+    sources = by_name.values()
     row["tokens_taken"] = sum(s["achieved_tokens"] for s in sources)
     row["tokens_tokenized"] = sum(s["tokenized"]["tokens"] for s in sources)
     row["sampled_sources"] = sum(1 for s in sources if s["tokenized"]["sampled"])
-    row["tokenized_per_taken"] = {n: s["tokenized"]["tokens_per_token_taken"]
-                                  for n, s in json.loads((out / "manifest.json").read_text())["sources"].items()}
+    row["tokenized_per_taken"] = {n: s["tokenized"]["tokens_per_token_taken"] for n, s in by_name.items()}
     log(f"{name}: {n_tokens / seconds / 1e6:.2f}M tok/s, {seconds:.1f} s, peak RSS {peak.peak / 2**30:.2f} GiB")
     shutil.rmtree(out, ignore_errors=True)
     shutil.rmtree(cache, ignore_errors=True)
