@@ -40,6 +40,7 @@ from .document import Document, Reject
 from .errors import FormatError
 from .mmidx import MMIDXReader, MMIDXWriter
 from .sources import READER_VERSION, FileTally, SourceFile, SourceSpec, count_tally, read_documents
+from .sources.formats import TEXT_PER_FILE_BYTE, format_of
 from . import storage
 from .storage import atomic_writer, make_dirs, read_json, remove_temporaries, write_json
 from .hashing import doc_hash
@@ -179,6 +180,12 @@ class _Job:
     rule: SampleRule | None = None  # tokenize only the documents this passes (None: all)
     source_fingerprint: str = ""  # the fingerprint of the whole source's cache (no rule)
     earlier: str = ""  # a sampled cache of the same files whose documents this one copies (a top-up)
+
+    def expected_work(self, index: int) -> float:
+        """Roughly how much text file ``index`` makes this job tokenize (for ordering work only)."""
+        sf = self.files[index]
+        share = 1.0 if self.rule is None else max(self.rule.rates, default=1.0)
+        return sf.size * TEXT_PER_FILE_BYTE[format_of(sf.path)] * share
 
 
 class _TokenizeFileFn(beam.DoFn):
@@ -438,11 +445,17 @@ class BuildCaches(beam.PTransform):
             self._jobs.append(_Job(spec, tuple(files), fp, cache_dir(cache_root, spec.name, fp), rule, whole, before))
         self.directories = {job.spec.name: job.directory for job in self._jobs}
 
-    def expand(self, pbegin):
+    def work_order(self) -> list[tuple[int, int]]:
+        """(job, file index) of every file, the most text first: Beam's local runner deals the files
+        out to its workers in this order and remote runners start them in it, so no worker is left
+        with a big file at the end."""
         work = [(j, i) for j, job in enumerate(self._jobs) for i in range(len(job.files))]
+        return sorted(work, key=lambda ji: (-self._jobs[ji[0]].expected_work(ji[1]), ji))
+
+    def expand(self, pbegin):
         return (
             pbegin
-            | "ListFiles" >> beam.Create(work)
+            | "ListFiles" >> beam.Create(self.work_order(), reshuffle=False)  # SpreadFiles does it, in this order
             | "SpreadFiles" >> beam.Reshuffle()
             | "TokenizeFiles" >> beam.ParDo(_TokenizeFileFn(self._jobs, self._tokenizer))
             | "CollectParts" >> beam.GroupByKey()

@@ -227,7 +227,7 @@ class PackShards(beam.PTransform):
     def expand(self, pbegin):
         routed = (
             pbegin
-            | "ListCacheParts" >> beam.Create(self._work)
+            | "ListCacheParts" >> beam.Create(self._work, reshuffle=False)  # SpreadParts does it
             | "SpreadParts" >> beam.Reshuffle()
             | "RouteCopies" >> beam.ParDo(self._route)
         )

@@ -17,6 +17,7 @@ from pipeline.cache import BuildCaches, TokenCache, cache_fingerprint
 from pipeline.errors import FormatError
 from pipeline.sampling import SampleRule
 from pipeline.sources import SourceSpec, list_source_files, read_documents
+from pipeline.sources.formats import TEXT_PER_FILE_BYTE, format_of
 
 from pipeline.tokenizer import load_tokenizer
 from pipeline.verify import verify_path
@@ -167,3 +168,20 @@ def test_a_top_up_stops_on_a_damaged_earlier_sample(tmp_path):
     pq.write_table(table.set_column(table.schema.get_field_index("doc_hash"), "doc_hash", pa.array(hashes)), path)
     with pytest.raises(Exception, match="not the document its sample rule kept.*delete"):
         build(PILE, SAMPLES, tmp_path, dataclasses.replace(first, rates=(0.6, 0.6)), earlier=small.directory)
+
+
+def test_files_are_handed_out_the_most_text_first():
+    tok = load_tokenizer(TOKENIZER)
+    rp = SourceSpec("rp", "redpajama", root="togethercomputer/RedPajama-Data-1T")
+    sources = [(PILE, list_source_files(PILE, SAMPLES)), (rp, list_source_files(rp, SAMPLES))]
+    transform = BuildCaches(sources, tok, "unused")
+    order = transform.work_order()
+    assert sorted(order) == [(j, i) for j, (_, files) in enumerate(sources) for i in range(len(files))]
+    work = [transform._jobs[j].expected_work(i) for j, i in order]
+    assert work == sorted(work, reverse=True)
+    rp_files = sources[1][1]
+    for i, f in enumerate(rp_files):  # compressed files hold several times their size in text
+        assert transform._jobs[1].expected_work(i) == f.size * TEXT_PER_FILE_BYTE[format_of(f.path)]
+    half = BuildCaches([(PILE, sources[0][1], SampleRule(bounds=(512,), rates=(0.5, 0.25), chars_per_token=(2.0, 6.0)))],
+                       tok, "unused")
+    assert half._jobs[0].expected_work(0) == pytest.approx(0.5 * transform._jobs[0].expected_work(0))

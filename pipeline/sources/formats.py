@@ -19,9 +19,14 @@ import zstandard
 
 from ..errors import CorruptFileError
 
-__all__ = ["format_of", "iter_json_lines", "iter_parquet_rows", "JsonLine"]
+__all__ = ["format_of", "iter_json_lines", "iter_parquet_rows", "JsonLine", "TEXT_PER_FILE_BYTE"]
 
 _READ_CHUNK = 1 << 20
+
+# Bytes of document text per byte of file, by format: what the bench corpus measured (RefinedWeb and
+# StarCoder parquet 2.8, C4 gzip 3.5, RedPajama and Pile zstd 4.2-4.7, plain lines ~1). Only used to
+# hand out the biggest work first; a wrong guess costs balance, never correctness.
+TEXT_PER_FILE_BYTE = {"parquet": 2.8, "jsonl.gz": 3.5, "jsonl.zst": 4.3, "jsonl": 1.0}
 
 
 def format_of(path: str) -> str:
