@@ -26,6 +26,7 @@ import collections
 import dataclasses
 import hashlib
 import json
+import logging
 from typing import Iterator
 
 import apache_beam as beam
@@ -47,7 +48,10 @@ from .hashing import doc_hash
 from .sampling import SampleRule, sample_units
 from .tokenizer import ENCODER_VERSION, Encoder, LoadedTokenizer
 
-__all__ = ["BuildCache", "BuildCaches", "TokenCache", "cache_fingerprint", "cache_dir", "HISTOGRAM_BINS"]
+log = logging.getLogger("mixprep")
+
+__all__ = ["BuildCache", "BuildCaches", "TokenCache", "cache_fingerprint", "cache_dir", "remove_covered_samples",
+           "sampled_caches", "HISTOGRAM_BINS"]
 
 CACHE_VERSION = 2  # 2: n_chars in the document table; sampled caches
 HISTOGRAM_BINS = 40  # bin k holds documents of [2**k, 2**(k+1)) tokens
@@ -486,10 +490,17 @@ class TokenCache:
     @classmethod
     def find(cls, cache_root: str, spec: SourceSpec, files: list[SourceFile], tokenizer: LoadedTokenizer,
              rule: SampleRule | None = None) -> "TokenCache | None":
+        """The finished cache built for these files (and ``rule``); for a rule with none of its own,
+        the smallest sample of the same files whose rule covers it (it holds every document ``rule``
+        tokenizes, and selection reads it through ``rule``: the same shards)."""
         directory = cache_dir(cache_root, spec.name, cache_fingerprint(spec, files, tokenizer, rule))
-        if not storage.exists(storage.join(directory, "cache.json")):
+        if storage.exists(storage.join(directory, "cache.json")):
+            return cls(directory)
+        if rule is None:
             return None
-        return cls(directory)
+        whole = cache_fingerprint(spec, files, tokenizer)
+        covering = [c for c in sampled_caches(storage.join(cache_root, spec.name), whole) if c.rule.covers(rule)]
+        return min(covering, key=lambda c: (c.stats["tokens"], c.directory), default=None)
 
     @property
     def parts(self) -> list[dict]:
@@ -527,3 +538,32 @@ class TokenCache:
         for r in self._readers.values():
             r.close()
         self._readers.clear()
+
+
+def sampled_caches(folder: str, source_fingerprint: str) -> list["TokenCache"]:
+    """The finished sampled caches in a source's cache ``folder`` of the files whose whole cache has
+    ``source_fingerprint`` (same files, reader, tokenizer and cache version)."""
+    found = []
+    for path in storage.list_files(folder, "*/cache.json"):
+        try:
+            cache = TokenCache(path[: -len("/cache.json")])
+        except Exception as e:  # another run's damaged cache is not this run's input
+            log.warning("ignoring token cache %s: %s", path, e)
+            continue
+        if cache.rule is not None and cache.manifest.get("source_fingerprint") == source_fingerprint:
+            found.append(cache)
+    return found
+
+
+def remove_covered_samples(cache: "TokenCache") -> list[str]:
+    """Delete the sampled caches of ``cache``'s files that hold no document it lacks (a top-up's first
+    sample; every sample, when ``cache`` is whole): ``find`` serves their rules from ``cache``.
+    Returns their folders."""
+    folder = cache.directory.rsplit("/", 1)[0]
+    source_fingerprint = cache.manifest.get("source_fingerprint") or cache.manifest["fingerprint"]
+    removed = []
+    for other in sampled_caches(folder, source_fingerprint):
+        if other.directory != cache.directory and (cache.rule is None or cache.rule.covers(other.rule)):
+            storage.delete_tree(other.directory, first="cache.json")  # first: no half-deleted cache looks finished
+            removed.append(other.directory)
+    return removed

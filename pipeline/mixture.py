@@ -22,7 +22,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from . import __version__, storage
-from .cache import BuildCaches, TokenCache
+from .cache import BuildCaches, TokenCache, remove_covered_samples
 from .config import MixtureConfig, config_hash
 from .crashpoints import crash_point
 from .errors import OutputError, SourceError
@@ -103,8 +103,9 @@ def tokenize_sources(
     """Token caches for every source with weight > 0, building the missing ones in one pipeline.
 
     ``rules`` (from ``sample_rules``) tokenize only a sample of some sources; a cache of the whole
-    source serves them too (it holds every document the rule would tokenize). ``earlier``: per
-    source, a sampled cache that its new rule covers (a top-up copies its documents).
+    source, or of a sample whose rule covers theirs, serves them too (it holds every document the
+    rule would tokenize). ``earlier``: per source, a sampled cache that its new rule covers (a top-up
+    copies its documents). A cache built here removes the samples of the same files it covers.
     ``progress`` (optional, ``progress.Progress``) is told what is built and gets the pipeline's result.
     """
     files = files if files is not None else mixed_source_files(cfg, data_root, beam_args)
@@ -135,6 +136,8 @@ def tokenize_sources(
             progress.finished(p.result)
         for name, directory in build.directories.items():
             caches[name] = TokenCache(directory)
+            for gone in remove_covered_samples(caches[name]):  # a top-up's first sample, say
+                log.info("source %s: removed token cache %s: %s holds all of it", name, gone, directory)
     return caches
 
 
@@ -154,7 +157,9 @@ def run_mixture(
     # short after TOP_UPS, is tokenized whole. Plan again after each.
 
     def tokenize_again(new_rules: dict) -> list:
-        earlier = {n: caches[n].directory for n, r in new_rules.items() if r is not None and caches[n].rule is not None}
+        # A top-up copies the sample it grows (its cache may be a larger one found on disk: then only if covered).
+        earlier = {n: caches[n].directory for n, r in new_rules.items()
+                   if r is not None and caches[n].rule is not None and r.covers(caches[n].rule)}
         rules.update(new_rules)
         caches.update(tokenize_sources(cfg, data_root, cache_root, tokenizer, beam_args, progress, rules,
                                        {n: files[n] for n in new_rules}, earlier))

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 from typing import Any, BinaryIO, Iterator
 
 from apache_beam.io.filesystem import CompressionTypes
@@ -128,6 +129,18 @@ def delete(path: str) -> None:
     else:
         with contextlib.suppress(FileNotFoundError):
             os.remove(path)
+
+
+def delete_tree(folder: str, first: str | None = None) -> None:
+    """Delete ``folder`` and every file under it; the file named ``first`` goes before the others."""
+    if first:
+        delete(join(folder, first))
+    if is_remote(folder):
+        (match,) = FileSystems.match([join(folder, "**")])
+        if match.metadata_list:
+            FileSystems.delete([m.path for m in match.metadata_list])
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def make_dirs(path: str) -> None:

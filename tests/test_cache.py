@@ -13,7 +13,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 
 from conftest import BAD, SAMPLES, TOKENIZER
-from pipeline.cache import BuildCaches, TokenCache, cache_fingerprint
+from pipeline.cache import BuildCaches, TokenCache, cache_fingerprint, remove_covered_samples
 from pipeline.errors import FormatError
 from pipeline.sampling import SampleRule
 from pipeline.sources import SourceSpec, list_source_files, read_documents
@@ -185,3 +185,25 @@ def test_files_are_handed_out_the_most_text_first():
     half = BuildCaches([(PILE, sources[0][1], SampleRule(bounds=(512,), rates=(0.5, 0.25), chars_per_token=(2.0, 6.0)))],
                        tok, "unused")
     assert half._jobs[0].expected_work(0) == pytest.approx(0.5 * transform._jobs[0].expected_work(0))
+
+
+def test_a_sample_is_served_by_a_cache_that_covers_it_and_removed_by_it(tmp_path):
+    tok, files = load_tokenizer(TOKENIZER), list_source_files(PILE, SAMPLES)
+    first = SampleRule(bounds=(512,), rates=(0.3, 0.2), chars_per_token=(2.0, 6.0))
+    more = dataclasses.replace(first, rates=(0.5, 0.6))
+    other = dataclasses.replace(first, rates=(0.2, 0.9))  # covers neither: tokenizes fewer short documents
+    small, _ = build(PILE, SAMPLES, tmp_path, first)
+    assert TokenCache.find(str(tmp_path), PILE, files, tok, more) is None
+    topped, _ = build(PILE, SAMPLES, tmp_path, more, earlier=small.directory)
+    crossed, _ = build(PILE, SAMPLES, tmp_path, other)
+    assert TokenCache.find(str(tmp_path), PILE, files, tok, first).directory == small.directory  # its own
+    assert remove_covered_samples(topped) == [small.directory]
+    assert not os.path.exists(small.directory)
+    found = TokenCache.find(str(tmp_path), PILE, files, tok, first)  # the smallest cache holding all of it
+    assert found.directory == topped.directory
+    assert TokenCache.find(str(tmp_path), PILE, files, tok) is None  # a sample never stands for the whole
+    assert TokenCache.find(str(tmp_path), PILE, files[:-1], tok, first) is None  # nor for other files
+    assert remove_covered_samples(crossed) == []
+    whole, _ = build(PILE, SAMPLES, tmp_path)
+    assert sorted(remove_covered_samples(whole)) == sorted([topped.directory, crossed.directory])
+    assert os.listdir(tmp_path / "pile") == [os.path.basename(whole.directory)]

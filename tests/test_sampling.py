@@ -11,8 +11,9 @@ import pytest
 from conftest import TOKENIZER
 from pipeline.cache import TokenCache
 from pipeline.config import load_mixture
-from pipeline.mixture import run_mixture
+from pipeline.mixture import mixed_source_files, run_mixture, sample_rules
 from pipeline.sampling import FIRST_PASS, MIN_HOLDS, SampleRule, choose_rule, sample_units, top_up
+from pipeline.tokenizer import load_tokenizer
 
 IN_PROCESS = ["--runner=DirectRunner", "--direct_running_mode=in_memory"]
 WORDS = ["river", "map", "weather", "stone", "lantern", "orchard", "signal", "harbor", "copper", "meadow",
@@ -123,6 +124,27 @@ def test_only_a_sample_is_tokenized(sampled):
         assert acc["read"] == acc["selected_documents"] + acc["dropped_by_sampling"] + acc["rejected"] + acc["excluded_subset"]
 
 
+def test_the_first_sample_gives_way_to_its_top_up(sampled):
+    """The first sample's cache is removed once its top-up (which copied it: test_cache.py) is built;
+    a rerun finds the top-up for the first rule too, tokenizes nothing and writes the same bytes.
+    (Runs before the tests below build whole caches, which would serve every rule.)"""
+    tmp, m = sampled
+    cfg = mixture(tmp, 400_000)
+    files = mixed_source_files(cfg, str(tmp / "data"))
+    tok = load_tokenizer(cfg.tokenizer_path)
+    for name, first in sample_rules(cfg, files, tok).items():
+        final = SampleRule.from_dict(m["sources"][name]["tokenized"]["sample_rule"])
+        assert final != first and final.covers(first), name  # the fixture's sources were topped up
+        spec = next(s.spec for s in cfg.sources if s.name == name)
+        left = os.listdir(tmp / "cache" / name)
+        assert [TokenCache(str(tmp / "cache" / name / d)).rule for d in left] == [final], name
+        assert TokenCache.find(str(tmp / "cache"), spec, files[name], tok, first).rule == final
+    finished = {p: p.stat().st_mtime_ns for p in (tmp / "cache").rglob("cache.json")}
+    again = run_mixture(cfg, str(tmp / "data"), str(tmp / "rerun"), str(tmp / "cache"), IN_PROCESS)
+    assert again["plan_hash"] == m["plan_hash"] and digest(tmp / "rerun") == digest(tmp / "out")
+    assert {p: p.stat().st_mtime_ns for p in (tmp / "cache").rglob("cache.json")} == finished
+
+
 def test_exact_per_source_and_per_bucket(sampled):
     _, m = sampled
     for name, s in m["sources"].items():
@@ -158,26 +180,6 @@ def test_a_whole_cache_gives_the_same_shards(sampled):
     for name, s in again["sources"].items():
         assert s["tokenized"] == m["sources"][name]["tokenized"]
         assert s["cache_fingerprint"] != m["sources"][name]["cache_fingerprint"]  # served by the whole cache
-
-
-def test_the_first_sample_is_topped_up_not_tokenized_again(sampled):
-    tmp, m = sampled
-    for name, s in m["sources"].items():
-        final = SampleRule.from_dict(s["tokenized"]["sample_rule"])
-        folder = tmp / "cache" / name
-        caches = [TokenCache(str(folder / d)) for d in os.listdir(folder) if (folder / d / "cache.json").exists()]
-        first = [c for c in caches if c.rule is not None and c.rule != final]
-        top = [c for c in caches if c.rule == final]
-        assert len(first) == 1 and len(top) == 1 and final.covers(first[0].rule), name
-        # Every document of the first sample is in the top-up, with the same ids.
-        old, new = first[0], top[0]
-        for part in range(len(old.parts)):
-            keep = set(old.doc_table(part, ["doc_hash"]).column("doc_hash").to_pylist())
-            hashes = new.doc_table(part, ["doc_hash"]).column("doc_hash").to_pylist()
-            at = [i for i, h in enumerate(hashes) if h in keep]
-            assert len(at) == len(keep)
-            for j, i in enumerate(at[:50]):
-                assert np.array_equal(old.tokens(part)[j], new.tokens(part)[i])
 
 
 def test_a_sample_that_cannot_be_topped_up_falls_back_to_the_whole_source(tmp_path, caplog):
