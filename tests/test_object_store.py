@@ -59,3 +59,20 @@ def test_s3_to_s3_dry_run_matches_the_local_run(s3_server, tmp_path):
     # a second run reuses the caches and the shards on the store
     again = run_mixture(cfg(), data, "s3://mixprep-out/stage1", "s3://mixprep-out/cache", options)
     assert again == local
+
+
+def test_cache_folders_on_the_store_are_listed_and_removed(s3_server, tmp_path):
+    """What finding and removing sampled caches does on a store: list ``<source>/*/cache.json``, delete
+    a folder's objects (cache.json first)."""
+    from pipeline import storage
+
+    for folder in ("a", "b"):
+        os.makedirs(tmp_path / "pile" / folder / "sub")
+        for name in ("cache.json", "part-00000.bin", "sub/x"):
+            (tmp_path / "pile" / folder / name).write_text(folder)
+    root = s3_server(str(tmp_path), "mixprep-caches", "cache")
+    assert storage.list_files(root + "/pile", "*/cache.json") == [f"{root}/pile/{f}/cache.json" for f in ("a", "b")]
+    storage.delete_tree(root + "/pile/a", first="cache.json")
+    keys = [o["Key"] for o in boto3.client("s3", endpoint_url=s3_server.endpoint)
+            .list_objects_v2(Bucket="mixprep-caches", Prefix="cache/")["Contents"]]
+    assert sorted(keys) == [f"cache/pile/b/{n}" for n in ("cache.json", "part-00000.bin", "sub/x")]
