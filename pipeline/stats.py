@@ -7,6 +7,8 @@ tables). Otherwise the counts are estimated: a few of its files (spread over its
 whole, the first documents of each are tokenized, and the tokens per character of those documents
 (per subset) are scaled to the files read and then, by bytes, to all the source's files. The length
 distribution of an estimate is that of the tokenized documents. Either way the report says which.
+It also says what `mixprep run` would tokenize of each source: nothing (a cache serves it), every
+document, or a first sample (the rules a run would choose, from the same estimate it makes).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from .cache import HISTOGRAM_BINS, TokenCache
 from .config import MixtureConfig
 from .document import Reject
 from .plan import bucket_label, bucket_targets, split_exact
+from .sampling import FIRST_PASS, MIN_HOLDS
 from .select import candidates_by_bucket
 from .sources import SourceFile, list_source_files, read_documents
 from .tokenizer import Encoder, LoadedTokenizer, load_tokenizer
@@ -48,6 +51,10 @@ class SourceStats:
     chars_per_token_by_length: list = dataclasses.field(default_factory=list)  # estimates only
     target: int = 0  # tokens the mixture asks of this source
     bucket_target: list[int] = dataclasses.field(default_factory=list)
+    # What `mixprep run` would tokenize: "cached" (a cache serves it), "whole", or "sample"
+    # (sampling.py), with the tokens of the whole source or of the first sample (before top-ups).
+    tokenizes: str = ""
+    tokenizes_tokens: int = 0
 
     @property
     def epochs(self) -> float:
@@ -173,7 +180,30 @@ def source_stats(cfg: MixtureConfig, data_root: str, cache_root: str, sample_fil
     for st, target in zip(mixed, split_exact(cfg.total_tokens, [st.weight for st in mixed])):
         st.target = target
         st.bucket_target = bucket_targets(target, st.bucket_tokens, bounds, cfg.long_documents)
+    _what_a_run_tokenizes(cfg, out, data_root, cache_root, tokenizer)
     return out
+
+
+def _what_a_run_tokenizes(cfg: MixtureConfig, stats: Sequence[SourceStats], data_root: str, cache_root: str,
+                          tokenizer: LoadedTokenizer) -> None:
+    """Fill ``tokenizes``: the first-pass rules `mixprep run` would choose, and the caches that serve them."""
+    from .mixture import mixed_source_files, sample_rules  # mixture.py builds on this module
+
+    files = mixed_source_files(cfg, data_root)
+    rules = sample_rules(cfg, files, tokenizer)
+    by_name = {st.name: st for st in stats}
+    for s in cfg.sources:
+        if s.weight <= 0:
+            continue
+        st, rule = by_name[s.name], rules[s.name]
+        if TokenCache.find(cache_root, s.spec, files[s.name], tokenizer, rule) or \
+                TokenCache.find(cache_root, s.spec, files[s.name], tokenizer):
+            st.tokenizes, st.tokenizes_tokens = "cached", 0
+        elif rule is None:
+            st.tokenizes, st.tokenizes_tokens = "whole", st.tokens
+        else:  # candidates are u < rate of a bucket: about rate x the bucket's tokens
+            st.tokenizes = "sample"
+            st.tokenizes_tokens = round(sum(r * t for r, t in zip(rule.rates, st.bucket_tokens)))
 
 
 def _median_bin(hist: Sequence[int]) -> str:
@@ -215,6 +245,18 @@ def stats_table(cfg: MixtureConfig, stats: Sequence[SourceStats]) -> str:
         rows.append((st.name, f"{st.weight:g}", *shares, f"{st.target:,}", f"{st.epochs:.3f}",
                      f"{epochs[worst]:.3f} in {labels[worst]}", flag))
     lines += _columns(rows, "lr" + "r" * len(labels) + "rrll")
+    lines += ["", "What `mixprep run` would tokenize:", ""]
+    rows = [("source", "tokenizes", "tokens", "")]
+    for st in stats:
+        if st.weight <= 0 or not st.tokenizes:
+            continue
+        whole = "tokenize_whole: true" if cfg.tokenize_whole else \
+            f"it holds under {MIN_HOLDS:g}x what is taken, or too few documents per length group to sample"
+        note = {"cached": "a token cache serves it", "whole": f"every document ({whole})",
+                "sample": f"a first sample ({100 * st.tokenizes_tokens / max(st.tokens, 1):.1f}% of the source, "
+                          f"~{FIRST_PASS:.0%} of what is taken); top-ups bring it to ~1.1x"}[st.tokenizes]
+        rows.append((st.name, st.tokenizes, f"{st.tokenizes_tokens:,}" if st.tokenizes != "cached" else "-", note))
+    lines += _columns(rows, "llrl")
     estimated = [st for st in stats if not st.exact]
     if estimated:
         lines += [""] + [f"* {st.name}: no token cache yet; estimated from {st.sampled_files} of {st.files:,} files "

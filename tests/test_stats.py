@@ -7,8 +7,10 @@ import pytest
 
 from conftest import SAMPLES
 from test_cli import built, mixprep  # noqa: F401  (the shared small mixture)
+from test_sampling import IN_PROCESS, corpus, mixture
 from pipeline.cache import TokenCache, cache_dir
 from pipeline.config import load_mixture
+from pipeline.mixture import run_mixture
 from pipeline.stats import source_stats, stats_table
 
 
@@ -48,3 +50,26 @@ def test_too_many_epochs_are_flagged(built):
                          "--total-tokens", 10_000_000)
     assert rc == 0
     assert out.count("exceeds max_repetition=1") == 2
+
+
+def test_says_what_a_run_would_tokenize(built, tmp_path):
+    cfg = load_mixture(built["mixture"])
+    assert [st.tokenizes for st in source_stats(cfg, SAMPLES, built["cache"])] == ["cached", "cached"]
+    fresh = source_stats(cfg, SAMPLES, str(tmp_path / "none"))
+    assert [(st.tokenizes, st.tokenizes_tokens) for st in fresh] == [("whole", st.tokens) for st in fresh]
+    assert "every document (it holds under 4x" in stats_table(cfg, fresh)
+    # Sources holding 6x and 9x what is taken (tests/test_sampling.py's corpus): a first sample of
+    # about FIRST_PASS of the need, then top-ups; a run agrees, and its caches then serve it.
+    corpus(tmp_path / "data", "a", 4, 8000, 1)
+    corpus(tmp_path / "data", "b", 4, 8000, 2)
+    cfg = mixture(tmp_path, 400_000)
+    stats = {st.name: st for st in source_stats(cfg, str(tmp_path / "data"), str(tmp_path / "cache"))}
+    m = run_mixture(cfg, str(tmp_path / "data"), str(tmp_path / "out"), str(tmp_path / "cache"), IN_PROCESS)
+    for name, st in stats.items():
+        assert st.tokenizes == "sample"
+        need = m["sources"][name]["requested_tokens"]
+        assert 0.6 * need < st.tokenizes_tokens < m["sources"][name]["tokenized"]["tokens"]
+    text = stats_table(cfg, list(stats.values()))
+    assert "a first sample (" in text and "top-ups bring it to" in text
+    again = source_stats(cfg, str(tmp_path / "data"), str(tmp_path / "cache"))
+    assert [st.tokenizes for st in again] == ["cached", "cached"]
