@@ -168,9 +168,9 @@ def source_stats(cfg: MixtureConfig, data_root: str, cache_root: str, sample_fil
     """Per source of ``cfg`` (in its order): exact or estimated counts, and what the mixture asks of it."""
     tokenizer = load_tokenizer(cfg.tokenizer_path)
     bounds = cfg.bucket_bounds
-    out = []
+    out, listed = [], {}
     for s in cfg.sources:
-        files = list_source_files(s.spec, data_root)
+        files = listed[s.name] = list_source_files(s.spec, data_root)
         cache = TokenCache.find(cache_root, s.spec, files, tokenizer)
         counts = _exact(cache, bounds) if cache else estimate_source(
             s.spec, files, tokenizer, bounds, sample_files, sample_docs)
@@ -180,16 +180,15 @@ def source_stats(cfg: MixtureConfig, data_root: str, cache_root: str, sample_fil
     for st, target in zip(mixed, split_exact(cfg.total_tokens, [st.weight for st in mixed])):
         st.target = target
         st.bucket_target = bucket_targets(target, st.bucket_tokens, bounds, cfg.long_documents)
-    _what_a_run_tokenizes(cfg, out, data_root, cache_root, tokenizer)
+    _what_a_run_tokenizes(cfg, out, listed, cache_root, tokenizer)
     return out
 
 
-def _what_a_run_tokenizes(cfg: MixtureConfig, stats: Sequence[SourceStats], data_root: str, cache_root: str,
-                          tokenizer: LoadedTokenizer) -> None:
+def _what_a_run_tokenizes(cfg: MixtureConfig, stats: Sequence[SourceStats], files: dict[str, list[SourceFile]],
+                          cache_root: str, tokenizer: LoadedTokenizer) -> None:
     """Fill ``tokenizes``: the first-pass rules `mixprep run` would choose, and the caches that serve them."""
-    from .mixture import mixed_source_files, sample_rules  # mixture.py builds on this module
+    from .mixture import sample_rules  # mixture.py builds on this module
 
-    files = mixed_source_files(cfg, data_root)
     rules = sample_rules(cfg, files, tokenizer)
     by_name = {st.name: st for st in stats}
     for s in cfg.sources:
