@@ -72,6 +72,7 @@ def test_cache_folders_on_the_store_are_listed_and_removed(s3_server, tmp_path):
             (tmp_path / "pile" / folder / name).write_text(folder)
     root = s3_server(str(tmp_path), "mixprep-caches", "cache")
     assert storage.list_files(root + "/pile", "*/cache.json") == [f"{root}/pile/{f}/cache.json" for f in ("a", "b")]
+    assert storage.list_files(root + "/c4", "*/cache.json") == []  # a source with no cache yet
     storage.delete_tree(root + "/pile/a", first="cache.json")
     keys = [o["Key"] for o in boto3.client("s3", endpoint_url=s3_server.endpoint)
             .list_objects_v2(Bucket="mixprep-caches", Prefix="cache/")["Contents"]]
