@@ -490,15 +490,16 @@ class TokenCache:
     @classmethod
     def find(cls, cache_root: str, spec: SourceSpec, files: list[SourceFile], tokenizer: LoadedTokenizer,
              rule: SampleRule | None = None) -> "TokenCache | None":
-        """The finished cache built for these files (and ``rule``); for a rule with none of its own,
-        the smallest sample of the same files whose rule covers it (it holds every document ``rule``
-        tokenizes, and selection reads it through ``rule``: the same shards)."""
-        directory = cache_dir(cache_root, spec.name, cache_fingerprint(spec, files, tokenizer, rule))
-        if storage.exists(storage.join(directory, "cache.json")):
-            return cls(directory)
+        """The finished cache that serves these files (and ``rule``): the whole source's; for a rule,
+        else its own, else the smallest sample of the same files whose rule covers it. Each holds every
+        document ``rule`` tokenizes, and selection reads it through ``rule``: the same shards."""
+        whole = cache_fingerprint(spec, files, tokenizer)
+        for fp in [whole] if rule is None else [whole, cache_fingerprint(spec, files, tokenizer, rule)]:
+            directory = cache_dir(cache_root, spec.name, fp)
+            if storage.exists(storage.join(directory, "cache.json")):
+                return cls(directory)
         if rule is None:
             return None
-        whole = cache_fingerprint(spec, files, tokenizer)
         covering = [c for c in sampled_caches(storage.join(cache_root, spec.name), whole) if c.rule.covers(rule)]
         return min(covering, key=lambda c: (c.stats["tokens"], c.directory), default=None)
 

@@ -116,9 +116,7 @@ def tokenize_sources(
         if s.weight <= 0 or s.name not in files:
             continue
         rule = rules.get(s.name)
-        cache = TokenCache.find(cache_root, s.spec, files[s.name], tokenizer)
-        if cache is None and rule is not None:
-            cache = TokenCache.find(cache_root, s.spec, files[s.name], tokenizer, rule)
+        cache = TokenCache.find(cache_root, s.spec, files[s.name], tokenizer, rule)
         if cache is not None:
             log.info("source %s: reusing token cache %s", s.name, cache.directory)
             caches[s.name] = cache

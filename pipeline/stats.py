@@ -195,8 +195,7 @@ def _what_a_run_tokenizes(cfg: MixtureConfig, stats: Sequence[SourceStats], file
         if s.weight <= 0:
             continue
         st, rule = by_name[s.name], rules[s.name]
-        if TokenCache.find(cache_root, s.spec, files[s.name], tokenizer, rule) or \
-                TokenCache.find(cache_root, s.spec, files[s.name], tokenizer):
+        if TokenCache.find(cache_root, s.spec, files[s.name], tokenizer, rule):
             st.tokenizes, st.tokenizes_tokens = "cached", 0
         elif rule is None:
             st.tokenizes, st.tokenizes_tokens = "whole", st.tokens
