@@ -38,10 +38,11 @@ endif
 
 venv: $(STAMP)
 
-$(STAMP): setup.cfg setup.py
+$(STAMP): setup.cfg setup.py scripts/install_jemalloc.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test,aws,fast,report]'
+	scripts/install_jemalloc.sh $(VENV)
 	touch $(STAMP)
 
 test: $(STAMP)
