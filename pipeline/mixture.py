@@ -22,7 +22,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from . import __version__, storage
-from .cache import BuildCaches, TokenCache, remove_covered_samples
+from .cache import BuildCaches, Readers, TokenCache, remove_covered_samples
 from .config import MixtureConfig, config_hash
 from .crashpoints import crash_point
 from .errors import OutputError, SourceError
@@ -98,14 +98,15 @@ def _groups(cfg: MixtureConfig) -> list[int]:
 def tokenize_sources(
     cfg: MixtureConfig, data_root: str, cache_root: str, tokenizer: LoadedTokenizer, beam_args: Sequence[str],
     progress=None, rules: dict[str, SampleRule | None] | None = None, files: dict[str, list[SourceFile]] | None = None,
-    earlier: dict[str, str] | None = None,
+    earlier: dict[str, str] | None = None, readers: Readers | None = None,
 ) -> dict[str, TokenCache]:
     """Token caches for every source with weight > 0, building the missing ones in one pipeline.
 
     ``rules`` (from ``sample_rules``) tokenize only a sample of some sources; a cache of the whole
     source, or of a sample whose rule covers theirs, serves them too (it holds every document the
     rule would tokenize). ``earlier``: per source, a sampled cache that its new rule covers (a top-up
-    copies its documents). A cache built here removes the samples of the same files it covers.
+    copies its documents). A cache built here removes the samples of the same files it covers, but
+    not those another run reads; ``readers`` marks the sampled caches this run reads (until it closes).
     ``progress`` (optional, ``progress.Progress``) is told what is built and gets the pipeline's result.
     """
     files = files if files is not None else mixed_source_files(cfg, data_root, beam_args)
@@ -119,6 +120,8 @@ def tokenize_sources(
         cache = TokenCache.find(cache_root, s.spec, files[s.name], tokenizer, rule)
         if cache is not None:
             log.info("source %s: reusing token cache %s", s.name, cache.directory)
+            if readers is not None:
+                readers.add(cache)
             caches[s.name] = cache
         else:
             missing.append((s, files[s.name], rule))
@@ -134,6 +137,8 @@ def tokenize_sources(
             progress.finished(p.result)
         for name, directory in build.directories.items():
             caches[name] = TokenCache(directory)
+            if readers is not None:
+                readers.add(caches[name])
             for gone in remove_covered_samples(caches[name]):  # a top-up's first sample, say
                 log.info("source %s: removed token cache %s: %s holds all of it", name, gone, directory)
     return caches
@@ -143,11 +148,17 @@ def run_mixture(
     cfg: MixtureConfig, data_root: str, out: str, cache_root: str, beam_args: Sequence[str] = (), progress=None
 ) -> dict:
     """Build the mixture ``cfg`` into ``out``; returns the manifest (also written as manifest.json)."""
+    with Readers() as readers:  # other runs on this cache root leave the samples it reads alone
+        return _run_mixture(cfg, data_root, out, cache_root, beam_args, progress, readers)
+
+
+def _run_mixture(cfg: MixtureConfig, data_root: str, out: str, cache_root: str, beam_args: Sequence[str], progress,
+                 readers: Readers) -> dict:
     tokenizer = load_tokenizer(cfg.tokenizer_path)
     bounds = cfg.bucket_bounds
     files = mixed_source_files(cfg, data_root, beam_args)
     rules = sample_rules(cfg, files, tokenizer)
-    caches = tokenize_sources(cfg, data_root, cache_root, tokenizer, beam_args, progress, rules, files)
+    caches = tokenize_sources(cfg, data_root, cache_root, tokenizer, beam_args, progress, rules, files, readers=readers)
     candidates = {name: candidates_by_bucket(c, bounds, rules[name]) for name, c in caches.items()}
     plans = _plan(cfg, rules, candidates)
     # A sample short of some bucket's target (sampling.py: a first one aims low): top it up, with
@@ -160,7 +171,7 @@ def run_mixture(
                    if r is not None and caches[n].rule is not None and r.covers(caches[n].rule)}
         rules.update(new_rules)
         caches.update(tokenize_sources(cfg, data_root, cache_root, tokenizer, beam_args, progress, rules,
-                                       {n: files[n] for n in new_rules}, earlier))
+                                       {n: files[n] for n in new_rules}, earlier, readers))
         candidates.update({n: candidates_by_bucket(caches[n], bounds, rules[n]) for n in new_rules})
         return _plan(cfg, rules, candidates)
 

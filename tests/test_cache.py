@@ -3,6 +3,7 @@
 import dataclasses
 import os
 import shutil
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -13,7 +14,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 
 from conftest import BAD, SAMPLES, TOKENIZER
-from pipeline.cache import BuildCaches, TokenCache, cache_fingerprint, remove_covered_samples
+from pipeline.cache import (READ_MARK_SECONDS, READERS, BuildCaches, Readers, TokenCache, cache_fingerprint,
+                            other_readers, remove_covered_samples)
+from pipeline.storage import write_json
 from pipeline.errors import FormatError
 from pipeline.sampling import SampleRule
 from pipeline.sources import SourceSpec, list_source_files, read_documents
@@ -207,3 +210,23 @@ def test_a_sample_is_served_by_a_cache_that_covers_it_and_removed_by_it(tmp_path
     whole, _ = build(PILE, SAMPLES, tmp_path)
     assert sorted(remove_covered_samples(whole)) == sorted([topped.directory, crossed.directory])
     assert os.listdir(tmp_path / "pile") == [os.path.basename(whole.directory)]
+
+
+def test_a_sample_another_run_reads_is_not_removed(tmp_path):
+    first = SampleRule(bounds=(512,), rates=(0.3, 0.2), chars_per_token=(2.0, 6.0))
+    small, _ = build(PILE, SAMPLES, tmp_path, first)
+    marks = os.path.join(small.directory, READERS)
+    with Readers() as readers:  # this run's own mark never keeps a cache from this run
+        readers.add(small)
+        assert len(os.listdir(marks)) == 1 and other_readers(small) == []
+    assert not os.path.exists(marks)  # the mark goes when the run ends
+    write_json(os.path.join(marks, "elsewhere-1.json"), {"run": "elsewhere-1", "since": time.time()})
+    whole, _ = build(PILE, SAMPLES, tmp_path)
+    Readers().add(whole)  # whole caches are never removed, so never marked
+    assert not os.path.exists(os.path.join(whole.directory, READERS))
+    assert other_readers(small) == ["elsewhere-1"]
+    assert remove_covered_samples(whole) == [] and os.path.exists(small.directory)
+    write_json(os.path.join(marks, "elsewhere-1.json"),  # a crashed run's mark, long ago
+               {"run": "elsewhere-1", "since": time.time() - READ_MARK_SECONDS - 1})
+    assert remove_covered_samples(whole) == [small.directory]
+    assert not os.path.exists(small.directory)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import TOKENIZER
-from pipeline.cache import TokenCache
+from pipeline.cache import READERS, TokenCache
 from pipeline.config import load_mixture
 from pipeline.mixture import mixed_source_files, run_mixture, sample_rules
 from pipeline.sampling import FIRST_PASS, MIN_HOLDS, SampleRule, choose_rule, sample_units, top_up
@@ -140,9 +140,18 @@ def test_the_first_sample_gives_way_to_its_top_up(sampled):
         assert [TokenCache(str(tmp / "cache" / name / d)).rule for d in left] == [final], name
         assert TokenCache.find(str(tmp / "cache"), spec, files[name], tok, first).rule == final
     finished = {p: p.stat().st_mtime_ns for p in (tmp / "cache").rglob("cache.json")}
-    again = run_mixture(cfg, str(tmp / "data"), str(tmp / "rerun"), str(tmp / "cache"), IN_PROCESS)
+
+    class SeesReadMarks:  # a progress display, told when packing starts: the run's samples are marked read
+        def tokenizing(self, *_): pass
+        def finished(self, *_): pass
+        def packing(self, *_): self.marked = sorted(p.parts[-4] for p in (tmp / "cache").rglob(f"{READERS}/*.json"))
+
+    seen = SeesReadMarks()
+    again = run_mixture(cfg, str(tmp / "data"), str(tmp / "rerun"), str(tmp / "cache"), IN_PROCESS, seen)
     assert again["plan_hash"] == m["plan_hash"] and digest(tmp / "rerun") == digest(tmp / "out")
     assert {p: p.stat().st_mtime_ns for p in (tmp / "cache").rglob("cache.json")} == finished
+    assert seen.marked == sorted(m["sources"])  # another run would not remove them meanwhile
+    assert not list((tmp / "cache").rglob(READERS))  # and the marks go when the run ends
 
 
 def test_exact_per_source_and_per_bucket(sampled):
