@@ -570,7 +570,7 @@ def remove_covered_samples(cache: "TokenCache") -> list[str]:
     removed = []
     for other in sampled_caches(folder, source_fingerprint):
         if other.directory != cache.directory and (cache.rule is None or cache.rule.covers(other.rule)):
-            if runs := other_readers(other):
+            if runs := other_readers(other.directory):
                 log.info("keeping token cache %s although %s covers it: runs %s read it", other.directory,
                          cache.directory, ", ".join(runs))
                 continue
@@ -595,11 +595,13 @@ class Readers:
         self._marks: list[str] = []
 
     def add(self, cache: "TokenCache") -> None:
-        if cache.rule is None:  # whole caches are never removed
-            return
-        path = storage.join(cache.directory, READERS, f"{RUN_ID}.json")
+        if cache.rule is not None:  # whole caches are never removed
+            self.mark(cache.directory)
+
+    def mark(self, directory: str) -> None:
+        path = storage.join(directory, READERS, f"{RUN_ID}.json")
         if path not in self._marks:
-            make_dirs(storage.join(cache.directory, READERS))
+            make_dirs(storage.join(directory, READERS))
             write_json(path, {"run": RUN_ID, "since": time.time()})
             self._marks.append(path)
 
@@ -621,10 +623,10 @@ class Readers:
         self.close()
 
 
-def other_readers(cache: "TokenCache") -> list[str]:
-    """The runs other than this one that marked ``cache`` as read within READ_MARK_SECONDS."""
+def other_readers(directory: str) -> list[str]:
+    """The runs other than this one that marked the cache in ``directory`` as read within READ_MARK_SECONDS."""
     now, runs = time.time(), []
-    for path in storage.list_files(storage.join(cache.directory, READERS), "*.json"):
+    for path in storage.list_files(storage.join(directory, READERS), "*.json"):
         try:
             mark = read_json(path)
         except Exception:  # noqa: BLE001 - a mark being written or removed right now

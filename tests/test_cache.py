@@ -218,13 +218,13 @@ def test_a_sample_another_run_reads_is_not_removed(tmp_path):
     marks = os.path.join(small.directory, READERS)
     with Readers() as readers:  # this run's own mark never keeps a cache from this run
         readers.add(small)
-        assert len(os.listdir(marks)) == 1 and other_readers(small) == []
+        assert len(os.listdir(marks)) == 1 and other_readers(small.directory) == []
     assert not os.path.exists(marks)  # the mark goes when the run ends
     write_json(os.path.join(marks, "elsewhere-1.json"), {"run": "elsewhere-1", "since": time.time()})
     whole, _ = build(PILE, SAMPLES, tmp_path)
     Readers().add(whole)  # whole caches are never removed, so never marked
     assert not os.path.exists(os.path.join(whole.directory, READERS))
-    assert other_readers(small) == ["elsewhere-1"]
+    assert other_readers(small.directory) == ["elsewhere-1"]
     assert remove_covered_samples(whole) == [] and os.path.exists(small.directory)
     write_json(os.path.join(marks, "elsewhere-1.json"),  # a crashed run's mark, long ago
                {"run": "elsewhere-1", "since": time.time() - READ_MARK_SECONDS - 1})

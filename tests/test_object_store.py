@@ -3,6 +3,7 @@ through Beam's own S3 filesystem: the shards must be byte-identical to a local r
 
 import hashlib
 import os
+import time
 
 import boto3
 
@@ -77,3 +78,21 @@ def test_cache_folders_on_the_store_are_listed_and_removed(s3_server, tmp_path):
     keys = [o["Key"] for o in boto3.client("s3", endpoint_url=s3_server.endpoint)
             .list_objects_v2(Bucket="mixprep-caches", Prefix="cache/")["Contents"]]
     assert sorted(keys) == [f"cache/pile/b/{n}" for n in ("cache.json", "part-00000.bin", "sub/x")]
+
+
+def test_read_marks_on_the_store(s3_server, tmp_path):
+    """A run's read mark on a cache folder in a store: written, seen by other runs only, removed."""
+    from pipeline import storage
+    from pipeline.cache import RUN_ID, Readers, other_readers
+
+    os.makedirs(tmp_path / "pile" / "a")
+    (tmp_path / "pile" / "a" / "cache.json").write_text("{}")
+    root = s3_server(str(tmp_path), "mixprep-marks", "cache")
+    folder = root + "/pile/a"
+    with Readers() as readers:
+        readers.mark(folder)
+        assert storage.list_files(folder + "/readers", "*.json") == [f"{folder}/readers/{RUN_ID}.json"]
+        assert other_readers(folder) == []  # this run's own
+        storage.write_json(folder + "/readers/elsewhere.json", {"run": "elsewhere", "since": time.time()})
+        assert other_readers(folder) == ["elsewhere"]
+    assert storage.list_files(folder + "/readers", "*.json") == [f"{folder}/readers/elsewhere.json"]
