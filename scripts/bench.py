@@ -560,29 +560,39 @@ def tokenizers_pairs(mixture: Path, data_root: Path, tok_path: Path, total: int,
 
 
 def fast_pairs(mixture: Path, data_root: Path, tok_path: Path, total: int, cores: int, work: Path,
-               n_tokens: int, texts: list[str], repeat: int) -> tuple[dict, list[dict]]:
-    """The all-cores run (fast encoder), each time right after the raw fast encoder on all cores
-    (the faster of bare tiktoken and the `Encoder`, as in the raw rows): a ratio per pair."""
+               n_tokens: int, texts: list[str], repeat: int) -> tuple[dict, dict, list[dict]]:
+    """The all-cores run and the one-worker run (fast encoder), each right after the raw fast encoder
+    on as many threads (the faster of bare tiktoken and the `Encoder`, as in the raw rows)."""
     from pipeline.tokenizer import Encoder, _fast_encoding, load_tokenizer
 
     enc = _fast_encoding(tok_path.read_text(encoding="utf-8")).encoding
-    encoder = Encoder(load_tokenizer(str(tok_path)), threads=cores)
-    runs, pairs = [], []
-    try:
-        for _ in range(repeat):
-            batches = calls(texts)
-            n, s_bare = timed(lambda: sum(len(ids) for c in batches for ids in enc.encode_ordinary_batch(c, num_threads=cores)))
-            _, s_enc = timed(lambda: [encoder.encode_batch(c) for c in batches])
-            runs.append(_pipeline_once("all_cores", mixture, data_root, tok_path, total, cores, work, n_tokens))
-            pair = {"raw_fast_tok_per_s": n / min(s_bare, s_enc), "pipeline_tok_per_s": runs[-1]["tok_per_s"]}
-            log(f"pair: raw fast encoder {pair['raw_fast_tok_per_s'] / 1e6:.2f}M, pipeline {pair['pipeline_tok_per_s'] / 1e6:.2f}M")
-            pairs.append(pair)
-    finally:
-        encoder.close()
-    row = sorted(runs, key=lambda r: r["tok_per_s"])[len(runs) // 2]
-    row = {**row, "runs": [{k: r[k] for k in ("seconds", "tok_per_s", "peak_rss_bytes")} for r in runs],
-           "peak_rss_bytes": max(r["peak_rss_bytes"] for r in runs)}
-    return row, pairs
+    tokenizer = load_tokenizer(str(tok_path))
+    batches = calls(texts)
+    runs: dict[int, list[dict]] = {cores: [], 1: []}
+    pairs = []
+    for _ in range(repeat):
+        pair = {}
+        for threads, name in ((cores, "all_cores"), (1, "one_worker")):
+            encoder = Encoder(tokenizer, threads=threads)
+            try:
+                n, s_bare = timed(lambda: sum(len(ids) for c in batches for ids in enc.encode_ordinary_batch(c, num_threads=threads)))
+                _, s_enc = timed(lambda: [encoder.encode_batch(c) for c in batches])
+            finally:
+                encoder.close()
+            runs[threads].append(_pipeline_once(name, mixture, data_root, tok_path, total, threads, work, n_tokens))
+            pair[f"raw_fast_{threads}_tok_per_s"] = n / min(s_bare, s_enc)
+            pair[f"pipeline_{threads}_tok_per_s"] = runs[threads][-1]["tok_per_s"]
+            log(f"pair ({threads} core{'s' if threads > 1 else ''}): raw fast encoder "
+                f"{pair[f'raw_fast_{threads}_tok_per_s'] / 1e6:.2f}M, pipeline {pair[f'pipeline_{threads}_tok_per_s'] / 1e6:.2f}M")
+        pair["raw_fast_tok_per_s"], pair["pipeline_tok_per_s"] = pair[f"raw_fast_{cores}_tok_per_s"], pair[f"pipeline_{cores}_tok_per_s"]
+        pairs.append(pair)
+
+    def row(rs):
+        mid = sorted(rs, key=lambda r: r["tok_per_s"])[len(rs) // 2]
+        return {**mid, "runs": [{k: r[k] for k in ("seconds", "tok_per_s", "peak_rss_bytes")} for r in rs],
+                "peak_rss_bytes": max(r["peak_rss_bytes"] for r in rs)}
+
+    return row(runs[cores]), row(runs[1]), pairs
 
 
 def _median(values: list[float]) -> float:
@@ -654,7 +664,14 @@ def targets(r: dict) -> list[tuple[str, str, float, float, bool]]:
             rows.append(("pipeline (fast encoder) / raw fast encoder", f"{v:.2f}x", v, 0.65, v >= 0.65))
         gib = p2["peak_rss_bytes"] / 2**30
         rows.append(("peak memory, all processes (GiB)", f"{gib:.2f}", gib, 2.0, gib <= 2.0))
-    if p2 and p1:
+    fp, c = r.get("fast_pairs"), r.get("fast_pairs_cores")
+    if fp and c and all(f"pipeline_1_tok_per_s" in p for p in fp):  # efficiency against the raw encoder, paired
+        e2 = _median([p[f"pipeline_{c}_tok_per_s"] / p[f"raw_fast_{c}_tok_per_s"] for p in fp])
+        e1 = _median([p["pipeline_1_tok_per_s"] / p["raw_fast_1_tok_per_s"] for p in fp])
+        v = e2 / e1
+        rows.append(("pipeline 1->2 workers speed-up / raw encoder's 1->2 speed-up, paired runs",
+                     f"(pipeline / raw) {e2:.2f} on {c} cores / {e1:.2f} on 1 = {v:.2f}x", v, 0.9, v >= 0.9))
+    elif p2 and p1:
         v = (p2["tok_per_s"] / p1["tok_per_s"]) / r["raw_fast_speedup"]
         rows.append(("pipeline 1->2 workers speed-up / raw encoder's 1->2 speed-up",
                      f"{p2['tok_per_s'] / p1['tok_per_s']:.2f} / {r['raw_fast_speedup']:.2f} = {v:.2f}x", v, 0.9, v >= 0.9))
@@ -713,8 +730,11 @@ def markdown(r: dict) -> str:
                 + f". Pipeline / pool on the same allocator: {_median(each):.2f}x ("
                 + ", ".join(f"{x:.2f}" for x in each) + ")."]
     if r.get("fast_pairs"):
-        out += ["", "Fast encoder, paired runs (raw fast encoder on all cores / `mixprep run` all_cores): "
-                + "; ".join(f"{p['raw_fast_tok_per_s'] / 1e6:.2f}M / {p['pipeline_tok_per_s'] / 1e6:.2f}M"
+        c = r.get("fast_pairs_cores", 2)
+        out += ["", f"Fast encoder, paired runs (raw fast encoder on {c} threads / `mixprep run` all_cores; raw on 1 "
+                "thread / `mixprep run` one_worker): "
+                + "; ".join(f"{p[f'raw_fast_{c}_tok_per_s'] / 1e6:.2f}M / {p[f'pipeline_{c}_tok_per_s'] / 1e6:.2f}M, "
+                            f"{p['raw_fast_1_tok_per_s'] / 1e6:.2f}M / {p['pipeline_1_tok_per_s'] / 1e6:.2f}M"
                             for p in r["fast_pairs"]) + "."]
     out += ["", "Pipeline tokens/s = tokens tokenized (with EOS) / wall time of the whole `mixprep run` "
             "(start-up, tokenize, plan, pack, write).", ""]
@@ -732,6 +752,8 @@ def main(argv=None) -> int:
     ap.add_argument("--skip", default="", help="comma-separated: raw,pipeline,tokenizers-pipeline,long,sampled,4x")
     ap.add_argument("--repeat", type=int, default=int(os.environ.get("BENCH_REPEAT", 1)),
                     help="runs of each measurement; the tables show medians")
+    ap.add_argument("--pairs", type=int, default=None,
+                    help="paired pipeline runs (default: --repeat), e.g. --repeat 1 --pairs 3 for the targets alone")
     args = ap.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
     cores = os.cpu_count() or 1
@@ -775,12 +797,11 @@ def main(argv=None) -> int:
         work = Path(tempfile.mkdtemp(prefix="run-", dir=args.dir))
         mixture = work / "bench.yaml"
         total = write_mixture(mixture, tok_path, tokens)
-        rep = max(1, args.repeat)
+        rep = max(1, args.pairs if args.pairs is not None else args.repeat)
         if "pipeline" not in skip:
-            results["pipeline"]["all_cores"], results["fast_pairs"] = fast_pairs(
+            results["pipeline"]["all_cores"], results["pipeline"]["one_worker"], results["fast_pairs"] = fast_pairs(
                 mixture, data_root, tok_path, total, cores, work, n_tokens, texts, rep)
-            results["pipeline"]["one_worker"] = pipeline_run("one_worker", mixture, data_root, tok_path, total, 1, work,
-                                                             n_tokens, repeat=rep)
+            results["fast_pairs_cores"] = cores
         if "tokenizers-pipeline" not in skip:
             results["pipeline"]["all_cores_tokenizers"], results["tokenizers_pairs"] = tokenizers_pairs(
                 mixture, data_root, tok_path, total, cores, work, n_tokens, texts, rep)
