@@ -517,8 +517,12 @@ def replicate_corpus(data_root: Path, times: int, out: Path) -> Path:
 def pipeline_run(name: str, mixture: Path, data_root: Path, tok_path: Path, total: int, workers: int,
                  work: Path, n_tokens: int, env_extra: dict | None = None, repeat: int = 1) -> dict:
     """``repeat`` runs of `mixprep run`; the row has the median speed and the largest peak memory."""
-    rows = [_pipeline_once(name, mixture, data_root, tok_path, total, workers, work, n_tokens, env_extra)
-            for _ in range(repeat)]
+    return _summary([_pipeline_once(name, mixture, data_root, tok_path, total, workers, work, n_tokens, env_extra)
+                     for _ in range(repeat)])
+
+
+def _summary(rows: list[dict]) -> dict:
+    """The median run by speed, with every run's figures and the largest peak memory."""
     row = sorted(rows, key=lambda r: r["tok_per_s"])[len(rows) // 2]
     return {**row, "runs": [{k: r[k] for k in ("seconds", "tok_per_s", "peak_rss_bytes")} for r in rows],
             "peak_rss_bytes": max(r["peak_rss_bytes"] for r in rows)}
@@ -553,10 +557,7 @@ def tokenizers_pairs(mixture: Path, data_root: Path, tok_path: Path, total: int,
         pair["allocator"] = allocator or "glibc"
         log("pair: " + ", ".join(f"{k} {v / 1e6:.2f}M" if isinstance(v, float) else f"{k} {v}" for k, v in pair.items()))
         pairs.append(pair)
-    row = sorted(runs, key=lambda r: r["tok_per_s"])[len(runs) // 2]
-    row = {**row, "runs": [{k: r[k] for k in ("seconds", "tok_per_s", "peak_rss_bytes")} for r in runs],
-           "peak_rss_bytes": max(r["peak_rss_bytes"] for r in runs)}
-    return row, pairs
+    return _summary(runs), pairs
 
 
 def fast_pairs(mixture: Path, data_root: Path, tok_path: Path, total: int, cores: int, work: Path,
@@ -586,13 +587,7 @@ def fast_pairs(mixture: Path, data_root: Path, tok_path: Path, total: int, cores
                 f"{pair[f'raw_fast_{threads}_tok_per_s'] / 1e6:.2f}M, pipeline {pair[f'pipeline_{threads}_tok_per_s'] / 1e6:.2f}M")
         pair["raw_fast_tok_per_s"], pair["pipeline_tok_per_s"] = pair[f"raw_fast_{cores}_tok_per_s"], pair[f"pipeline_{cores}_tok_per_s"]
         pairs.append(pair)
-
-    def row(rs):
-        mid = sorted(rs, key=lambda r: r["tok_per_s"])[len(rs) // 2]
-        return {**mid, "runs": [{k: r[k] for k in ("seconds", "tok_per_s", "peak_rss_bytes")} for r in rs],
-                "peak_rss_bytes": max(r["peak_rss_bytes"] for r in rs)}
-
-    return row(runs[cores]), row(runs[1]), pairs
+    return _summary(runs[cores]), _summary(runs[1]), pairs
 
 
 def _median(values: list[float]) -> float:
@@ -665,7 +660,7 @@ def targets(r: dict) -> list[tuple[str, str, float, float, bool]]:
         gib = p2["peak_rss_bytes"] / 2**30
         rows.append(("peak memory, all processes (GiB)", f"{gib:.2f}", gib, 2.0, gib <= 2.0))
     fp, c = r.get("fast_pairs"), r.get("fast_pairs_cores")
-    if fp and c and all(f"pipeline_1_tok_per_s" in p for p in fp):  # efficiency against the raw encoder, paired
+    if fp and c and all("pipeline_1_tok_per_s" in p for p in fp):  # efficiency against the raw encoder, paired
         e2 = _median([p[f"pipeline_{c}_tok_per_s"] / p[f"raw_fast_{c}_tok_per_s"] for p in fp])
         e1 = _median([p["pipeline_1_tok_per_s"] / p["raw_fast_1_tok_per_s"] for p in fp])
         v = e2 / e1
