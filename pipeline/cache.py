@@ -6,6 +6,7 @@
       part-00000.rejects.jsonl   records rejected while reading file 0 (only when there are some)
       part-00000.json            the part's summary: file, counts, stats, sha256s (written last)
       cache.json                 the whole cache: fingerprint inputs, tokenizer, totals (written last)
+      readers/<run>.json         sampled caches only: a run reading it now (``Readers``)
 
 One input file makes one part, so a cache's bytes do not depend on the runner or the worker count,
 and a rerun after a crash keeps every part that was finished. The fingerprint covers the source's
@@ -17,7 +18,9 @@ A cache may hold a sample of its source (``sampling.SampleRule``, part of the fi
 documents the rule passes are tokenized, the others are read, counted (``not_tokenized``) and left.
 A sampled cache may be built on an earlier sampled cache of the same files whose rule its own rule
 covers (a top-up, sampling.py): the documents the earlier rule passed are copied from it, in file
-order, not tokenized again. The new cache is the same bytes as one built from scratch.
+order, not tokenized again. The new cache is the same bytes as one built from scratch. A cache that
+holds all of a sample's documents replaces it on disk (``remove_covered_samples``) unless another
+run is reading it.
 """
 
 from __future__ import annotations
