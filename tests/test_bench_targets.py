@@ -31,7 +31,7 @@ def results(fast_pairs, tok_pairs):
 
 def fast(raw2, pipe2, raw1, pipe1):
     return {"raw_fast_2_tok_per_s": raw2, "pipeline_2_tok_per_s": pipe2, "raw_fast_1_tok_per_s": raw1,
-            "pipeline_1_tok_per_s": pipe1, "raw_fast_tok_per_s": raw2, "pipeline_tok_per_s": pipe2}
+            "pipeline_1_tok_per_s": pipe1}
 
 
 def by_name(r):
