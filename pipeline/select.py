@@ -12,8 +12,9 @@ carried into the next, longest first, so the source as a whole lands within a fe
 uniform and the window is a few dozen documents out of the bucket, so the extra copies are a
 uniform sample of the bucket.
 
-Finding the cut streams the document tables twice with bounded memory: a histogram of tokens over
-the keys' top 16 bits finds the bin where the cut falls; only the window's bins are then sorted.
+Finding the cut streams the document tables with bounded memory: a histogram of tokens over the
+keys' top 16 bits finds the bin where the cut falls; only the window's bins are then sorted (one
+more pass per bucket; a source of a few million documents is read once and held instead).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ _SHIFT = np.uint64(64 - _BIN_BITS)
 _WINDOW_BEFORE = 32  # documents before the cut that the closing subset sum may swap out
 _WINDOW_AFTER = 96  # and documents past the cut that it may take instead
 _MAX_SUM = 1 << 22  # bound on the subset sum's token counts (a 512 KiB bitset per window item)
+_HOLD_DOCS = 2 << 20  # a source with at most this many documents is read once and held (64 MiB at most)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +114,28 @@ def _parts(cache: TokenCache, bounds, seed, source, rule) -> Iterator[tuple]:
         yield doc_arrays(cache, part, bounds, seed, source, rule)
 
 
+class _Passes:
+    """The parts' ``doc_arrays``, pass after pass (selection makes one more per bucket): a small
+    source's arrays are held after the first full pass, a large one's are read again each time."""
+
+    def __init__(self, cache: TokenCache, bounds, seed, source, rule):
+        self._args = (cache, bounds, seed, source, rule)
+        self._hold = sum(p["documents"] for p in cache.parts) <= _HOLD_DOCS
+        self._held: list[tuple] | None = None
+
+    def __iter__(self) -> Iterator[tuple]:
+        if self._held is not None:
+            yield from self._held
+            return
+        read = []
+        for arrays in _parts(*self._args):
+            if self._hold:
+                read.append(arrays)
+            yield arrays
+        if self._hold:
+            self._held = read
+
+
 def select_source(
     cache: TokenCache, source: str, bounds: Sequence[int], targets: Sequence[int], available: Sequence[int], seed: int,
     rule: SampleRule | None = None,
@@ -123,7 +147,8 @@ def select_source(
     nb = len(targets)
     hist = np.zeros((nb + 1, _BINS), dtype=np.int64)  # tokens per (bucket, key bin); row nb: not candidates
     hist_docs = np.zeros((nb + 1, _BINS), dtype=np.int64)
-    for n, bucket, _, keys in _parts(cache, bounds, seed, source, rule):
+    parts = _Passes(cache, bounds, seed, source, rule)
+    for n, bucket, _, keys in parts:
         bins = (keys >> _SHIFT).astype(np.int64)
         np.add.at(hist, (bucket, bins), n)
         np.add.at(hist_docs, (bucket, bins), 1)
@@ -137,14 +162,14 @@ def select_source(
         target = max(0, targets[b] - carry) if available[b] else 0
         full = target // available[b] if available[b] else 0
         remainder = target - full * available[b]
-        cut, fill, extra_tokens, extra_docs = _cut(cache, bounds, seed, source, rule, b, hist[b], hist_docs[b], remainder)
+        cut, fill, extra_tokens, extra_docs = _cut(parts, b, hist[b], hist_docs[b], remainder)
         selected = full * available[b] + extra_tokens
         out[b] = BucketSelection(full, cut, fill, target, selected, full * int(docs[b]) + extra_docs)
         carry = selected - target
     return out
 
 
-def _cut(cache, bounds, seed, source, rule, b, hist_b, hist_docs_b, remainder) -> tuple[int, tuple[int, ...], int, int]:
+def _cut(parts, b, hist_b, hist_docs_b, remainder) -> tuple[int, tuple[int, ...], int, int]:
     """(cut key, fill keys, tokens, documents) of the extra copies that make ``remainder`` tokens.
 
     Documents are taken in key order while they fit. The last few of them and the next few after
@@ -167,7 +192,7 @@ def _cut(cache, bounds, seed, source, rule, b, hist_b, hist_docs_b, remainder) -
     after = cum_docs[j:] - docs_to_j
     j_end = j + min(int(np.searchsorted(after, _WINDOW_AFTER, side="left")), len(after) - 1)
     keys, counts = [], []
-    for n, bucket, _, k in _parts(cache, bounds, seed, source, rule):
+    for n, bucket, _, k in parts:
         bins = (k >> _SHIFT).astype(np.int64)
         sel = (bucket == b) & (bins >= j0) & (bins <= j_end)
         keys.append(k[sel])

@@ -18,7 +18,9 @@ from hypothesis import strategies as st
 from conftest import TOKENIZER
 from pipeline.config import load_mixture
 from pipeline.mixture import run_mixture
-from pipeline.select import _closest_subset
+from pipeline import select
+from pipeline.cache import TokenCache, cache_dir
+from pipeline.select import _closest_subset, candidates_by_bucket, select_source
 
 IN_PROCESS = ["--runner=DirectRunner", "--direct_running_mode=in_memory"]
 WORDS = ["river", "map", "weather", "stone", "lantern", "orchard", "signal", "harbor", "copper", "meadow",
@@ -35,7 +37,8 @@ def corpus(root, name, docs, seed):
 
 
 @pytest.fixture(scope="module")
-def manifest(tmp_path_factory):
+def fine(tmp_path_factory):
+    """(the run's folder, its mixture config, its manifest)."""
     tmp = tmp_path_factory.mktemp("fine")
     for k, name in enumerate(("a", "b", "c")):
         corpus(tmp / "data", name, 2500, k)
@@ -53,7 +56,13 @@ sources:
   - {{name: b, kind: files, root: b, paths: ["*.jsonl"], weight: 0.3, max_repetition: 3}}
   - {{name: c, kind: files, root: c, paths: ["*.jsonl"], weight: 0.2, max_repetition: 3}}
 """)
-    return run_mixture(load_mixture(str(path)), str(tmp / "data"), str(tmp / "out"), str(tmp / "cache"), IN_PROCESS)
+    cfg = load_mixture(str(path))
+    return tmp, cfg, run_mixture(cfg, str(tmp / "data"), str(tmp / "out"), str(tmp / "cache"), IN_PROCESS)
+
+
+@pytest.fixture(scope="module")
+def manifest(fine):
+    return fine[2]
 
 
 def test_every_bucket_within_a_tenth_of_a_point(manifest):
@@ -68,6 +77,19 @@ def test_every_source_within_a_hundredth_of_a_point(manifest):
         assert abs(s["achieved_share"] - s["requested_share"]) < 0.0001, name
         assert abs(s["achieved_tokens"] - s["requested_tokens"]) < 50, name
     assert abs(manifest["totals"]["selected_tokens"] - 600_000) < 100
+
+
+def test_held_and_streamed_document_tables_select_the_same(fine, monkeypatch):
+    tmp, cfg, manifest = fine
+    for name, s in manifest["sources"].items():
+        cache = TokenCache(cache_dir(str(tmp / "cache"), name, s["cache_fingerprint"]))
+        targets = [b["requested_tokens"] for b in s["buckets"]]
+        available = candidates_by_bucket(cache, cfg.bucket_bounds)[0]
+        held = select_source(cache, name, cfg.bucket_bounds, targets, available, cfg.seed)
+        monkeypatch.setattr(select, "_HOLD_DOCS", 0)  # read the tables again on every pass
+        assert select_source(cache, name, cfg.bucket_bounds, targets, available, cfg.seed) == held
+        monkeypatch.undo()
+        assert [b.selected_tokens for b in held] == [b["achieved_tokens"] for b in s["buckets"]]
 
 
 def test_long_bucket_fraction_follows_the_policy(manifest):
