@@ -3,15 +3,22 @@
     manifest = run_mixture(cfg, data_root="samples", out="out/stage1", cache_root="out/cache",
                            beam_args=["--runner=DirectRunner"])
 
-Two Beam pipelines: one builds the missing token caches (map-only: read, tokenize, write per input
-file), one packs the shards (route references, group by shard, write). Between them the driver plans
-the mixture from the caches' document tables: pure arithmetic, so impossible requests fail before the
-shards are touched. Before them, a quick estimate of each source decides which sources hold so much
-more than the mixture needs that only a sample of them is tokenized (sampling.py).
+Tokenizing builds the missing token caches (map-only: read, tokenize, write per input file);
+packing routes the selected documents' references, groups them by shard and writes the shards.
+Between them the plan (``plan_packing``) is pure arithmetic on the caches' document tables, so an
+impossible request fails before the shards are touched. Before them, a quick estimate of each
+source decides which sources hold so much more than the mixture needs that only a sample of them is
+tokenized (sampling.py).
+
+When no source is sampled, one Beam pipeline does all three: the plan step runs on a worker once
+every cache is written, and the pack stage reads its result as a side input (one job to start, one
+set of workers: what a run on Dataflow pays most for). With samples, the driver checks each sample
+against the plan and may top it up, so tokenizing and packing are two pipelines with the plan between.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -27,7 +34,7 @@ from .config import MixtureConfig, config_hash
 from .crashpoints import crash_point
 from .errors import OutputError, SourceError
 from .manifest import build_manifest, neox_config, summary_table
-from .pack import PROVENANCE_DIR, PackShards, shard_name
+from .pack import PROVENANCE_DIR, Packing, PackShards, shard_name
 from .plan import bucket_targets, make_plan, split_exact
 from .report import write_report
 from .sampling import FIRST_PASS, MIN_HOLDS, TOP_UPS, SampleRule, choose_rule, top_up
@@ -37,11 +44,14 @@ from .stats import estimate_source
 from .storage import make_dirs, read_json, remove_temporaries, write_json
 from .tokenizer import Encoder, LoadedTokenizer, load_tokenizer
 
-__all__ = ["tokenize_sources", "run_mixture", "sample_rules"]
+__all__ = ["tokenize_sources", "run_mixture", "sample_rules", "plan_packing", "PLAN_FILE"]
 
 # The estimate behind sampling: every document of a few files counted, the first ones tokenized
 # (a glance first, to skip the estimate when the mixture takes too much of a source to sample it).
 PROBE_FILES, PROBE_DOCS, PROBE_CHARS, GLANCE_CHARS = 4, 1000, 1 << 20, 1 << 15
+# Written by the plan step of a one-pipeline run (plan hash, selected tokens) for the progress display;
+# removed when the run ends.
+PLAN_FILE = "_plan.json"
 
 log = logging.getLogger("mixprep")
 
@@ -110,9 +120,22 @@ def tokenize_sources(
     ``progress`` (optional, ``progress.Progress``) is told what is built and gets the pipeline's result.
     """
     files = files if files is not None else mixed_source_files(cfg, data_root, beam_args)
-    rules = rules or {}
-    caches: dict[str, TokenCache] = {}
-    missing = []
+    caches, missing = _find_caches(cfg, cache_root, tokenizer, rules or {}, files, readers)
+    if missing:
+        build = _build_caches(missing, tokenizer, cache_root, earlier)
+        with beam.Pipeline(options=PipelineOptions(list(beam_args))) as p:
+            _ = p | _tokenize_label(build) >> build
+            if progress:
+                progress.tokenizing([(s.name, build.directories[s.name], f) for s, f, _ in missing])
+        if progress:
+            progress.finished(p.result)
+        caches.update(_built(build, readers))
+    return caches
+
+
+def _find_caches(cfg, cache_root, tokenizer, rules, files, readers) -> tuple[dict[str, TokenCache], list[tuple]]:
+    """The caches found for the mixed sources, and (source, files, rule) of those still to build."""
+    caches, missing = {}, []
     for s in cfg.sources:
         if s.weight <= 0 or s.name not in files:
             continue
@@ -125,22 +148,28 @@ def tokenize_sources(
             caches[s.name] = cache
         else:
             missing.append((s, files[s.name], rule))
-    if missing:
-        log.info("tokenizing %s", ", ".join(f"{s.name} ({len(f)} files{', a sample' if r else ''})" for s, f, r in missing))
-        # One stage for every source: workers take files from all of them, so none idles on a tail.
-        build = BuildCaches([(s.spec, f, r) for s, f, r in missing], tokenizer, cache_root, earlier)
-        with beam.Pipeline(options=PipelineOptions(list(beam_args))) as p:
-            _ = p | f"TokenizeSources[{','.join(s.name for s, _, _ in missing)}]" >> build
-            if progress:
-                progress.tokenizing([(s.name, build.directories[s.name], f) for s, f, _ in missing])
-        if progress:
-            progress.finished(p.result)
-        for name, directory in build.directories.items():
-            caches[name] = TokenCache(directory)
-            if readers is not None:
-                readers.add(caches[name])
-            for gone in remove_covered_samples(caches[name]):  # a top-up's first sample, say
-                log.info("source %s: removed token cache %s: %s holds all of it", name, gone, directory)
+    return caches, missing
+
+
+def _build_caches(missing, tokenizer, cache_root, earlier=None) -> BuildCaches:
+    log.info("tokenizing %s", ", ".join(f"{s.name} ({len(f)} files{', a sample' if r else ''})" for s, f, r in missing))
+    # One stage for every source: workers take files from all of them, so none idles on a tail.
+    return BuildCaches([(s.spec, f, r) for s, f, r in missing], tokenizer, cache_root, earlier)
+
+
+def _tokenize_label(build: BuildCaches) -> str:
+    return f"TokenizeSources[{','.join(build.directories)}]"
+
+
+def _built(build: BuildCaches, readers: Readers | None) -> dict[str, TokenCache]:
+    """The caches a finished pipeline built; each removes the samples it covers."""
+    caches = {}
+    for name, directory in build.directories.items():
+        caches[name] = TokenCache(directory)
+        if readers is not None:
+            readers.add(caches[name])
+        for gone in remove_covered_samples(caches[name]):  # a top-up's first sample, say
+            log.info("source %s: removed token cache %s: %s holds all of it", name, gone, directory)
     return caches
 
 
@@ -155,9 +184,32 @@ def run_mixture(
 def _run_mixture(cfg: MixtureConfig, data_root: str, out: str, cache_root: str, beam_args: Sequence[str], progress,
                  readers: Readers) -> dict:
     tokenizer = load_tokenizer(cfg.tokenizer_path)
-    bounds = cfg.bucket_bounds
     files = mixed_source_files(cfg, data_root, beam_args)
     rules = sample_rules(cfg, files, tokenizer)
+    if not any(rules.values()):
+        caches, missing = _find_caches(cfg, cache_root, tokenizer, rules, files, readers)
+        if missing:
+            caches.update(_tokenize_and_pack(cfg, tokenizer, out, cache_root, beam_args, progress, caches, missing,
+                                             readers))
+            return _finish(cfg, tokenizer, out, cache_root, caches, rules)
+    else:
+        caches = _tokenize_samples(cfg, tokenizer, data_root, cache_root, beam_args, progress, files, rules, readers)
+    plans, selections, packing = plan_packing(cfg, tokenizer, caches, rules, out)
+    _prepare_out(out, cfg.name, cfg.num_shards)
+    if progress:
+        progress.packing(out, packing.shard_names(), packing.plan_hash,
+                         sum(s.selected_tokens for sel in selections.values() for s in sel))
+    with beam.Pipeline(options=PipelineOptions(list(beam_args))) as p:
+        _ = p | "Plan" >> beam.Create([packing]) | f"PackShards[{cfg.name}]" >> PackShards()
+    if progress:
+        progress.finished(p.result)
+    return _finish(cfg, tokenizer, out, cache_root, caches, rules, (plans, selections, packing))
+
+
+def _tokenize_samples(cfg, tokenizer, data_root, cache_root, beam_args, progress, files, rules, readers) -> dict:
+    """Caches for a run that samples some sources: each sample is checked against the plan and, when
+    short of a bucket's target, topped up (rules change in place)."""
+    bounds = cfg.bucket_bounds
     caches = tokenize_sources(cfg, data_root, cache_root, tokenizer, beam_args, progress, rules, files, readers=readers)
     candidates = {name: candidates_by_bucket(c, bounds, rules[name]) for name, c in caches.items()}
     plans = _plan(cfg, rules, candidates)
@@ -187,7 +239,77 @@ def _run_mixture(cfg: MixtureConfig, data_root: str, out: str, cache_root: str, 
         plans = tokenize_again(raised)
     if short := _short(plans, rules, candidates):
         log.warning("sources %s: their samples cannot be topped up or fall short; tokenizing them whole", ", ".join(short))
-        plans = tokenize_again({n: None for n in short})
+        tokenize_again({n: None for n in short})
+    return caches
+
+
+def _tokenize_and_pack(cfg, tokenizer, out, cache_root, beam_args, progress, found, missing, readers) -> dict:
+    """One pipeline for a run that samples nothing: tokenize ``missing``, plan on a worker once every
+    cache is written, pack. Returns the caches it built."""
+    build = _build_caches(missing, tokenizer, cache_root)
+    directories = {**{n: c.directory for n, c in found.items()}, **build.directories}
+    step = _PlanStep(cfg, tokenizer, directories, out)
+    make_dirs(out)  # before tokenizing: an output that cannot be written stops the run now
+    storage.delete(storage.join(out, PLAN_FILE))  # a crashed run's: the progress display would trust it
+    try:
+        with beam.Pipeline(options=PipelineOptions(list(beam_args))) as p:
+            _ = tokenize_plan_pack(p, build, step, cfg.name)
+            if progress:
+                progress.tokenizing([(s.name, build.directories[s.name], f) for s, f, _ in missing])
+                progress.packing_when_planned(out, [shard_name(cfg.name, i, cfg.num_shards)
+                                                    for i in range(cfg.num_shards)], storage.join(out, PLAN_FILE))
+    except Exception:
+        # The plan step's own error (an impossible request, say) reaches us wrapped by the runner:
+        # planning again here raises it as itself.
+        if all(storage.exists(storage.join(d, "cache.json")) for d in directories.values()):
+            plan_packing(cfg, tokenizer, {n: TokenCache(d) for n, d in directories.items()},
+                         {n: None for n in directories}, out)
+        raise
+    if progress:
+        progress.finished(p.result)
+    storage.delete(storage.join(out, PLAN_FILE))
+    return _built(build, readers)
+
+
+def tokenize_plan_pack(p: beam.Pipeline, build: BuildCaches, step: "_PlanStep", name: str):
+    """The one-pipeline run's transforms: caches -> plan (once all are written) -> shard records."""
+    packing = (
+        p
+        | _tokenize_label(build) >> build
+        | "AllCachesWritten" >> beam.combiners.ToList()  # the plan needs every cache
+        | "Plan" >> beam.Map(step)
+    )
+    return packing | f"PackShards[{name}]" >> PackShards()
+
+
+class _PlanStep:
+    """The one-pipeline run's plan step: [finished cache manifests] -> ``Packing`` (on a worker)."""
+
+    def __init__(self, cfg: MixtureConfig, tokenizer: LoadedTokenizer, directories: dict[str, str], out: str):
+        # The config's hash from here: a worker needs no local path, not even the tokenizer's name.
+        self._cfg, self._config_sha = dataclasses.replace(cfg, origin="", tokenizer=""), config_hash(cfg)
+        self._tokenizer, self._directories, self._out = tokenizer, directories, out
+
+    def __call__(self, _written: list) -> Packing:
+        caches = {n: TokenCache(d) for n, d in self._directories.items()}
+        _, selections, packing = plan_packing(self._cfg, self._tokenizer, caches, {n: None for n in caches}, self._out,
+                                              self._config_sha)
+        _prepare_out(self._out, self._cfg.name, self._cfg.num_shards)
+        write_json(storage.join(self._out, PLAN_FILE), {
+            "plan_hash": packing.plan_hash, "tokens": sum(s.selected_tokens for sel in selections.values() for s in sel)})
+        return packing
+
+
+def plan_packing(cfg: MixtureConfig, tokenizer: LoadedTokenizer, caches: dict[str, TokenCache],
+                 rules: dict[str, SampleRule | None], out: str, config_sha: str | None = None) -> tuple[list, dict, Packing]:
+    """(plans, selections per source, the pack stage's ``Packing``) from the caches' document tables.
+
+    Pure arithmetic, deterministic: the driver and a pipeline's plan step get the same answer.
+    ``config_sha``: ``config_hash(cfg)`` when computed elsewhere.
+    """
+    bounds = cfg.bucket_bounds
+    candidates = {name: candidates_by_bucket(c, bounds, rules[name]) for name, c in caches.items()}
+    plans = _plan(cfg, rules, candidates)
     selections = {
         p.source: select_source(
             caches[p.source], p.source, bounds, [b.target_tokens for b in p.buckets],
@@ -195,35 +317,39 @@ def _run_mixture(cfg: MixtureConfig, data_root: str, out: str, cache_root: str, 
         )
         for p in plans
     }
+    names = [p.source for p in plans]
+    packing = Packing(
+        cfg.name, tuple(names), tuple(caches[n].directory for n in names), tuple(len(caches[n].parts) for n in names),
+        tuple(bounds), tuple(tuple(selections[n]) for n in names), tuple(rules[n] for n in names), cfg.seed,
+        cfg.num_shards, cfg.seq_len, tokenizer.dtype.name, out,
+        _plan_hash(config_sha or config_hash(cfg), tokenizer, caches, selections, rules))
+    return plans, selections, packing
+
+
+def _finish(cfg, tokenizer, out, cache_root, caches, rules, planned=None) -> dict:
+    """After packing: check every shard, write the manifest (last: its presence means complete) and
+    the report. ``planned``: ``plan_packing``'s result, when the driver has it already."""
+    plans, selections, packing = planned or plan_packing(cfg, tokenizer, caches, rules, out)
+    names = list(packing.sources)
     tokenized = {name: {"sample_rule": rules[name].to_dict() if rules[name] else None,
                         "tokens": rule_tokens(c, rules[name]) if rules[name] else c.stats["tokens"]}
                  for name, c in caches.items()}
-    plan_hash = _plan_hash(cfg, tokenizer, caches, selections, rules)
-    names = [p.source for p in plans]
-    m = cfg.num_shards
-    make_dirs(out)
-    _remove_stale_shards(out, cfg.name, m)
-    remove_temporaries(out)  # a crashed run's half-written files (never under a final name)
-    if progress:
-        progress.packing(out, [shard_name(cfg.name, i, m) for i in range(m)], plan_hash,
-                         sum(s.selected_tokens for sel in selections.values() for s in sel))
-    with beam.Pipeline(options=PipelineOptions(list(beam_args))) as p:
-        _ = p | f"PackShards[{cfg.name}]" >> PackShards(
-            cfg.name, names, [caches[n].directory for n in names], [len(caches[n].parts) for n in names],
-            bounds, [selections[n] for n in names], cfg.seed, m, cfg.seq_len, tokenizer.dtype, out, plan_hash,
-            [rules[n] for n in names],
-        )
-    if progress:
-        progress.finished(p.result)
-    shards = _written_shards(out, cfg.name, m, plan_hash)
-    manifest = build_manifest(cfg, tokenizer, plans, selections, {n: caches[n] for n in names}, shards, plan_hash,
-                              tokenized)
+    shards = _written_shards(out, cfg.name, cfg.num_shards, packing.plan_hash)
+    manifest = build_manifest(cfg, tokenizer, plans, selections, {n: caches[n] for n in names}, shards,
+                              packing.plan_hash, tokenized)
     write_json(storage.join(out, "gpt-neox-data.json"), neox_config(manifest, out))
     crash_point(f"before-manifest:{cfg.name}")
     write_json(storage.join(out, "manifest.json"), manifest)  # last: its presence means complete
     write_report(out, manifest, cache_root)  # report.md + plots, from the manifest and the caches
     print(summary_table(manifest))
     return manifest
+
+
+def _prepare_out(out: str, name: str, count: int) -> None:
+    """Before packing: no manifest (the folder is incomplete until the new one), no other run's shards."""
+    make_dirs(out)
+    _remove_stale_shards(out, name, count)
+    remove_temporaries(out)  # a crashed run's half-written files (never under a final name)
 
 
 def _short(plans: list, rules: dict, candidates: dict) -> list[str]:
@@ -239,12 +365,12 @@ def _plan(cfg: MixtureConfig, rules: dict, candidates: dict) -> list:
     return make_plan(cfg, available)
 
 
-def _plan_hash(cfg, tokenizer, caches, selections, rules) -> str:
+def _plan_hash(config_sha: str, tokenizer, caches, selections, rules) -> str:
     # The caches' documents and the rules decide the shards; a sampled run read from a whole cache
     # writes the same bytes as one read from its own sampled cache, so the rule, not the cache, counts.
     key = {
         "mixprep": __version__,
-        "config": config_hash(cfg),
+        "config": config_sha,
         "tokenizer": tokenizer.sha256,
         "sources": {n: {"source": c.manifest.get("source_fingerprint", c.manifest["fingerprint"]),
                         "sample_rule": rules[n].to_dict() if rules[n] else None} for n, c in sorted(caches.items())},

@@ -18,6 +18,7 @@ indices refer to.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import hashlib
 import io
 from typing import Iterator, Sequence
@@ -34,7 +35,7 @@ from .select import BucketSelection, copies_for, doc_arrays
 from . import storage
 from .storage import atomic_writer, read_json, write_json
 
-__all__ = ["PackShards", "REF_DTYPE", "PROVENANCE_DIR", "PROVENANCE_DTYPE", "shard_name", "pack_stream",
+__all__ = ["PackShards", "Packing", "REF_DTYPE", "PROVENANCE_DIR", "PROVENANCE_DTYPE", "shard_name", "pack_stream",
            "write_provenance"]
 
 REF_DTYPE = np.dtype([("key", "<u8"), ("source", "<u2"), ("part", "<u4"), ("row", "<u4"), ("n", "<u4")])
@@ -52,31 +53,58 @@ def shard_of(keys: np.ndarray, num_shards: int) -> np.ndarray:
     return ((keys >> np.uint64(32)) * np.uint64(num_shards)) >> np.uint64(32)
 
 
+@dataclasses.dataclass(frozen=True)
+class Packing:
+    """What the pack stage writes: the selected documents of each source's cache, and where.
+
+    Made by the driver (``mixture.plan_packing``) or, when one pipeline tokenizes and packs, by
+    the pipeline's plan step; the pack stage reads it as a side input.
+    """
+
+    mixture: str
+    sources: tuple[str, ...]  # in the plan's order; the shards' ``source`` indices refer to it
+    caches: tuple[str, ...]  # each source's cache directory
+    parts: tuple[int, ...]  # each cache's part count
+    bounds: tuple[int, ...]  # length-bucket bounds
+    selections: tuple[tuple[BucketSelection, ...], ...]
+    rules: tuple[SampleRule | None, ...]  # sample rules (sampling.py), None: the whole source
+    seed: int
+    num_shards: int
+    seq_len: int
+    dtype: str  # token dtype name
+    out_dir: str
+    plan_hash: str
+
+    def work(self) -> list[tuple[int, int]]:
+        """(source index, cache part) of every cache part."""
+        return [(s, p) for s in range(len(self.sources)) for p in range(self.parts[s])]
+
+    def shard_names(self) -> list[str]:
+        return [shard_name(self.mixture, i, self.num_shards) for i in range(self.num_shards)]
+
+
 class _RouteCopiesFn(beam.DoFn):
     """One cache part -> (shard, references) for every copy its documents contribute."""
 
-    def __init__(self, sources, caches, bounds, selections, seed, num_shards, rules):
-        self._sources, self._caches, self._bounds = sources, caches, bounds
-        self._selections, self._seed, self._m, self._rules = selections, seed, num_shards, rules
-        self._opened: list[TokenCache] = []
+    def __init__(self):
+        self._opened: tuple[str, list[TokenCache]] = ("", [])
 
-    def setup(self):
-        self._opened = [TokenCache(d) for d in self._caches]  # each cache.json read once per worker
-
-    def process(self, element: tuple[int, int]):
+    def process(self, element: tuple[int, int], packing: Packing):
+        if self._opened[0] != packing.plan_hash:  # each cache.json read once per worker
+            self._opened = (packing.plan_hash, [TokenCache(d) for d in packing.caches])
         src, part = element
-        name = self._sources[src]
-        cache = self._opened[src]
-        n, bucket, h, keys = doc_arrays(cache, part, self._bounds, self._seed, name, self._rules[src])
-        copies = copies_for(bucket, keys, self._selections[src])
+        name, seed = packing.sources[src], packing.seed
+        cache = self._opened[1][src]
+        n, bucket, h, keys = doc_arrays(cache, part, packing.bounds, seed, name, packing.rules[src])
+        copies = copies_for(bucket, keys, packing.selections[src])
         rows = np.arange(len(n), dtype=np.uint32)
         out: dict[int, list[np.ndarray]] = collections.defaultdict(list)
         for k in range(int(copies.max(initial=0))):
             take = copies > k
             refs = np.empty(int(take.sum()), dtype=REF_DTYPE)
-            refs["key"] = decision_keys(h[take], self._seed, name, PLACE, k)
+            refs["key"] = decision_keys(h[take], seed, name, PLACE, k)
             refs["source"], refs["part"], refs["row"], refs["n"] = src, part, rows[take], n[take]
-            shards = shard_of(refs["key"], self._m)
+            shards = shard_of(refs["key"], packing.num_shards)
             for s in np.unique(shards):
                 out[int(s)].append(refs[shards == s])
         Metrics.counter(f"mix:{name}", "copies").inc(int(copies.sum()))
@@ -110,35 +138,31 @@ def _emit(pending, width, writer):
 class _WriteShardFn(beam.DoFn):
     """Sort a shard's references by key, stream their tokens, cut samples, write the shard."""
 
-    def __init__(self, mixture, sources, caches, num_shards, seq_len, dtype, out_dir, plan_hash):
-        self._mixture, self._sources, self._caches = mixture, sources, caches
-        self._m, self._seq_len, self._dtype = num_shards, seq_len, dtype
-        self._out, self._plan_hash = out_dir, plan_hash
-
-    def process(self, element):
+    def process(self, element, packing: Packing):
         shard, chunks = element
-        name = shard_name(self._mixture, shard, self._m)
-        sidecar = storage.join(self._out, "_shards", name + ".json")
-        if storage.exists(sidecar) and read_json(sidecar).get("plan_hash") == self._plan_hash and all(
-            storage.exists(storage.join(self._out, name + ext)) for ext in (".bin", ".idx")
-        ) and storage.exists(storage.join(self._out, PROVENANCE_DIR, name + ".refs.npy")):
+        out, plan_hash = packing.out_dir, packing.plan_hash
+        name = shard_name(packing.mixture, shard, packing.num_shards)
+        sidecar = storage.join(out, "_shards", name + ".json")
+        if storage.exists(sidecar) and read_json(sidecar).get("plan_hash") == plan_hash and all(
+            storage.exists(storage.join(out, name + ext)) for ext in (".bin", ".idx")
+        ) and storage.exists(storage.join(out, PROVENANCE_DIR, name + ".refs.npy")):
             yield read_json(sidecar)  # finished by an earlier run of the same plan
             return
         refs = np.concatenate(list(chunks)) if chunks else np.empty(0, REF_DTYPE)
         refs = refs[np.lexsort((refs["row"], refs["part"], refs["source"], refs["key"]))]
-        caches = {s: TokenCache(self._caches[s]) for s in np.unique(refs["source"]).tolist()}
-        storage.make_dirs(self._out)
-        with MMIDXWriter(storage.join(self._out, name), self._dtype) as writer:
-            tail = pack_stream(_pieces(refs, caches), self._seq_len, writer)
+        caches = {s: TokenCache(packing.caches[s]) for s in np.unique(refs["source"]).tolist()}
+        storage.make_dirs(out)
+        with MMIDXWriter(storage.join(out, name), np.dtype(packing.dtype)) as writer:
+            tail = pack_stream(_pieces(refs, caches), packing.seq_len, writer)
         info = writer.close()
         for c in caches.values():
             c.close()
-        per_source = _per_source(refs, tail, self._sources)
-        provenance = write_provenance(self._out, PROVENANCE_DIR + "/" + name + ".refs.npy", refs, self._sources)
+        per_source = _per_source(refs, tail, packing.sources)
+        provenance = write_provenance(out, PROVENANCE_DIR + "/" + name + ".refs.npy", refs, packing.sources)
         record = {
             "name": name,
             "index": shard,
-            "plan_hash": self._plan_hash,
+            "plan_hash": plan_hash,
             "sequences": info.sequences,
             "tokens": info.tokens,
             "tail_tokens": tail,
@@ -210,32 +234,28 @@ def _pieces(refs: np.ndarray, caches: dict) -> Iterator[np.ndarray]:
 
 
 class PackShards(beam.PTransform):
-    """Cache parts -> shard records (one per output shard, after the shard is written)."""
+    """A PCollection of one ``Packing`` -> shard records (one per output shard, after it is written).
 
-    def __init__(self, mixture: str, sources: Sequence[str], caches: Sequence[str], parts: Sequence[int],
-                 bounds: Sequence[int], selections: Sequence[Sequence[BucketSelection]], seed: int,
-                 num_shards: int, seq_len: int, dtype, out_dir: str, plan_hash: str,
-                 rules: Sequence[SampleRule | None] | None = None):
-        super().__init__()
-        self._work = [(s, p) for s in range(len(sources)) for p in range(parts[s])]
-        self._num_shards = num_shards
-        rules = list(rules) if rules is not None else [None] * len(sources)  # sample rules (sampling.py)
-        self._route = _RouteCopiesFn(list(sources), list(caches), list(bounds), [list(x) for x in selections], seed,
-                                     num_shards, rules)
-        self._write = _WriteShardFn(mixture, list(sources), list(caches), num_shards, seq_len, np.dtype(dtype), out_dir, plan_hash)
+        records = p | beam.Create([packing]) | "PackShards[stage1]" >> PackShards()
+    """
 
-    def expand(self, pbegin):
+    def expand(self, packing):
+        plan = beam.pvalue.AsSingleton(packing)
         routed = (
-            pbegin
-            | "ListCacheParts" >> beam.Create(self._work, reshuffle=False)  # SpreadParts does it
+            packing
+            | "ListCacheParts" >> beam.FlatMap(Packing.work)
             | "SpreadParts" >> beam.Reshuffle()
-            | "RouteCopies" >> beam.ParDo(self._route)
+            | "RouteCopies" >> beam.ParDo(_RouteCopiesFn(), plan)
         )
         # Every shard exists even if no copy lands in it (tiny mixtures, many shards).
-        every_shard = pbegin | "ListShards" >> beam.Create([(s, np.empty(0, REF_DTYPE)) for s in range(self._num_shards)])
+        every_shard = packing | "ListShards" >> beam.FlatMap(_every_shard)
         return (
             (routed, every_shard)
             | "AllShards" >> beam.Flatten()
             | "GroupByShard" >> beam.GroupByKey()
-            | "WriteShards" >> beam.ParDo(self._write)
+            | "WriteShards" >> beam.ParDo(_WriteShardFn(), plan)
         )
+
+
+def _every_shard(packing: Packing) -> list[tuple[int, np.ndarray]]:
+    return [(s, np.empty(0, REF_DTYPE)) for s in range(packing.num_shards)]

@@ -11,13 +11,15 @@ it prints Beam's counters as a table::
     with Progress(sys.stderr) as progress:
         run_mixture(cfg, data_root, out, cache_root, beam_args, progress=progress)
 
-``run_mixture`` tells it what is being built (:meth:`Progress.tokenizing`, :meth:`Progress.packing`)
-and hands it each pipeline's result (:meth:`Progress.finished`). Time is read from ``clock``.
+``run_mixture`` tells it what is being built (:meth:`Progress.tokenizing`, :meth:`Progress.packing`;
+:meth:`Progress.packing_when_planned` when one pipeline tokenizes, plans and packs) and hands it
+each pipeline's result (:meth:`Progress.finished`). Time is read from ``clock``.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import glob
 import os
@@ -101,6 +103,7 @@ class Progress:
         self._draw_lock = threading.Lock()  # the thread and the caller both draw
         self._sources: list[_Source] = []
         self._pack: _Pack | None = None
+        self._planned: tuple[str, list[str], str] | None = None  # packing_when_planned's arguments
         self._start = clock()
         self._drawn = 0  # lines of the block last drawn on the terminal
         self._last_log = self._start
@@ -118,10 +121,25 @@ class Progress:
 
     def packing(self, out: str, shards: Sequence[str], plan_hash: str, tokens: int) -> None:
         """Shards about to be written into ``out`` (``tokens``: the selected tokens they will hold)."""
-        if self._sources:
-            with self._draw_lock:  # the tokenize block's last state stays on screen; a new block starts
-                self._draw(final=True)
-                self._drawn = 0
+        with self._draw_lock:
+            self._start_pack(out, shards, plan_hash, tokens)
+
+    def packing_when_planned(self, out: str, shards: Sequence[str], plan_file: str) -> None:
+        """Shards that the same pipeline writes once its plan step has run: the pack phase starts when
+        ``plan_file`` (``{"plan_hash", "tokens"}``, written by that step) appears."""
+        with self._lock:
+            self._planned = (out, list(shards), plan_file)
+
+    def _check_planned(self) -> None:
+        if self._planned is not None and storage.exists(self._planned[2]):
+            plan = storage.read_json(self._planned[2])
+            self._start_pack(*self._planned[:2], plan["plan_hash"], plan["tokens"])
+
+    def _start_pack(self, out: str, shards: Sequence[str], plan_hash: str, tokens: int) -> None:
+        self._planned = None
+        if self._sources:  # the tokenize block's last state stays on screen; a new block starts
+            self._draw(final=True)
+            self._drawn = 0
         with self._lock:
             self._sources = []
             self._pack = _Pack(out, list(shards), plan_hash, tokens, set())
@@ -130,6 +148,8 @@ class Progress:
 
     def finished(self, result) -> None:
         """A pipeline ended: keep its counters (committed values; attempted when a runner has none)."""
+        with self._draw_lock, contextlib.suppress(Exception):  # a pack phase too quick for the thread to see
+            self._check_planned()
         for r in result.metrics().query()["counters"]:
             value = r.committed if r.committed is not None else r.attempted
             self.counters[(r.key.metric.namespace, r.key.metric.name)] += int(value or 0)
@@ -268,6 +288,7 @@ class Progress:
             self._draw(final)
 
     def _draw(self, final: bool) -> None:
+        self._check_planned()
         rows = self.poll()
         if not rows:
             return

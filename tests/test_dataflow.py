@@ -16,7 +16,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from conftest import ROOT, SAMPLES, TOKENIZER
 from pipeline.cache import BuildCaches
 from pipeline.config import load_mixture
-from pipeline.pack import PackShards
+from pipeline.mixture import _PlanStep, tokenize_plan_pack
+from pipeline.pack import Packing, PackShards
 from pipeline.select import BucketSelection
 from pipeline.sources import list_source_files
 from pipeline.tokenizer import LoadedTokenizer, load_tokenizer
@@ -92,10 +93,27 @@ def test_tokenize_pipeline_for_dataflow(cfg):
 def test_pack_pipeline_for_dataflow(cfg):
     names = [s.name for s in cfg.sources if s.weight > 0]
     bounds = cfg.bucket_bounds
-    select = [[BucketSelection(1, 2**63, (), 10, 10, 1) for _ in range(len(bounds) + 1)] for _ in names]
+    select = tuple(tuple(BucketSelection(1, 2**63, (), 10, 10, 1) for _ in range(len(bounds) + 1)) for _ in names)
+    packing = Packing(cfg.name, tuple(names), tuple(f"{BUCKET}/cache/{n}/0123456789abcdef" for n in names),
+                      (3,) * len(names), tuple(bounds), select, (None,) * len(names), cfg.seed, 25, cfg.seq_len,
+                      "uint16", f"{BUCKET}/out/stage2", "0" * 64)
     p = beam.Pipeline(options=PipelineOptions(DATAFLOW))
-    _ = p | "PackShards[stage2]" >> PackShards(
-        cfg.name, names, [f"{BUCKET}/cache/{n}/0123456789abcdef" for n in names], [3] * len(names), bounds,
-        select, cfg.seed, 25, cfg.seq_len, np.uint16, f"{BUCKET}/out/stage2", "0" * 64)
+    _ = p | beam.Create([packing]) | "PackShards[stage2]" >> PackShards()
+    assert not local_paths(pickler.loads(pickler.dumps(packing)))  # the side input every worker reads
     labels = check_every_dofn(p)
     assert any("RouteCopies" in label for label in labels) and any("WriteShards" in label for label in labels)
+
+
+def test_one_pipeline_run_for_dataflow(cfg):
+    """Tokenize, plan and pack as one job (a run that samples nothing): the plan step needs no local
+    file either, not even the config's own path or the tokenizer's."""
+    tok = load_tokenizer(TOKENIZER)
+    cfg = dataclasses.replace(cfg, tokenizer=TOKENIZER)  # an absolute local path, as a user may write it
+    assert cfg.origin.startswith("/")
+    sources = [(s.spec, on_gcs(list_source_files(s.spec, SAMPLES))) for s in cfg.sources if s.weight > 0]
+    build = BuildCaches(sources, tok, f"{BUCKET}/cache")
+    p = beam.Pipeline(options=PipelineOptions(DATAFLOW))
+    _ = tokenize_plan_pack(p, build, _PlanStep(cfg, tok, build.directories, f"{BUCKET}/out/stage2"), cfg.name)
+    labels = check_every_dofn(p)
+    for stage in ("TokenizeFiles", "Plan", "RouteCopies", "WriteShards"):
+        assert any(stage in label for label in labels), stage

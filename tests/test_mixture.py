@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import apache_beam as beam
 import numpy as np
 import pytest
 
@@ -148,6 +149,22 @@ def test_stage2_tokenizes_only_starcoder(runs):
     assert set(os.listdir(runs["cache"])) - runs["built_before_stage2"] == {"starcoder"}
     for name in ("refinedweb", "c4", "redpajama", "pile"):
         assert runs["stage1"]["sources"][name]["cache_fingerprint"] == runs["stage2"]["sources"][name]["cache_fingerprint"]
+
+
+def test_a_run_that_samples_nothing_is_one_pipeline(tmp_path, monkeypatch):
+    """Tokenize, plan and pack in one job; a rerun on the caches packs alone, the same bytes."""
+    ran = []
+    run = beam.Pipeline.run
+    monkeypatch.setattr(beam.Pipeline, "run", lambda self, *a, **k: ran.append(self) or run(self, *a, **k))
+    cfg, cache = mixture(STAGE1, total_tokens=1_000_000), str(tmp_path / "cache")
+    m = run_mixture(cfg, SAMPLES, str(tmp_path / "one"), cache, IN_PROCESS)
+    assert not any(s["tokenized"]["sampled"] for s in m["sources"].values())
+    (p,) = ran
+    labels = {t.full_label.split("/")[0] for t in p.transforms_stack[0].parts}
+    assert {"TokenizeSources[refinedweb,c4,redpajama,pile]", "AllCachesWritten", "Plan", "PackShards[stage1]"} <= labels
+    assert not os.path.exists(tmp_path / "one" / "_plan.json")  # the plan step's note for the progress
+    run_mixture(cfg, SAMPLES, str(tmp_path / "again"), cache, IN_PROCESS)
+    assert len(ran) == 2 and digest(tmp_path / "again") == digest(tmp_path / "one")
 
 
 def test_beyond_max_repetition_fails_before_packing(tmp_path):

@@ -100,6 +100,39 @@ def test_packing_counts_shards_of_this_plan_only(tmp_path):
     assert row["tokens_per_s"] == 255 and row["eta"] == (1000 - 510) / 255
 
 
+def test_one_pipeline_run_turns_to_packing_when_its_plan_is_written(tmp_path):
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    (out / "_shards").mkdir(parents=True)
+    cache.mkdir()
+    clock, stream = Clock(), io.StringIO()
+    p = Progress(stream, log_every=0, clock=clock)
+    p.tokenizing([("c4", str(cache), [SourceFile("/a", "a", 1000, "")])])
+    p.packing_when_planned(str(out), ["m-00000-of-00001"], str(out / "_plan.json"))
+    clock.t += 1
+    part(cache, 0, 1000, 10, 500)
+    p.draw()
+    assert stream.getvalue().startswith("progress: tokenize c4")  # no plan yet: still tokenizing
+    (out / "_plan.json").write_text(json.dumps({"plan_hash": "h", "tokens": 400}))
+    clock.t += 1
+    p.draw()
+    tokenize_final, pack = stream.getvalue().splitlines()[1:]
+    assert tokenize_final.startswith("progress: tokenize c4") and "1/1    files" in tokenize_final
+    assert pack.startswith("progress: pack     out") and "0/1    shards" in pack
+    clock.t += 1
+    (out / "m-00000-of-00001.bin.tmp-abcdef").write_bytes(b"\0" * 400)  # 200 of the plan's 400 tokens
+    assert p.poll()[0]["fraction"] == 0.5
+
+
+def test_a_pack_phase_too_quick_to_poll_is_shown_when_the_pipeline_ends(tmp_path):
+    (tmp_path / "_shards").mkdir()
+    p = Progress(io.StringIO(), clock=Clock())
+    p.tokenizing([("c4", str(tmp_path), [SourceFile("/a", "a", 1000, "")])])
+    p.packing_when_planned(str(tmp_path), ["m-00000-of-00001"], str(tmp_path / "_plan.json"))
+    (tmp_path / "_plan.json").write_text(json.dumps({"plan_hash": "h", "tokens": 400}))
+    p.finished(types.SimpleNamespace(metrics=lambda: types.SimpleNamespace(query=lambda: {"counters": []})))
+    assert p.poll()[0]["unit"] == "shards"
+
+
 def test_counters_at_the_end(tmp_path):
     def counter(ns, name, committed):
         return types.SimpleNamespace(key=types.SimpleNamespace(metric=types.SimpleNamespace(namespace=ns, name=name)),
