@@ -38,7 +38,7 @@ from .pack import PROVENANCE_DIR, Packing, PackShards, shard_name
 from .plan import bucket_targets, make_plan, split_exact
 from .report import write_report
 from .sampling import FIRST_PASS, MIN_HOLDS, TOP_UPS, SampleRule, choose_rule, top_up
-from .select import candidates_by_bucket, rule_tokens, select_source
+from .select import BucketSelection, candidates_by_bucket, rule_tokens, select_source
 from .sources import SourceFile, list_source_files
 from .stats import estimate_source
 from .storage import make_dirs, read_json, remove_temporaries, write_json
@@ -49,8 +49,9 @@ __all__ = ["tokenize_sources", "run_mixture", "sample_rules", "plan_packing", "P
 # The estimate behind sampling: every document of a few files counted, the first ones tokenized
 # (a glance first, to skip the estimate when the mixture takes too much of a source to sample it).
 PROBE_FILES, PROBE_DOCS, PROBE_CHARS, GLANCE_CHARS = 4, 1000, 1 << 20, 1 << 15
-# Written by the plan step of a one-pipeline run (plan hash, selected tokens) for the progress display;
-# removed when the run ends.
+# Written by the plan step of a one-pipeline run: its plan hash and selected tokens (the progress
+# display), candidates and selections (the driver's manifest, without reading every document table
+# again). Removed when the run ends.
 PLAN_FILE = "_plan.json"
 
 log = logging.getLogger("mixprep")
@@ -186,15 +187,18 @@ def _run_mixture(cfg: MixtureConfig, data_root: str, out: str, cache_root: str, 
     tokenizer = load_tokenizer(cfg.tokenizer_path)
     files = mixed_source_files(cfg, data_root, beam_args)
     rules = sample_rules(cfg, files, tokenizer)
+    candidates = None
     if not any(rules.values()):
         caches, missing = _find_caches(cfg, cache_root, tokenizer, rules, files, readers)
         if missing:
             caches.update(_tokenize_and_pack(cfg, tokenizer, out, cache_root, beam_args, progress, caches, missing,
                                              readers))
-            return _finish(cfg, tokenizer, out, cache_root, caches, rules)
+            planned = _read_plan(cfg, tokenizer, caches, rules, out)
+            return _finish(cfg, tokenizer, out, cache_root, caches, rules, planned)
     else:
-        caches = _tokenize_samples(cfg, tokenizer, data_root, cache_root, beam_args, progress, files, rules, readers)
-    plans, selections, packing = plan_packing(cfg, tokenizer, caches, rules, out)
+        caches, candidates = _tokenize_samples(cfg, tokenizer, data_root, cache_root, beam_args, progress, files, rules,
+                                               readers)
+    plans, selections, packing = plan_packing(cfg, tokenizer, caches, rules, out, candidates=candidates)
     _prepare_out(out, cfg.name, cfg.num_shards)
     if progress:
         progress.packing(out, packing.shard_names(), packing.plan_hash,
@@ -206,12 +210,12 @@ def _run_mixture(cfg: MixtureConfig, data_root: str, out: str, cache_root: str, 
     return _finish(cfg, tokenizer, out, cache_root, caches, rules, (plans, selections, packing))
 
 
-def _tokenize_samples(cfg, tokenizer, data_root, cache_root, beam_args, progress, files, rules, readers) -> dict:
-    """Caches for a run that samples some sources: each sample is checked against the plan and, when
-    short of a bucket's target, topped up (rules change in place)."""
+def _tokenize_samples(cfg, tokenizer, data_root, cache_root, beam_args, progress, files, rules, readers) -> tuple:
+    """(caches, their candidates) for a run that samples some sources: each sample is checked against
+    the plan and, when short of a bucket's target, topped up (rules change in place)."""
     bounds = cfg.bucket_bounds
     caches = tokenize_sources(cfg, data_root, cache_root, tokenizer, beam_args, progress, rules, files, readers=readers)
-    candidates = {name: candidates_by_bucket(c, bounds, rules[name]) for name, c in caches.items()}
+    candidates = _candidates(caches, bounds, rules)
     plans = _plan(cfg, rules, candidates)
     # A sample short of some bucket's target (sampling.py: a first one aims low): top it up, with
     # rates from what the sample says of the source; a source that cannot be topped up, or is still
@@ -240,7 +244,7 @@ def _tokenize_samples(cfg, tokenizer, data_root, cache_root, beam_args, progress
     if short := _short(plans, rules, candidates):
         log.warning("sources %s: their samples cannot be topped up or fall short; tokenizing them whole", ", ".join(short))
         tokenize_again({n: None for n in short})
-    return caches
+    return caches, candidates
 
 
 def _tokenize_and_pack(cfg, tokenizer, out, cache_root, beam_args, progress, found, missing, readers) -> dict:
@@ -267,7 +271,6 @@ def _tokenize_and_pack(cfg, tokenizer, out, cache_root, beam_args, progress, fou
         raise
     if progress:
         progress.finished(p.result)
-    storage.delete(storage.join(out, PLAN_FILE))
     return _built(build, readers)
 
 
@@ -292,31 +295,49 @@ class _PlanStep:
 
     def __call__(self, _written: list) -> Packing:
         caches = {n: TokenCache(d) for n, d in self._directories.items()}
-        _, selections, packing = plan_packing(self._cfg, self._tokenizer, caches, {n: None for n in caches}, self._out,
-                                              self._config_sha)
+        rules = {n: None for n in caches}
+        candidates = _candidates(caches, self._cfg.bucket_bounds, rules)
+        _, selections, packing = plan_packing(self._cfg, self._tokenizer, caches, rules, self._out, self._config_sha,
+                                              candidates)
         _prepare_out(self._out, self._cfg.name, self._cfg.num_shards)
         write_json(storage.join(self._out, PLAN_FILE), {
-            "plan_hash": packing.plan_hash, "tokens": sum(s.selected_tokens for sel in selections.values() for s in sel)})
+            "plan_hash": packing.plan_hash, "tokens": sum(s.selected_tokens for sel in selections.values() for s in sel),
+            "candidates": candidates, "selections": {n: [s.to_dict() for s in sel] for n, sel in selections.items()}})
         return packing
 
 
+def _read_plan(cfg, tokenizer, caches, rules, out) -> tuple[list, dict, Packing]:
+    """``plan_packing``'s result from the plan step's file (then removed), checked by its hash."""
+    path = storage.join(out, PLAN_FILE)
+    written = read_json(path)
+    selections = {n: [BucketSelection.from_dict(d) for d in sel] for n, sel in written["selections"].items()}
+    planned = plan_packing(cfg, tokenizer, caches, rules, out, candidates=written["candidates"], selections=selections)
+    if planned[2].plan_hash != written["plan_hash"]:
+        raise RuntimeError(f"{path}: the plan step's plan differs from the driver's (a bug: please report it)")
+    storage.delete(path)
+    return planned
+
+
 def plan_packing(cfg: MixtureConfig, tokenizer: LoadedTokenizer, caches: dict[str, TokenCache],
-                 rules: dict[str, SampleRule | None], out: str, config_sha: str | None = None) -> tuple[list, dict, Packing]:
+                 rules: dict[str, SampleRule | None], out: str, config_sha: str | None = None,
+                 candidates: dict | None = None, selections: dict | None = None) -> tuple[list, dict, Packing]:
     """(plans, selections per source, the pack stage's ``Packing``) from the caches' document tables.
 
     Pure arithmetic, deterministic: the driver and a pipeline's plan step get the same answer.
-    ``config_sha``: ``config_hash(cfg)`` when computed elsewhere.
+    ``config_sha``: ``config_hash(cfg)`` when computed elsewhere; ``candidates`` and ``selections``:
+    when known already (each otherwise takes a pass over every document table).
     """
     bounds = cfg.bucket_bounds
-    candidates = {name: candidates_by_bucket(c, bounds, rules[name]) for name, c in caches.items()}
+    candidates = candidates if candidates is not None else _candidates(caches, bounds, rules)
     plans = _plan(cfg, rules, candidates)
-    selections = {
-        p.source: select_source(
-            caches[p.source], p.source, bounds, [b.target_tokens for b in p.buckets],
-            candidates[p.source][0], cfg.seed, rules[p.source],
-        )
-        for p in plans
-    }
+    if selections is None:
+        selections = {
+            p.source: select_source(
+                caches[p.source], p.source, bounds, [b.target_tokens for b in p.buckets],
+                candidates[p.source][0], cfg.seed, rules[p.source],
+            )
+            for p in plans
+        }
     names = [p.source for p in plans]
     packing = Packing(
         cfg.name, tuple(names), tuple(caches[n].directory for n in names), tuple(len(caches[n].parts) for n in names),
@@ -326,10 +347,14 @@ def plan_packing(cfg: MixtureConfig, tokenizer: LoadedTokenizer, caches: dict[st
     return plans, selections, packing
 
 
-def _finish(cfg, tokenizer, out, cache_root, caches, rules, planned=None) -> dict:
+def _candidates(caches: dict[str, TokenCache], bounds, rules) -> dict[str, tuple[list[int], list[int]]]:
+    return {name: candidates_by_bucket(c, bounds, rules[name]) for name, c in caches.items()}
+
+
+def _finish(cfg, tokenizer, out, cache_root, caches, rules, planned) -> dict:
     """After packing: check every shard, write the manifest (last: its presence means complete) and
-    the report. ``planned``: ``plan_packing``'s result, when the driver has it already."""
-    plans, selections, packing = planned or plan_packing(cfg, tokenizer, caches, rules, out)
+    the report. ``planned``: ``plan_packing``'s result."""
+    plans, selections, packing = planned
     names = list(packing.sources)
     tokenized = {name: {"sample_rule": rules[name].to_dict() if rules[name] else None,
                         "tokens": rule_tokens(c, rules[name]) if rules[name] else c.stats["tokens"]}
@@ -350,6 +375,7 @@ def _prepare_out(out: str, name: str, count: int) -> None:
     make_dirs(out)
     _remove_stale_shards(out, name, count)
     remove_temporaries(out)  # a crashed run's half-written files (never under a final name)
+    storage.delete(storage.join(out, PLAN_FILE))  # and a crashed one-pipeline run's plan note
 
 
 def _short(plans: list, rules: dict, candidates: dict) -> list[str]:

@@ -51,6 +51,10 @@ class BucketSelection:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "BucketSelection":
+        return cls(**{**d, "fill": tuple(d["fill"])})
+
 
 def doc_buckets(cache: TokenCache, part: int, bounds: Sequence[int], rule: SampleRule | None = None):
     """(n_tokens, bucket, doc_hash) arrays of one cache part.
