@@ -416,7 +416,7 @@ def _written_shards(out: str, name: str, count: int, plan_hash: str) -> list[dic
             storage.exists(storage.join(out, shard + ext)) for ext in (".bin", ".idx")
         ):
             raise OutputError(storage.join(out, shard + ".bin"),
-                              RuntimeError("the pack pipeline finished without writing this shard"))
+                              RuntimeError("the pack stage finished without writing this shard"))
         shards.append(record)
     return shards
 
