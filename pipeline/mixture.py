@@ -34,7 +34,7 @@ from .config import MixtureConfig, config_hash
 from .crashpoints import crash_point
 from .errors import OutputError, SourceError
 from .manifest import build_manifest, neox_config, summary_table
-from .pack import PROVENANCE_DIR, Packing, PackShards, shard_name
+from .pack import PROVENANCE_DIR, Packing, PackShards, shard_names
 from .plan import bucket_targets, make_plan, split_exact
 from .report import write_report
 from .sampling import FIRST_PASS, MIN_HOLDS, TOP_UPS, SampleRule, choose_rule, top_up
@@ -201,8 +201,7 @@ def _run_mixture(cfg: MixtureConfig, data_root: str, out: str, cache_root: str, 
     plans, selections, packing = plan_packing(cfg, tokenizer, caches, rules, out, candidates=candidates)
     _prepare_out(out, cfg.name, cfg.num_shards)
     if progress:
-        progress.packing(out, packing.shard_names(), packing.plan_hash,
-                         sum(s.selected_tokens for sel in selections.values() for s in sel))
+        progress.packing(out, packing.shard_names(), packing.plan_hash, packing.selected_tokens)
     with beam.Pipeline(options=PipelineOptions(list(beam_args))) as p:
         _ = p | "Plan" >> beam.Create([packing]) | f"PackShards[{cfg.name}]" >> PackShards()
     if progress:
@@ -260,8 +259,7 @@ def _tokenize_and_pack(cfg, tokenizer, out, cache_root, beam_args, progress, fou
             _ = tokenize_plan_pack(p, build, step, cfg.name)
             if progress:
                 progress.tokenizing([(s.name, build.directories[s.name], f) for s, f, _ in missing])
-                progress.packing_when_planned(out, [shard_name(cfg.name, i, cfg.num_shards)
-                                                    for i in range(cfg.num_shards)], storage.join(out, PLAN_FILE))
+                progress.packing_when_planned(out, shard_names(cfg.name, cfg.num_shards), storage.join(out, PLAN_FILE))
     except Exception:
         # The plan step's own error (an impossible request, say) reaches us wrapped by the runner:
         # planning again here raises it as itself.
@@ -274,7 +272,7 @@ def _tokenize_and_pack(cfg, tokenizer, out, cache_root, beam_args, progress, fou
     return _built(build, readers)
 
 
-def tokenize_plan_pack(p: beam.Pipeline, build: BuildCaches, step: "_PlanStep", name: str):
+def tokenize_plan_pack(p: beam.Pipeline, build: BuildCaches, step: _PlanStep, name: str):
     """The one-pipeline run's transforms: caches -> plan (once all are written) -> shard records."""
     packing = (
         p
@@ -301,7 +299,7 @@ class _PlanStep:
                                               candidates)
         _prepare_out(self._out, self._cfg.name, self._cfg.num_shards)
         write_json(storage.join(self._out, PLAN_FILE), {
-            "plan_hash": packing.plan_hash, "tokens": sum(s.selected_tokens for sel in selections.values() for s in sel),
+            "plan_hash": packing.plan_hash, "tokens": packing.selected_tokens,
             "candidates": candidates, "selections": {n: [s.to_dict() for s in sel] for n, sel in selections.items()}})
         return packing
 
@@ -408,8 +406,7 @@ def _plan_hash(config_sha: str, tokenizer, caches, selections, rules) -> str:
 def _written_shards(out: str, name: str, count: int, plan_hash: str) -> list[dict]:
     """Every promised shard's record; a missing or stale one is an error, never a short manifest."""
     shards = []
-    for i in range(count):
-        shard = shard_name(name, i, count)
+    for shard in shard_names(name, count):
         sidecar = storage.join(out, "_shards", shard + ".json")
         record = read_json(sidecar) if storage.exists(sidecar) else None
         if record is None or record.get("plan_hash") != plan_hash or not all(
@@ -423,7 +420,7 @@ def _written_shards(out: str, name: str, count: int, plan_hash: str) -> list[dic
 
 def _remove_stale_shards(out: str, name: str, count: int) -> None:
     """A previous run with another shard count would leave shards the manifest does not list."""
-    keep = {shard_name(name, i, count) for i in range(count)}
+    keep = set(shard_names(name, count))
     storage.delete(storage.join(out, "manifest.json"))
     stale = storage.list_files(out, f"{name}-*-of-*.*")
     for folder in ("_shards", PROVENANCE_DIR):

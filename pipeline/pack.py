@@ -35,7 +35,7 @@ from .select import BucketSelection, copies_for, doc_arrays
 from . import storage
 from .storage import atomic_writer, read_json, write_json
 
-__all__ = ["PackShards", "Packing", "REF_DTYPE", "PROVENANCE_DIR", "PROVENANCE_DTYPE", "shard_name", "pack_stream",
+__all__ = ["PackShards", "Packing", "REF_DTYPE", "PROVENANCE_DIR", "PROVENANCE_DTYPE", "shard_name", "shard_names", "pack_stream",
            "write_provenance"]
 
 REF_DTYPE = np.dtype([("key", "<u8"), ("source", "<u2"), ("part", "<u4"), ("row", "<u4"), ("n", "<u4")])
@@ -46,6 +46,10 @@ PROVENANCE_DTYPE = np.dtype([("source", "<u2"), ("part", "<u4"), ("row", "<u4"),
 
 def shard_name(mixture: str, index: int, count: int) -> str:
     return f"{mixture}-{index:05d}-of-{count:05d}"
+
+
+def shard_names(mixture: str, count: int) -> list[str]:
+    return [shard_name(mixture, i, count) for i in range(count)]
 
 
 def shard_of(keys: np.ndarray, num_shards: int) -> np.ndarray:
@@ -80,7 +84,12 @@ class Packing:
         return [(s, p) for s in range(len(self.sources)) for p in range(self.parts[s])]
 
     def shard_names(self) -> list[str]:
-        return [shard_name(self.mixture, i, self.num_shards) for i in range(self.num_shards)]
+        return shard_names(self.mixture, self.num_shards)
+
+    @property
+    def selected_tokens(self) -> int:
+        """What the shards will hold, tails included."""
+        return sum(s.selected_tokens for sel in self.selections for s in sel)
 
 
 class _RouteCopiesFn(beam.DoFn):
