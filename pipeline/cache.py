@@ -43,6 +43,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
+from apache_beam.options.pipeline_options import DirectOptions
 
 from .crashpoints import crash_point
 from .document import Document, Reject
@@ -54,7 +55,7 @@ from . import storage
 from .storage import atomic_writer, make_dirs, read_json, remove_temporaries, write_json
 from .hashing import doc_hash
 from .sampling import SampleRule, sample_units
-from .tokenizer import ENCODER_VERSION, Encoder, LoadedTokenizer
+from .tokenizer import ENCODER_VERSION, Encoder, LoadedTokenizer, TokenizerInfo
 
 log = logging.getLogger("mixprep")
 
@@ -380,7 +381,7 @@ def _finished_part(prefix: str, fingerprint: str, sf: SourceFile) -> dict | None
 class _FinalizeCacheFn(beam.DoFn):
     """Check every part arrived, total them, write cache.json last."""
 
-    def __init__(self, jobs: list[_Job], tokenizer: LoadedTokenizer):
+    def __init__(self, jobs: list[_Job], tokenizer: TokenizerInfo):
         self._jobs, self._tokenizer = jobs, tokenizer
 
     def process(self, element: tuple[int, list[dict]]):
@@ -457,22 +458,47 @@ class BuildCaches(beam.PTransform):
             self._jobs.append(_Job(spec, tuple(files), fp, cache_dir(cache_root, spec.name, fp), rule, whole, before))
         self.directories = {job.spec.name: job.directory for job in self._jobs}
 
-    def work_order(self) -> list[tuple[int, int]]:
-        """(job, file index) of every file, the most text first: Beam's local runner deals the files
-        out to its workers in this order and remote runners start them in it, so no worker is left
-        with a big file at the end."""
+    def work_order(self, workers: int = 1) -> list[tuple[int, int]]:
+        """(job, file index) of every file, laid out for ``workers`` local workers: Beam's local runner
+        deals a stage's input out once, element k to worker k % workers, and each works through its
+        share in order. The shares are balanced by expected text (``deal_in_turn``); remote runners,
+        which balance by themselves, get the big files first."""
         work = [(j, i) for j, job in enumerate(self._jobs) for i in range(len(job.files))]
-        return sorted(work, key=lambda ji: (-self._jobs[ji[0]].expected_work(ji[1]), ji))
+        work.sort(key=lambda ji: (-self._jobs[ji[0]].expected_work(ji[1]), ji))
+        return [work[k] for k in deal_in_turn([self._jobs[j].expected_work(i) for j, i in work], workers)]
 
     def expand(self, pbegin):
         return (
             pbegin
-            | "ListFiles" >> beam.Create(self.work_order(), reshuffle=False)  # SpreadFiles does it, in this order
+            | "ListFiles" >> beam.Create(self.work_order(local_workers(pbegin.pipeline)),
+                                         reshuffle=False)  # SpreadFiles does it, in this order
             | "SpreadFiles" >> beam.Reshuffle()
             | "TokenizeFiles" >> beam.ParDo(_TokenizeFileFn(self._jobs, self._tokenizer))
             | "CollectParts" >> beam.GroupByKey()
-            | "WriteCacheManifests" >> beam.ParDo(_FinalizeCacheFn(self._jobs, self._tokenizer))
+            | "WriteCacheManifests" >> beam.ParDo(_FinalizeCacheFn(self._jobs, self._tokenizer.about()))
         )
+
+
+def deal_in_turn(work: list[float], workers: int) -> list[int]:
+    """An order of ``work`` (sorted largest first) such that dealing it out in turn, item k to worker
+    k % workers, gives every worker about the same total: each item goes to the least loaded worker
+    that still has a turn left (longest processing time first, with the deal's counts). With one
+    worker, or items all equal, it is the order given."""
+    turns = [len(range(w, len(work), workers)) for w in range(max(workers, 1))]
+    shares: list[list[int]] = [[] for _ in turns]
+    loads = [0.0] * len(turns)
+    for k, size in enumerate(work):
+        w = min((w for w in range(len(turns)) if len(shares[w]) < turns[w]), key=lambda w: (loads[w], w))
+        shares[w].append(k)
+        loads[w] += size
+    return [shares[w][r] for r in range(max(turns, default=0)) for w in range(len(turns)) if r < len(shares[w])]
+
+
+def local_workers(pipeline: beam.Pipeline) -> int:
+    """How many workers Beam's local runner deals a stage's input out to (1 on any other runner)."""
+    if type(pipeline.runner).__name__ not in ("DirectRunner", "SwitchingDirectRunner", "FnApiRunner"):
+        return 1
+    return pipeline.options.view_as(DirectOptions).direct_num_workers or os.cpu_count() or 1
 
 
 class BuildCache(BuildCaches):

@@ -17,7 +17,7 @@ from .cache import TokenCache
 from .config import MixtureConfig, config_hash
 from .plan import SourcePlan
 from .select import BucketSelection
-from .tokenizer import LoadedTokenizer
+from .tokenizer import TokenizerInfo
 
 __all__ = ["build_manifest", "neox_config", "summary_table", "MANIFEST_VERSION"]
 
@@ -30,7 +30,7 @@ def _share(x: int, total: int) -> float:
 
 def build_manifest(
     cfg: MixtureConfig,
-    tokenizer: LoadedTokenizer,
+    tokenizer: TokenizerInfo,
     plans: Sequence[SourcePlan],
     selections: dict[str, Sequence[BucketSelection]],
     caches: dict[str, TokenCache],

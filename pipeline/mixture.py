@@ -42,7 +42,7 @@ from .select import BucketSelection, candidates_by_bucket, rule_tokens, select_s
 from .sources import SourceFile, list_source_files
 from .stats import estimate_source
 from .storage import make_dirs, read_json, remove_temporaries, write_json
-from .tokenizer import Encoder, LoadedTokenizer, load_tokenizer
+from .tokenizer import Encoder, LoadedTokenizer, TokenizerInfo, load_tokenizer
 
 __all__ = ["tokenize_sources", "run_mixture", "sample_rules", "plan_packing", "PLAN_FILE"]
 
@@ -287,9 +287,10 @@ class _PlanStep:
     """The one-pipeline run's plan step: [finished cache manifests] -> ``Packing`` (on a worker)."""
 
     def __init__(self, cfg: MixtureConfig, tokenizer: LoadedTokenizer, directories: dict[str, str], out: str):
-        # The config's hash from here: a worker needs no local path, not even the tokenizer's name.
+        # The config's hash from here: a worker needs no local path, not even the tokenizer's name
+        # (nor its tokenizer.json: planning does not encode).
         self._cfg, self._config_sha = dataclasses.replace(cfg, origin="", tokenizer=""), config_hash(cfg)
-        self._tokenizer, self._directories, self._out = tokenizer, directories, out
+        self._tokenizer, self._directories, self._out = tokenizer.about(), directories, out
 
     def __call__(self, _written: list) -> Packing:
         caches = {n: TokenCache(d) for n, d in self._directories.items()}
@@ -316,7 +317,7 @@ def _read_plan(cfg, tokenizer, caches, rules, out) -> tuple[list, dict, Packing]
     return planned
 
 
-def plan_packing(cfg: MixtureConfig, tokenizer: LoadedTokenizer, caches: dict[str, TokenCache],
+def plan_packing(cfg: MixtureConfig, tokenizer: TokenizerInfo, caches: dict[str, TokenCache],
                  rules: dict[str, SampleRule | None], out: str, config_sha: str | None = None,
                  candidates: dict | None = None, selections: dict | None = None) -> tuple[list, dict, Packing]:
     """(plans, selections per source, the pack stage's ``Packing``) from the caches' document tables.

@@ -4,7 +4,9 @@ import dataclasses
 import os
 import shutil
 import time
+import uuid
 
+import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -15,7 +17,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 
 from conftest import BAD, SAMPLES, TOKENIZER
 from pipeline.cache import (READ_MARK_SECONDS, READERS, BuildCaches, Readers, TokenCache, cache_fingerprint,
-                            other_readers, remove_covered_samples)
+                            deal_in_turn, local_workers, other_readers, remove_covered_samples)
 from pipeline.storage import write_json
 from pipeline.errors import FormatError
 from pipeline.sampling import SampleRule
@@ -188,6 +190,46 @@ def test_files_are_handed_out_the_most_text_first():
     half = BuildCaches([(PILE, sources[0][1], SampleRule(bounds=(512,), rates=(0.5, 0.25), chars_per_token=(2.0, 6.0)))],
                        tok, "unused")
     assert half._jobs[0].expected_work(0) == pytest.approx(0.5 * transform._jobs[0].expected_work(0))
+
+
+def test_dealing_in_turn_evens_out_the_workers_shares():
+    rng = np.random.default_rng(7)
+    sizes = sorted(rng.lognormal(0, 0.6, 77).tolist(), reverse=True)
+    assert deal_in_turn(sizes, 1) == list(range(77))
+    for workers in (2, 3, 4):
+        order = deal_in_turn(sizes, workers)
+        assert sorted(order) == list(range(77))
+        dealt = [sum(sizes[k] for k in order[w::workers]) for w in range(workers)]
+        in_order = [sum(sizes[w::workers]) for w in range(workers)]  # the sorted list dealt as it is
+        assert max(dealt) - min(dealt) < min(sizes) * 2 < max(in_order) - min(in_order)
+    assert deal_in_turn([3.0, 2.0, 1.0], 5) == [0, 1, 2] and deal_in_turn([], 2) == []
+
+
+class _RecordWorker(beam.DoFn):
+    """Writes which elements each worker (each DoFn instance) got, in the order it got them."""
+
+    def __init__(self, out: str):
+        self._out = out
+
+    def setup(self):
+        self._path = os.path.join(self._out, uuid.uuid4().hex)
+
+    def process(self, element):
+        with open(self._path, "a") as f:
+            f.write(f"{element}\n")
+
+
+def test_the_local_runner_deals_the_files_out_in_turn(tmp_path):
+    """What ``BuildCaches.work_order`` relies on: Beam's local runner hands element k of the spread
+    stage to worker k % workers, and each works through its share in order."""
+    order = list(range(40, 0, -1))
+    options = PipelineOptions(["--direct_num_workers=2", "--direct_running_mode=multi_threading"])
+    with TestPipeline(options=options) as p:
+        assert local_workers(p) == 2
+        _ = (p | beam.Create(order, reshuffle=False) | beam.Reshuffle()  # as BuildCaches.expand
+             | beam.ParDo(_RecordWorker(str(tmp_path))))
+    shares = sorted([int(x) for x in path.read_text().split()] for path in tmp_path.iterdir())
+    assert shares == sorted([order[0::2], order[1::2]])
 
 
 def test_a_sample_is_served_by_a_cache_that_covers_it_and_removed_by_it(tmp_path):

@@ -20,7 +20,7 @@ from pipeline.mixture import _PlanStep, tokenize_plan_pack
 from pipeline.pack import Packing, PackShards
 from pipeline.select import BucketSelection
 from pipeline.sources import list_source_files
-from pipeline.tokenizer import LoadedTokenizer, load_tokenizer
+from pipeline.tokenizer import LoadedTokenizer, TokenizerInfo, load_tokenizer
 
 BUCKET = "gs://mixprep-demo-bucket"
 DATAFLOW = [
@@ -35,38 +35,44 @@ def on_gcs(files):
     return [dataclasses.replace(f, path=f"{BUCKET}/data/{os.path.relpath(f.path, SAMPLES)}") for f in files]
 
 
-def local_paths(obj, seen=None, where="fn"):
-    """Every string inside a (pickled and unpickled) DoFn that names a local absolute path."""
+def walk(obj, seen=None, where="fn"):
+    """(where, value) for every value reachable from a (pickled and unpickled) DoFn."""
     seen = seen if seen is not None else set()
     if id(obj) in seen:
-        return []
+        return
     seen.add(id(obj))
-    if isinstance(obj, str):
-        return [f"{where} = {obj!r}"] if obj.startswith("/") else []
-    if isinstance(obj, LoadedTokenizer):
-        return []  # carries the tokenizer's bytes; its name is only a label
-    if isinstance(obj, (bytes, int, float, bool, type(None), np.ndarray, np.dtype)):
-        return []
+    yield where, obj
+    if isinstance(obj, (str, bytes, int, float, bool, type(None), np.ndarray, np.dtype, TokenizerInfo)):
+        return  # a tokenizer's name is only a label: it carries the bytes (or the facts) it needs
     if isinstance(obj, dict):
-        return [p for k, v in obj.items() for p in local_paths(v, seen, f"{where}[{k!r}]")]
-    if isinstance(obj, (list, tuple, set)):
-        return [p for i, v in enumerate(obj) for p in local_paths(v, seen, f"{where}[{i}]")]
-    if dataclasses.is_dataclass(obj):
-        return [p for f in dataclasses.fields(obj) for p in local_paths(getattr(obj, f.name), seen, f"{where}.{f.name}")]
-    if hasattr(obj, "__dict__"):
-        return [p for k, v in vars(obj).items() for p in local_paths(v, seen, f"{where}.{k}")]
-    return []
+        items = [(f"{where}[{k!r}]", v) for k, v in obj.items()]
+    elif isinstance(obj, (list, tuple, set)):
+        items = [(f"{where}[{i}]", v) for i, v in enumerate(obj)]
+    elif dataclasses.is_dataclass(obj):
+        items = [(f"{where}.{f.name}", getattr(obj, f.name)) for f in dataclasses.fields(obj)]
+    elif hasattr(obj, "__dict__"):
+        items = [(f"{where}.{k}", v) for k, v in vars(obj).items()]
+    else:
+        items = []
+    for w, v in items:
+        yield from walk(v, seen, w)
+
+
+def local_paths(obj):
+    """Every string inside a DoFn that names a local absolute path."""
+    return [f"{w} = {v!r}" for w, v in walk(obj) if isinstance(v, str) and v.startswith("/")]
 
 
 def check_every_dofn(p):
-    checked = []
+    """Pickle every DoFn as Beam does; none may hold a local path. Returns {label: unpickled fn}."""
+    checked = {}
 
     class Visitor(beam.pipeline.PipelineVisitor):
         def visit_transform(self, node):
             if isinstance(node.transform, beam.ParDo):
                 fn = pickler.loads(pickler.dumps(node.transform.fn))
                 assert not local_paths(fn), (node.full_label, local_paths(fn))
-                checked.append(node.full_label)
+                checked[node.full_label] = fn
 
     p.visit(Visitor())
     p.to_runner_api()  # the job graph Dataflow would receive
@@ -114,6 +120,10 @@ def test_one_pipeline_run_for_dataflow(cfg):
     build = BuildCaches(sources, tok, f"{BUCKET}/cache")
     p = beam.Pipeline(options=PipelineOptions(DATAFLOW))
     _ = tokenize_plan_pack(p, build, _PlanStep(cfg, tok, build.directories, f"{BUCKET}/out/stage2"), cfg.name)
-    labels = check_every_dofn(p)
+    fns = check_every_dofn(p)
     for stage in ("TokenizeFiles", "Plan", "RouteCopies", "WriteShards"):
-        assert any(stage in label for label in labels), stage
+        assert any(stage in label for label in fns), stage
+    # Beam pickles a DoFn several times on its way to a worker (bz2, ~0.1 s per MB each time):
+    # only the step that encodes carries the tokenizer.json.
+    carriers = [label for label, fn in fns.items() if any(isinstance(v, LoadedTokenizer) for _, v in walk(fn))]
+    assert [label.rsplit("/", 1)[-1] for label in carriers] == ["TokenizeFiles"]

@@ -24,6 +24,7 @@ from pipeline.tokenizer import (
     load_tokenizer,
     safe_cut_points,
     split_at_safe_cuts,
+    TokenizerInfo,
     token_dtype,
     utf8_len,
 )
@@ -187,6 +188,13 @@ def test_pickles_as_json_without_the_rust_object():
     assert "tokenizer" not in copy.__dict__
     assert copy.info() == tok.info() and copy.json_bytes == tok.json_bytes
     assert copy.tokenizer.encode("same ids").ids == tok.tokenizer.encode("same ids").ids
+
+
+def test_about_is_the_same_facts_without_the_json():
+    tok = shipped()
+    about = tok.about()
+    assert type(about) is TokenizerInfo and about.info() == tok.info()
+    assert not hasattr(about, "json_bytes") and len(pickle.dumps(about)) < 1000 < len(tok.json_bytes)
 
 
 # --- encoding -----------------------------------------------------------------------------------
