@@ -54,6 +54,7 @@ from .sources.formats import TEXT_PER_FILE_BYTE, format_of
 from . import storage
 from .storage import atomic_writer, make_dirs, read_json, remove_temporaries, write_json
 from .hashing import doc_hash
+from .lifetime import freeze_worker_state
 from .sampling import SampleRule, sample_units
 from .tokenizer import ENCODER_VERSION, Encoder, LoadedTokenizer, TokenizerInfo
 
@@ -215,6 +216,7 @@ class _TokenizeFileFn(beam.DoFn):
     def setup(self):
         self._encoder = Encoder(self._tokenizer)
         self._earlier = {j: TokenCache(job.earlier) for j, job in enumerate(self._jobs) if job.earlier}
+        freeze_worker_state()  # what a worker built so far stays until it exits: spare its exit a collection
 
     def process(self, element: tuple[int, int]):
         j, index = element
@@ -484,7 +486,8 @@ def deal_in_turn(work: list[float], workers: int) -> list[int]:
     k % workers, gives every worker about the same total: each item goes to the least loaded worker
     that still has a turn left (longest processing time first, with the deal's counts). With one
     worker, or items all equal, it is the order given."""
-    turns = [len(range(w, len(work), workers)) for w in range(max(workers, 1))]
+    workers = max(workers, 1)
+    turns = [len(range(w, len(work), workers)) for w in range(workers)]
     shares: list[list[int]] = [[] for _ in turns]
     loads = [0.0] * len(turns)
     for k, size in enumerate(work):

@@ -29,6 +29,7 @@ import threading
 import traceback
 
 from .errors import ConfigError, MixprepError
+from .lifetime import freeze_long_lived
 
 __all__ = ["main", "user_error", "beam_defaults"]
 
@@ -316,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             if workers is not None:
                 workers.close()
+            if argv is None:  # the command line's own process, about to exit (tests pass argv)
+                freeze_long_lived()
     except KeyboardInterrupt:
         print("mixprep: interrupted", file=sys.stderr)
         return 130

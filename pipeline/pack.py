@@ -29,6 +29,7 @@ from apache_beam.metrics import Metrics
 
 from .cache import TokenCache
 from .hashing import PLACE, decision_keys
+from .lifetime import freeze_worker_state
 from .mmidx import MMIDXWriter
 from .sampling import SampleRule
 from .select import BucketSelection, copies_for, doc_arrays
@@ -146,6 +147,9 @@ def _emit(pending, width, writer):
 
 class _WriteShardFn(beam.DoFn):
     """Sort a shard's references by key, stream their tokens, cut samples, write the shard."""
+
+    def setup(self):
+        freeze_worker_state()  # as the tokenize step does: a pack-only job's workers exit sooner too
 
     def process(self, element, packing: Packing):
         shard, chunks = element

@@ -284,7 +284,8 @@ def make_plots(manifest: dict, histograms: dict[str, dict], folder: str) -> dict
             fig = draw(plt, manifest, histograms)
             path = storage.join(folder, PLOT_FILES[name])
             with atomic_writer(path, "wb") as f:
-                fig.savefig(f, format="png", dpi=110)
+                # zlib level 1: a fifth of the report's time saved, files ~7% larger
+                fig.savefig(f, format="png", dpi=110, pil_kwargs={"compress_level": 1})
             plt.close(fig)
             made[name] = PLOT_FILES[name]
     return made
