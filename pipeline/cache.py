@@ -15,7 +15,9 @@ the same fingerprint is reused as it is; any change makes a new one. Each part i
 Megatron dataset as it stands.
 
 A cache may hold a sample of its source (``sampling.SampleRule``, part of the fingerprint): the
-documents the rule passes are tokenized, the others are read, counted (``not_tokenized``) and left.
+documents the rule passes are tokenized, the others are read, counted (``not_tokenized``) and left,
+but for a histogram of their sample units and lengths (``unseen`` in the part and cache summaries):
+what sizes a top-up (topup.py).
 A sampled cache may be built on an earlier sampled cache of the same files whose rule its own rule
 covers (a top-up, sampling.py): the documents the earlier rule passed are copied from it, in file
 order, not tokenized again. The new cache is the same bytes as one built from scratch. A cache that
@@ -56,6 +58,7 @@ from .storage import atomic_writer, make_dirs, read_json, remove_temporaries, wr
 from .hashing import doc_hash
 from .lifetime import freeze_worker_state
 from .sampling import SampleRule, sample_units
+from .topup import Unseen
 from .tokenizer import ENCODER_VERSION, Encoder, LoadedTokenizer, TokenizerInfo
 
 log = logging.getLogger("mixprep")
@@ -90,6 +93,7 @@ def cache_fingerprint(spec: SourceSpec, files: list[SourceFile], tokenizer: Load
     }
     if rule is not None:
         key["sample_rule"] = rule.to_dict()
+        key["unseen"] = 1  # a sampled cache keeps the histogram of the documents it did not tokenize (topup.py)
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
@@ -236,7 +240,7 @@ class _TokenizeFileFn(beam.DoFn):
         make_dirs(job.directory)
         writer = MMIDXWriter(prefix, self._tokenizer.dtype)
         table = _DocTable(prefix + ".docs.parquet")
-        not_tokenized = 0
+        not_tokenized, unseen = 0, Unseen()
         earlier = _EarlierPart(earlier_cache, index, sf) if earlier_cache is not None else None
         try:
             for batch in _document_batches(read_documents(job.spec, sf, tally), rejects.add):
@@ -246,6 +250,7 @@ class _TokenizeFileFn(beam.DoFn):
                     units, chars = sample_units(hashes), np.array([len(d.text) for d in batch])
                     keep = job.rule.tokenize_mask(units, chars)
                     not_tokenized += len(batch) - int(keep.sum())
+                    unseen.add(units[~keep], chars[~keep])  # what a top-up would find, by unit and length
                     batch, hashes = [d for d, k in zip(batch, keep) if k], hashes[keep]
                     if earlier is not None:
                         copied = earlier.rule.tokenize_mask(units[keep], chars[keep])
@@ -286,6 +291,7 @@ class _TokenizeFileFn(beam.DoFn):
             "shard": {k: v for k, v in shard.to_dict().items() if k != "prefix"},
             "rejects": rejects.count,
             "not_tokenized": not_tokenized,  # forwarded by the reader, left out by the sample rule
+            "unseen": unseen.to_dict() if job.rule is not None else None,
         }
         write_json(prefix + ".json", summary)
         crash_point(f"cache-part:{job.spec.name}:{index}")
@@ -395,9 +401,11 @@ class _FinalizeCacheFn(beam.DoFn):
         stats, tally = _Stats(), collections.Counter()
         rejected = collections.Counter()
         corrupt = []
-        not_tokenized = 0
+        not_tokenized, unseen = 0, Unseen()
         for s in summaries:
             not_tokenized += s.get("not_tokenized", 0)
+            if s.get("unseen"):
+                unseen.merge(s["unseen"])
             stats.merge(s["stats"])
             t = s["tally"]
             for k in ("read", "forwarded", "excluded_subset"):
@@ -423,6 +431,7 @@ class _FinalizeCacheFn(beam.DoFn):
                 "corrupt_files": corrupt,
             },
             "stats": stats.to_dict(),
+            "unseen": unseen.to_dict() if job.rule is not None else None,  # sampled caches: topup.py
             "parts": [
                 {"part": s["part"], "file": s["file"], "file_size": s["file_size"], "documents": s["stats"]["documents"],
                  "tokens": s["stats"]["tokens"], "rejects": s["rejects"], **{k: s["shard"][k] for k in ("bin_sha256", "idx_sha256")}}
@@ -588,7 +597,9 @@ def sampled_caches(folder: str, source_fingerprint: str) -> list["TokenCache"]:
         except Exception as e:  # another run's damaged cache is not this run's input
             log.warning("ignoring token cache %s: %s", path, e)
             continue
-        if cache.rule is not None and cache.manifest.get("source_fingerprint") == source_fingerprint:
+        # (A sample from before the unseen histogram cannot serve a top-up: not one of them.)
+        if cache.rule is not None and cache.manifest.get("source_fingerprint") == source_fingerprint \
+                and "unseen" in cache.manifest:
             found.append(cache)
     return found
 

@@ -37,12 +37,13 @@ from .manifest import build_manifest, neox_config, summary_table
 from .pack import PROVENANCE_DIR, Packing, PackShards, shard_names
 from .plan import bucket_targets, make_plan, split_exact
 from .report import write_report
-from .sampling import FIRST_PASS, MIN_HOLDS, TOP_UPS, SampleRule, choose_rule, top_up
+from .sampling import FIRST_PASS, MIN_HOLDS, TOP_UPS, SampleRule, choose_rule
 from .select import BucketSelection, candidates_by_bucket, rule_tokens, select_source
 from .sources import SourceFile, list_source_files
 from .stats import estimate_source
 from .storage import make_dirs, read_json, remove_temporaries, write_json
 from .tokenizer import Encoder, LoadedTokenizer, TokenizerInfo, load_tokenizer
+from .topup import SampleView, predict_top_up
 
 __all__ = ["tokenize_sources", "run_mixture", "sample_rules", "plan_packing", "PLAN_FILE"]
 
@@ -217,7 +218,7 @@ def _tokenize_samples(cfg, tokenizer, data_root, cache_root, beam_args, progress
     candidates = _candidates(caches, bounds, rules)
     plans = _plan(cfg, rules, candidates)
     # A sample short of some bucket's target (sampling.py: a first one aims low): top it up, with
-    # rates from what the sample says of the source; a source that cannot be topped up, or is still
+    # rates predicted from what the first pass read (topup.py); a source that cannot be topped up, or is still
     # short after TOP_UPS, is tokenized whole. Plan again after each.
 
     def tokenize_again(new_rules: dict) -> list:
@@ -233,7 +234,7 @@ def _tokenize_samples(cfg, tokenizer, data_root, cache_root, beam_args, progress
     groups = _groups(cfg)
     for _ in range(TOP_UPS):
         short = _short(plans, rules, candidates)
-        raised = {p.source: top_up(rules[p.source], [b.target_tokens for b in p.buckets], candidates[p.source], groups)
+        raised = {p.source: _top_up(cfg, p, rules[p.source], caches[p.source], candidates[p.source], groups)
                   for p in plans if p.source in short}
         if not (raised := {n: r for n, r in raised.items() if r is not None and r != rules[n]}):
             break  # nothing to top up: a source still short is tokenized whole
@@ -244,6 +245,16 @@ def _tokenize_samples(cfg, tokenizer, data_root, cache_root, beam_args, progress
         log.warning("sources %s: their samples cannot be topped up or fall short; tokenizing them whole", ", ".join(short))
         tokenize_again({n: None for n in short})
     return caches, candidates
+
+
+def _top_up(cfg, p, rule: SampleRule, cache: TokenCache, candidates, groups) -> SampleRule | None:
+    """``rule`` raised so that its candidates meet the plan (topup.py), or None: tokenize whole."""
+    bounds = cfg.bucket_bounds
+    short = [b.index for b in p.buckets if b.target_tokens > candidates[0][b.index]]
+    rates = predict_top_up(rule.rates, groups, short, SampleView.of(cache, bounds, rule), bounds,
+                           lambda available: bucket_targets(p.target_tokens, available, bounds, cfg.long_documents),
+                           MIN_HOLDS)
+    return None if rates is None else dataclasses.replace(rule, rates=rates)
 
 
 def _tokenize_and_pack(cfg, tokenizer, out, cache_root, beam_args, progress, found, missing, readers) -> dict:

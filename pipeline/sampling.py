@@ -6,7 +6,8 @@ Every document has a sample unit ``u`` in [0, 1), a stable hash of its id (the s
 and mixture, so one sampled cache serves every mixture that asks the same of the source), and is
 tokenized only if ``u`` is below its length bucket's rate ``q_b``. The rates come from an estimate
 made before tokenizing (``stats.estimate_source``: the first documents of a few files): ``q_b`` is
-the bucket's share of the mixture's need over what the bucket holds, plus a margin. A document's
+the bucket's share of the mixture's need over what the bucket holds, aimed low (FIRST_PASS) and
+raised by a top-up where that falls short (below). A document's
 bucket is only known once it is tokenized, so before that its rate is the largest ``q_b`` over the
 buckets its character count allows, given the estimate's spread (1st to 99th percentile) of
 characters per token among documents of about its length.
@@ -21,13 +22,13 @@ whole, so every guarantee of select.py holds.
 Two passes. The estimate sees a few files, and files differ (a source's files are often written in
 some order: by crawl, by repository), so its error can be tens of percent, and what a first pass
 tokenizes too much is lost. So the first pass aims at FIRST_PASS of the estimated need, without
-margin; its candidates are a uniform sample of every file, whose own estimate of each bucket
-(candidates / rate) is off by about 1 / sqrt(documents) only. Where they fall short of a bucket's
-target, ``top_up`` raises the rates from that estimate, with an allowance of SIGMAS standard errors,
-and the top-up pass copies the documents the first pass tokenized (its rule covers theirs) and
-tokenizes the rest; a source still short is topped up again from its larger sample, up to TOP_UPS
-times. A top-up that cannot be made (the sample says the source holds less than MIN_HOLDS times the
-need) or that still falls short after TOP_UPS: the source is tokenized whole.
+margin. Reading every document of the source, it also keeps a histogram of the sample units and
+lengths of the ones it leaves (topup.py); where its candidates fall short of a bucket's target, the
+top-up takes the smallest rates whose candidates, predicted from that histogram, meet the plan, and
+tokenizes only the documents the first pass left (its rule covers the first one: it copies their
+tokens). A source still short is topped up again, up to TOP_UPS times. A top-up that cannot be made
+(the source, as predicted, holds less than MIN_HOLDS times the need) or that still falls short after
+TOP_UPS: the source is tokenized whole.
 
 Every step is a function of the files, the config and the tokenizer, never of what the cache holds:
 a source already tokenized whole (by another mixture) is read through the same rule and yields the
@@ -44,13 +45,10 @@ import numpy as np
 
 from .hashing import mix
 
-__all__ = ["MIN_HOLDS", "FIRST_PASS", "TOP_UPS", "SampleRule", "sample_units", "choose_rule", "top_up"]
+__all__ = ["MIN_HOLDS", "FIRST_PASS", "TOP_UPS", "SampleRule", "sample_units", "choose_rule"]
 
 MIN_HOLDS = 4.0  # sample a source that holds at least this many times what the mixture needs of it,
 MIN_GROUP_DOCS = 200  # when each group of buckets gives at least this many documents (else its estimate is noisy)
-MARGIN = 0.05  # rates carry this much more than a few files' estimate says is needed (its error on a source's size),
-SIGMAS = 2.0  # plus this many standard deviations of the sample's own estimate of a group of buckets
-MIN_EXTRA_DOCS = 4  # and at least room for this many documents beyond a bucket's target (tiny buckets)
 FIRST_PASS = 0.8  # the first pass tokenizes this share of the estimated need (docstring)
 TOP_UPS = 3  # top-ups before a source still short is tokenized whole
 _SALT = np.uint64(int.from_bytes(hashlib.blake2b(b"mixprep-sample-unit", digest_size=8).digest(), "little"))
@@ -128,21 +126,17 @@ class SampleRule:
 def choose_rule(
     targets: Sequence[int], est_tokens: Sequence[int], est_docs: Sequence[int],
     chars_per_token: tuple[float, float], bounds: Sequence[int], by_length: Sequence = (),
-    groups: Sequence[int] | None = None, share: float | None = None, margin: float = MARGIN,
+    groups: Sequence[int] | None = None, share: float = FIRST_PASS,
 ) -> SampleRule | None:
-    """A rule for a source whose buckets are estimated to hold ``est_tokens`` / ``est_docs`` and are
-    asked for ``targets`` tokens; None when the source does not hold ``MIN_HOLDS`` times its target,
-    or the mixture takes fewer than ``MIN_GROUP_DOCS`` documents of a group (tokenize it whole).
+    """The first pass's rule for a source whose buckets are estimated to hold ``est_tokens`` /
+    ``est_docs`` and are asked for ``targets`` tokens: rates that aim at ``share`` of each target;
+    None when the source does not hold ``MIN_HOLDS`` times its target, or the mixture takes fewer
+    than ``MIN_GROUP_DOCS`` documents of a group (tokenize it whole).
 
     ``groups``: the buckets whose targets are planned together (short / long under a long-document
     policy; all one group without). After tokenizing, targets are planned from the candidates
-    themselves (a bucket counts as candidates / rate), so a bucket with fewer candidates than
-    expected also asks for fewer tokens; what can fall short is a group's total, whose sample
-    estimate has a relative error of about 1 / sqrt(its candidate documents).
-
-    ``share``: rates that aim at this share of each target, without margins (a first pass).
-    ``margin``: the allowance for the estimate's error on the source's size (none for a sample's own
-    estimate, which is uniform over the source's files: ``top_up``).
+    themselves (a bucket counts as candidates / rate), which for a group of few documents is a noisy
+    figure to plan the long-document share from.
     """
     need, holds = sum(targets), sum(est_tokens)
     if need <= 0 or holds < MIN_HOLDS * need:
@@ -155,27 +149,9 @@ def choose_rule(
     if min(k for g, k in taken_docs.items() if any(t > 0 for gg, t in zip(groups, targets) if gg == g)) < MIN_GROUP_DOCS:
         return None
     rates = []
-    for g, t, a, d in zip(groups, targets, est_tokens, est_docs):
+    for t, a in zip(targets, est_tokens):
         if a <= 0:  # the estimate saw no such document: sample at the source's natural rate
-            rates.append(min(1.0, natural * ((1 + margin) if share is None else share)))
-        elif t <= 0:
-            rates.append(0.0)
-        elif share is not None:
-            rates.append(min(1.0, share * t / a))
+            rates.append(min(1.0, natural * share))
         else:
-            extra = margin + SIGMAS / max(taken_docs[g], 1.0) ** 0.5
-            rates.append(min(1.0, max(t / a * (1 + extra), t / a + MIN_EXTRA_DOCS / max(d, 1))))
+            rates.append(min(1.0, share * t / a) if t > 0 else 0.0)
     return SampleRule(tuple(bounds), tuple(rates), tuple(chars_per_token), tuple(tuple(x) for x in by_length))
-
-
-def top_up(rule: SampleRule, targets: Sequence[int], candidates: tuple[Sequence[int], Sequence[int]],
-           groups: Sequence[int] | None = None) -> SampleRule | None:
-    """A rule that covers ``rule`` and tokenizes enough for ``targets``, from the estimate the sample of
-    ``rule`` gives of each bucket (its candidates' tokens and documents, divided by the rate), with
-    ``choose_rule``'s allowance for that sample's own error; None when that estimate says the source
-    should be tokenized whole."""
-    est_tokens, est_docs = rule.holds(candidates)
-    new = choose_rule(targets, est_tokens, est_docs, rule.chars_per_token, rule.bounds, rule.by_length, groups, margin=0.0)
-    if new is None:
-        return None
-    return dataclasses.replace(rule, rates=tuple(max(a, b) for a, b in zip(rule.rates, new.rates)))

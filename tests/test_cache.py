@@ -21,6 +21,7 @@ from pipeline.cache import (READ_MARK_SECONDS, READERS, BuildCaches, Readers, To
 from pipeline.storage import write_json
 from pipeline.errors import FormatError
 from pipeline.sampling import SampleRule
+from pipeline.topup import SampleView, Unseen
 from pipeline.sources import SourceSpec, list_source_files, read_documents
 from pipeline.sources.formats import TEXT_PER_FILE_BYTE, format_of
 
@@ -162,6 +163,28 @@ def test_a_top_up_copies_the_earlier_sample_and_equals_a_fresh_build(tmp_path):
     with pytest.raises(ValueError, match="not a sample of the same files that the new rule covers"):
         BuildCaches([(PILE, list_source_files(PILE, SAMPLES), first)], load_tokenizer(TOKENIZER), str(tmp_path / "c"),
                     {"pile": topped.directory})
+
+
+def test_a_sample_keeps_what_it_left_and_any_cache_holding_it_gives_the_same_view(tmp_path):
+    """The documents a sampled cache does not tokenize stay as a histogram of unit and length
+    (topup.py); the top-up's view of a rule is the same from its own cache, a larger sample's or
+    the whole source's."""
+    first = SampleRule(bounds=(512,), rates=(0.3, 0.2), chars_per_token=(2.0, 6.0))
+    more = dataclasses.replace(first, rates=(0.5, 0.6))
+    small, _ = build(PILE, SAMPLES, tmp_path, first)
+    larger, _ = build(PILE, SAMPLES, tmp_path, more)
+    whole, _ = build(PILE, SAMPLES, tmp_path)
+    assert whole.manifest["unseen"] is None
+    left = Unseen.from_dict(small.manifest["unseen"])
+    assert left.docs.sum() == small.manifest["accounting"]["not_tokenized"] > 0
+    assert left.chars.sum() + sum(int(small.doc_table(p, ["n_chars"]).column("n_chars").to_numpy().sum())
+                                  for p in range(len(small.parts))) == \
+        sum(int(whole.doc_table(p, ["n_chars"]).column("n_chars").to_numpy().sum()) for p in range(len(whole.parts)))
+    views = [SampleView.of(c, first.bounds, first) for c in (small, larger, whole)]
+    for v in views[1:]:
+        for name in ("known", "tokens_by_chars", "chars_by_chars"):
+            assert np.array_equal(getattr(v, name), getattr(views[0], name)), name
+        assert np.array_equal(v.unseen.chars, views[0].unseen.chars) and np.array_equal(v.unseen.docs, views[0].unseen.docs)
 
 
 def test_a_top_up_stops_on_a_damaged_earlier_sample(tmp_path):
