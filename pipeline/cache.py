@@ -58,8 +58,8 @@ from .storage import atomic_writer, make_dirs, read_json, remove_temporaries, wr
 from .hashing import doc_hash
 from .lifetime import freeze_worker_state
 from .sampling import SampleRule, sample_units
-from .topup import Unseen
 from .tokenizer import ENCODER_VERSION, Encoder, LoadedTokenizer, TokenizerInfo
+from .topup import Unseen
 
 log = logging.getLogger("mixprep")
 
