@@ -104,7 +104,7 @@ class SampleView:
         """From a finished cache whose documents include all that ``rule`` tokenizes (its own, a larger
         sample's or the whole source's): the same view whichever it is."""
         view = cls(len(bounds) + 1)
-        view.unseen.merge(cache.manifest.get("unseen") or Unseen().to_dict())
+        view.unseen = Unseen.from_dict(cache.manifest.get("unseen"))  # None: a whole cache left nothing
         for part in range(len(cache.parts)):
             table = cache.doc_table(part, columns=["n_tokens", "doc_hash", "n_chars"])
             units = sample_units(table.column("doc_hash").to_numpy())
