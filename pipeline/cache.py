@@ -37,7 +37,7 @@ import os
 import secrets
 import socket
 import time
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import apache_beam as beam
 import numpy as np
@@ -392,7 +392,7 @@ class _FinalizeCacheFn(beam.DoFn):
     def __init__(self, jobs: list[_Job], tokenizer: TokenizerInfo):
         self._jobs, self._tokenizer = jobs, tokenizer
 
-    def process(self, element: tuple[int, list[dict]]):
+    def process(self, element: tuple[int, Iterable[dict]]):
         j, summaries = element
         job = self._jobs[j]
         summaries = sorted(summaries, key=lambda s: s["index"])

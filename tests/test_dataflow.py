@@ -42,8 +42,10 @@ def walk(obj, seen=None, where="fn"):
         return
     seen.add(id(obj))
     yield where, obj
-    if isinstance(obj, (str, bytes, int, float, bool, type(None), np.ndarray, np.dtype, TokenizerInfo)):
-        return  # a tokenizer's name is only a label: it carries the bytes (or the facts) it needs
+    if isinstance(obj, (str, bytes, int, float, bool, type(None), np.ndarray, np.dtype, TokenizerInfo, type)):
+        # A tokenizer's name is only a label: it carries the bytes (or the facts) it needs; classes
+        # (Beam keeps a DoFn's type hints with it) hold no data.
+        return
     if isinstance(obj, dict):
         items = [(f"{where}[{k!r}]", v) for k, v in obj.items()]
     elif isinstance(obj, (list, tuple, set)):
