@@ -22,7 +22,7 @@ import dataclasses
 import hashlib
 import json
 import logging
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -289,12 +289,12 @@ def tokenize_plan_pack(p: beam.Pipeline, build: BuildCaches, step: _PlanStep, na
         p
         | _tokenize_label(build) >> build
         | "AllCachesWritten" >> beam.combiners.ToList()  # the plan needs every cache
-        | "Plan" >> beam.Map(step)
+        | "Plan" >> beam.ParDo(step)
     )
     return packing | f"PackShards[{name}]" >> PackShards()
 
 
-class _PlanStep:
+class _PlanStep(beam.DoFn):
     """The one-pipeline run's plan step: [finished cache manifests] -> ``Packing`` (on a worker)."""
 
     def __init__(self, cfg: MixtureConfig, tokenizer: LoadedTokenizer, directories: dict[str, str], out: str):
@@ -303,7 +303,7 @@ class _PlanStep:
         self._cfg, self._config_sha = dataclasses.replace(cfg, origin="", tokenizer=""), config_hash(cfg)
         self._tokenizer, self._directories, self._out = tokenizer.about(), directories, out
 
-    def __call__(self, _written: list) -> Packing:
+    def process(self, _written: list) -> Iterator[Packing]:
         caches = {n: TokenCache(d) for n, d in self._directories.items()}
         rules = {n: None for n in caches}
         candidates = _candidates(caches, self._cfg.bucket_bounds, rules)
@@ -313,7 +313,7 @@ class _PlanStep:
         write_json(storage.join(self._out, PLAN_FILE), {
             "plan_hash": packing.plan_hash, "tokens": packing.selected_tokens,
             "candidates": candidates, "selections": {n: [s.to_dict() for s in sel] for n, sel in selections.items()}})
-        return packing
+        yield packing
 
 
 def _read_plan(cfg, tokenizer, caches, rules, out) -> tuple[list, dict, Packing]:
