@@ -10,9 +10,11 @@
 
 One input file makes one part, so a cache's bytes do not depend on the runner or the worker count,
 and a rerun after a crash keeps every part that was finished. The fingerprint covers the source's
-files and sizes, the reader version, the reading options and the tokenizer's sha256: a cache with
-the same fingerprint is reused as it is; any change makes a new one. Each part is a GPT-NeoX /
-Megatron dataset as it stands.
+files and sizes, the paths its patterns match that are refused (``sources.files.REFUSALS``), the
+reader version, the reading options and the tokenizer's sha256: a cache with the same fingerprint is
+reused as it is; any change makes a new one. Each part is a GPT-NeoX / Megatron dataset as it stands.
+cache.json's ``accounting`` has every record (read = forwarded + rejected + excluded_subset) and
+every file: files_matched = files_read (one part each) + len(files_refused).
 
 A cache may hold a sample of its source (``sampling.SampleRule``, part of the fingerprint): the
 documents the rule passes are tokenized, the others are read, counted (``not_tokenized``) and left,
@@ -51,7 +53,8 @@ from .crashpoints import crash_point
 from .document import Document, Reject
 from .errors import FormatError
 from .mmidx import MMIDXReader, MMIDXWriter
-from .sources import READER_VERSION, FileTally, SourceFile, SourceSpec, count_tally, read_documents
+from .sources import (READER_VERSION, FileTally, RefusedFile, SourceFile, SourceSpec, count_refused, count_tally,
+                      read_documents, refused_files)
 from .sources.formats import TEXT_PER_FILE_BYTE, format_of
 from . import storage
 from .storage import atomic_writer, make_dirs, read_json, remove_temporaries, write_json
@@ -66,7 +69,7 @@ log = logging.getLogger("mixprep")
 __all__ = ["BuildCache", "BuildCaches", "TokenCache", "cache_fingerprint", "cache_dir", "remove_covered_samples",
            "sampled_caches", "HISTOGRAM_BINS"]
 
-CACHE_VERSION = 2  # 2: n_chars in the document table; sampled caches
+CACHE_VERSION = 3  # 2: n_chars in the document table; sampled caches. 3: file accounting (refused paths)
 HISTOGRAM_BINS = 40  # bin k holds documents of [2**k, 2**(k+1)) tokens
 _BATCH_CHARS = 1 << 22  # characters per encode call: bounds the tokenizer's transient memory
 _TABLE_ROWS = 1 << 16  # doc-table rows per parquet row group
@@ -89,6 +92,7 @@ def cache_fingerprint(spec: SourceSpec, files: list[SourceFile], tokenizer: Load
         "exclude": sorted(spec.exclude),
         "skip_corrupt_files": spec.skip_corrupt_files,
         "files": [[f.rel, f.size] for f in files],
+        "refused": [[r.rel, r.reason] for r in refused_files(files)],  # their accounting is in the cache
         "tokenizer_sha256": tokenizer.sha256,
     }
     if rule is not None:
@@ -198,6 +202,7 @@ class _Job:
     rule: SampleRule | None = None  # tokenize only the documents this passes (None: all)
     source_fingerprint: str = ""  # the fingerprint of the whole source's cache (no rule)
     earlier: str = ""  # a sampled cache of the same files whose documents this one copies (a top-up)
+    refused: tuple[RefusedFile, ...] = ()  # the paths the source's patterns match that are not read
 
     def expected_work(self, index: int) -> float:
         """Roughly how much text file ``index`` makes this job tokenize (for ordering work only)."""
@@ -400,7 +405,7 @@ class _FinalizeCacheFn(beam.DoFn):
             raise RuntimeError(f"cache {job.directory}: expected {len(job.files)} parts, got {len(summaries)}")
         stats, tally = _Stats(), collections.Counter()
         rejected = collections.Counter()
-        corrupt = []
+        corrupt, files = [], []
         not_tokenized, unseen = 0, Unseen()
         for s in summaries:
             not_tokenized += s.get("not_tokenized", 0)
@@ -408,11 +413,14 @@ class _FinalizeCacheFn(beam.DoFn):
                 unseen.merge(s["unseen"])
             stats.merge(s["stats"])
             t = s["tally"]
-            for k in ("read", "forwarded", "excluded_subset"):
+            for k in ("read", "forwarded", "excluded_subset", "bom_skipped"):
                 tally[k] += t[k]
             rejected.update(t["rejected"])
             if t["corrupt"]:
                 corrupt.append({"file": s["file"], "error": t["corrupt"]})
+            files.append({"file": s["file"], "size": s["file_size"], "read": t["read"]})
+        for r in job.refused:  # counted here, once per cache: the listing found them on the driver
+            count_refused(job.spec.name, r)
         manifest = {
             "cache_version": CACHE_VERSION,
             "source": job.spec.name,
@@ -429,12 +437,19 @@ class _FinalizeCacheFn(beam.DoFn):
                 "rejected": sum(rejected.values()),
                 "rejected_by_reason": dict(sorted(rejected.items())),
                 "corrupt_files": corrupt,
+                "bom_skipped": tally["bom_skipped"],  # files whose leading byte-order mark was skipped
+                # Every file the source's patterns match: read (one part each, corrupt ones too) or refused.
+                "files_matched": len(files) + len(job.refused),
+                "files_read": len(files),
+                "files_refused": [r.to_json() for r in job.refused],
+                "files": files,  # per file read: its path, size and records read
             },
             "stats": stats.to_dict(),
             "unseen": unseen.to_dict() if job.rule is not None else None,  # sampled caches: topup.py
             "parts": [
-                {"part": s["part"], "file": s["file"], "file_size": s["file_size"], "documents": s["stats"]["documents"],
-                 "tokens": s["stats"]["tokens"], "rejects": s["rejects"], **{k: s["shard"][k] for k in ("bin_sha256", "idx_sha256")}}
+                {"part": s["part"], "file": s["file"], "file_size": s["file_size"], "read": s["tally"]["read"],
+                 "documents": s["stats"]["documents"], "tokens": s["stats"]["tokens"], "rejects": s["rejects"],
+                 **{k: s["shard"][k] for k in ("bin_sha256", "idx_sha256")}}
                 for s in summaries
             ],
         }
@@ -466,7 +481,8 @@ class BuildCaches(beam.PTransform):
                         or prior.manifest.get("source_fingerprint") != whole:
                     raise ValueError(f"source {spec.name}: cache {before} is not a sample of the same files "
                                      "that the new rule covers")
-            self._jobs.append(_Job(spec, tuple(files), fp, cache_dir(cache_root, spec.name, fp), rule, whole, before))
+            self._jobs.append(_Job(spec, tuple(files), fp, cache_dir(cache_root, spec.name, fp), rule, whole, before,
+                                   refused_files(files)))
         self.directories = {job.spec.name: job.directory for job in self._jobs}
 
     def work_order(self, workers: int = 1) -> list[tuple[int, int]]:
@@ -508,7 +524,7 @@ def deal_in_turn(work: list[float], workers: int) -> list[int]:
 
 def local_workers(pipeline: beam.Pipeline) -> int:
     """How many workers Beam's local runner deals a stage's input out to (1 on any other runner)."""
-    if type(pipeline.runner).__name__ not in ("DirectRunner", "SwitchingDirectRunner", "FnApiRunner"):
+    if type(pipeline.runner).__name__ not in ("DirectRunner", "SwitchingDirectRunner", "FnApiRunner", "LocalRunner"):
         return 1
     return pipeline.options.view_as(DirectOptions).direct_num_workers or os.cpu_count() or 1
 

@@ -13,7 +13,8 @@ commands that run no pipeline refuse them. On the local runner mixprep defaults 
 process per core, and shows progress on stderr (redrawn on a terminal, plain lines in a log).
 
 An error a user can fix is printed as one paragraph (exit status 2), also when a Beam worker raised
-it; any other error as one line (exit status 1). ``--debug`` adds the traceback.
+it; any other error as one line (exit status 1). Beam's start-up noise is not shown (console.py):
+``--verbose`` shows it, ``--debug`` shows everything, tracebacks included.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ import logging
 import os
 import re
 import sys
-import threading
 import traceback
 
+from .console import LogFilter, StderrLines, WorkerStderr
 from .errors import ConfigError, MixprepError
 from .lifetime import freeze_long_lived
 
@@ -50,7 +51,8 @@ def _mixture_args(p: argparse.ArgumentParser, out: bool) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mixprep", description="Token-exact pretraining data mixtures on Apache Beam.")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--verbose", action="store_true", help="show Beam's own log lines too (start-up, workers)")
+    p.add_argument("--debug", action="store_true", help="show everything, tracebacks included")
     sub = p.add_subparsers(dest="command", required=True)
     for name, help_, out in (("run", "tokenize what the cache lacks, then build the mixture", True),
                              ("tokenize", "build the token caches only", False)):
@@ -128,19 +130,22 @@ def worker_environment(env=os.environ) -> None:
 
 
 def beam_defaults(beam_args: list[str], debug: bool = False) -> list[str]:
-    """Local runs use every core: multi-process workers (never multi_threading, which loses data).
+    """Local runs use every core: multi-process workers (never multi_threading, which loses data), on
+    the FnApiRunner (``runners.LocalRunner``: DirectRunner, or no runner, without Beam's Prism).
 
     Without ``debug`` the workers do not log the tracebacks of errors they raise: the driver reports
     the error itself, as one paragraph.
     """
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
+    from .runners import LOCAL_RUNNER
+
     args = list(beam_args)
     runner = PipelineOptions(args).view_as(StandardOptions).runner
-    if runner is None:
-        args.append("--runner=DirectRunner")
-        runner = "DirectRunner"
-    if runner in ("DirectRunner", "direct") and not any("direct_running_mode" in a for a in args):
+    if runner is None or runner.lower() in ("directrunner", "direct"):
+        args = _without_flag(args, "--runner") + [f"--runner={LOCAL_RUNNER}"]
+        runner = LOCAL_RUNNER
+    if runner == LOCAL_RUNNER and not any("direct_running_mode" in a for a in args):
         args.append("--direct_running_mode=multi_processing")
         if not any("direct_num_workers" in a for a in args):
             args.append(f"--direct_num_workers={os.cpu_count() or 1}")
@@ -150,6 +155,23 @@ def beam_defaults(beam_args: list[str], debug: bool = False) -> list[str]:
             quiet = {"apache_beam.runners.common": "CRITICAL", "apache_beam.runners.worker.sdk_worker": "CRITICAL"}
             args.append(f"--sdk_harness_log_level_overrides={json.dumps(quiet)}")
     return args
+
+
+def _without_flag(args: list[str], flag: str) -> list[str]:
+    """``args`` less ``flag=VALUE`` and ``flag VALUE``.
+
+    >>> _without_flag(["--runner", "DirectRunner", "--x=1", "--runner=direct"], "--runner")
+    ['--x=1']
+    """
+    out, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+        elif a == flag:
+            skip = True
+        elif not a.startswith(flag + "="):
+            out.append(a)
+    return out
 
 
 def _load(args):
@@ -209,100 +231,16 @@ def _is_mixprep_error(module: str, name: str) -> bool:
     return isinstance(cls, type) and issubclass(cls, MixprepError)
 
 
-class _NoTracebacks(logging.Filter):
-    """Drops Beam's log records that carry a traceback (the error is reported once, as a paragraph)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not record.name.startswith("apache_beam"):
-            return True
-        if record.exc_info:
-            return False
-        return "Traceback (most recent call last)" not in record.getMessage()
-
-
-class _TracebackLines:
-    """Line by line: False for the lines of a Python traceback block, True for the rest."""
-
-    def __init__(self):
-        self._skipping = self._after = False
-
-    def keep(self, line: bytes) -> bool:
-        """Whether a line is shown: a block from ``Traceback (most recent...`` to its exception line is not.
-
-        Chained tracebacks (``During handling of the above exception...``) are one block; so is one
-        blank line after it.
-        """
-        if line.startswith((b"Traceback (most recent call last):", b"During handling of the above exception",
-                            b"The above exception was the direct cause")):
-            self._skipping = True
-            return False
-        if self._skipping:
-            if line.startswith((b" ", b"\t")) or not line.strip():
-                return False
-            self._skipping, self._after = False, True  # the exception line ends the block
-            return False
-        if self._after:
-            self._after = False
-            if not line.strip():
-                return False
-        return True
-
-
-class _WorkerTracebacks:
-    """Drops the tracebacks worker processes print straight to the stderr they inherit.
-
-    Beam's worker prints every failed bundle's traceback to its stderr (``sdk_worker.py``:
-    ``print(traceback_string, file=sys.stderr)``) besides returning it to the driver, which raises
-    it again; mixprep reports that error once, as a paragraph. While installed, file descriptor 2
-    is a pipe that a thread copies to the real stderr, line by line, without traceback blocks.
-    """
-
-    def __init__(self):
-        sys.stderr.flush()
-        self._real = os.dup(2)
-        r, w = os.pipe()
-        os.dup2(w, 2)
-        os.close(w)
-        self.keep = _TracebackLines().keep
-        self._thread = threading.Thread(target=self._pump, args=(r,), name="mixprep-stderr", daemon=True)
-        self._thread.start()
-
-    def _pump(self, r: int) -> None:
-        pending = b""
-        while chunk := os.read(r, 1 << 16):
-            *lines, pending = (pending + chunk).split(b"\n")
-            out = b"".join(line + b"\n" for line in lines if self.keep(line))
-            if out:
-                self._write(out)
-        if pending and self.keep(pending):
-            self._write(pending)
-        os.close(r)
-
-    def _write(self, data: bytes) -> None:
-        try:
-            os.write(self._real, data)
-        except OSError:
-            pass  # stderr is gone: nothing to show it on
-
-    def close(self) -> None:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(self._real, 2)  # our end of the pipe closes; the workers' closes when they exit
-        self._thread.join(timeout=5)
-        if not self._thread.is_alive():  # else a worker still holds the pipe: leave the thread its stderr
-            os.close(self._real)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args, beam_args = parser.parse_known_args(argv)
     if beam_args and args.command not in _PIPELINE_COMMANDS:
         parser.error(f"unrecognized arguments for `mixprep {args.command}`: {' '.join(beam_args)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
-    logging.getLogger("apache_beam").setLevel(logging.WARNING)
-    if not args.debug:
-        for handler in logging.getLogger().handlers:
-            handler.addFilter(_NoTracebacks())
+    noise, tracebacks = args.verbose or args.debug, args.debug
+    logging.getLogger("apache_beam").setLevel(logging.INFO if noise else logging.WARNING)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(LogFilter(noise, tracebacks))
     tty = sys.stderr.isatty()  # before the worker filter makes stderr a pipe
     try:
         workers = None
@@ -311,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
             if "--direct_running_mode=multi_processing" in beam_args:
                 worker_environment()
                 if not args.debug:
-                    workers = _WorkerTracebacks()
+                    workers = WorkerStderr(StderrLines(noise, tracebacks))
         try:
             return _dispatch(args, beam_args, tty)
         finally:

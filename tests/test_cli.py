@@ -11,8 +11,9 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from conftest import BAD, ROOT, SAMPLES, TOKENIZER
-from pipeline.cli import (JEMALLOC, WORKER_ALLOCATOR_ENV, WORKER_MALLOC, _TracebackLines, beam_defaults, main, user_error,
+from pipeline.cli import (JEMALLOC, WORKER_ALLOCATOR_ENV, WORKER_MALLOC, beam_defaults, main, user_error,
                           worker_allocator, worker_environment)
+from pipeline.console import StderrLines
 from pipeline.errors import ConfigError
 
 IN_PROCESS = "--direct_running_mode=in_memory"
@@ -151,7 +152,7 @@ def test_worker_allocator_choice(tmp_path):
 
 
 def test_traceback_blocks_are_dropped_line_by_line():
-    keep = _TracebackLines().keep
+    keep = StderrLines(noise=True).keep
     text = (b"INFO start\nTraceback (most recent call last):\n  File \"x.py\", line 1, in f\n    g()\n"
             b"pipeline.errors.CorruptFileError: bad\n\nDuring handling of the above exception, another exception "
             b"occurred:\n\nTraceback (most recent call last):\n  File \"y.py\", line 2\nRuntimeError: bad\n\n"
