@@ -22,7 +22,7 @@ import yaml
 
 from .errors import ConfigError
 from .sources.kinds import KINDS
-from .sources.spec import SourceSpec
+from .sources.spec import DatasetRef, SourceSpec
 
 __all__ = ["MixtureConfig", "SourceConfig", "LongDocPolicy", "load_mixture", "config_hash"]
 
@@ -52,6 +52,9 @@ class SourceConfig:
     text_field: str = _help("field holding the text; the kind's default when empty", "")
     skip_corrupt_files: bool = _help("count and skip structurally broken files instead of failing", False)
     max_repetition: float = _help("most epochs of any part of this source the mixture may take", 1.0)
+    dataset: DatasetRef | None = _help(
+        "kind hf_dataset: {path, name, split, revision} of a Hugging Face dataset (hub id, local hub-layout "
+        "folder or save_to_disk folder) to read instead of root/paths/hub", None)
 
     @property
     def spec(self) -> SourceSpec:
@@ -66,6 +69,7 @@ class SourceConfig:
             exclude=self.exclude,
             text_field=self.text_field,
             skip_corrupt_files=self.skip_corrupt_files,
+            dataset=self.dataset,
         )
 
 
@@ -268,6 +272,7 @@ def _check(cfg: MixtureConfig, path: str) -> None:
             raise ConfigError(f"{path}: {where}: 'weight' must be between 0 and 1, found {s.weight}.")
         if s.max_repetition <= 0:
             raise ConfigError(f"{path}: {where}: 'max_repetition' must be positive, found {s.max_repetition}.")
+        _check_dataset(s, path, where)
         if s.kind == "files" and not s.paths and not s.hub:
             raise ConfigError(f"{path}: {where}: kind 'files' needs 'paths' (globs under 'root').")
     total = sum(s.weight for s in cfg.sources)
@@ -282,3 +287,20 @@ def _check(cfg: MixtureConfig, path: str) -> None:
             raise ConfigError(f"{path}: 'long_documents' needs threshold > 0, factor > 0 and 0 < cap <= 1.")
         if p.fraction is not None and not 0 <= p.fraction <= 1:
             raise ConfigError(f"{path}: 'long_documents.fraction' must be between 0 and 1.")
+
+
+def _check_dataset(s: SourceConfig, path: str, where: str) -> None:
+    """A Hugging Face dataset source names its dataset, and only that: ``dataset`` replaces root/paths/hub."""
+    if s.kind == "hf_dataset" and s.dataset is None:
+        raise ConfigError(f"{path}: {where}: kind 'hf_dataset' needs 'dataset' "
+                          "(e.g. dataset: {path: HuggingFaceFW/fineweb-edu, name: sample-10BT, split: train}).")
+    if s.dataset is None:
+        return
+    if s.kind != "hf_dataset":
+        raise ConfigError(f"{path}: {where}: 'dataset' is read by kind 'hf_dataset', not {s.kind!r}.")
+    given = [k for k in ("root", "paths", "hub") if getattr(s, k)]
+    if given:
+        raise ConfigError(f"{path}: {where}: 'dataset' says where the data is; drop {', '.join(map(repr, given))} "
+                          "(a relative dataset.path is under the data root).")
+    if not s.dataset.path or not s.dataset.split:
+        raise ConfigError(f"{path}: {where}: 'dataset.path' and 'dataset.split' must not be empty.")

@@ -91,6 +91,52 @@ def test_not_yaml_and_missing_file(tmp_path):
         load_mixture(write(tmp_path, "a: [1, 2"))
 
 
+HF = """\
+name: t
+total_tokens: 1000
+seq_len: 16
+tokenizer: tok.json
+sources:
+  - name: fineweb
+    kind: hf_dataset
+    dataset: {path: HuggingFaceFW/fineweb-edu, name: sample-10BT, split: train}
+    weight: 1
+"""
+
+
+def test_a_hugging_face_dataset_source(tmp_path):
+    cfg = load_mixture(write(tmp_path, HF))
+    ref = cfg.source("fineweb").spec.dataset
+    assert (ref.path, ref.name, ref.split, ref.revision) == ("HuggingFaceFW/fineweb-edu", "sample-10BT", "train", None)
+    assert cfg.source("fineweb").spec.text_key == "text"
+    assert cfg.to_dict()["sources"][0]["dataset"]["name"] == "sample-10BT"
+    saved = load_mixture(write(tmp_path, HF.replace(
+        "{path: HuggingFaceFW/fineweb-edu, name: sample-10BT, split: train}", "{path: /data/saved}")))
+    assert saved.source("fineweb").dataset.split == "train"
+
+
+@pytest.mark.parametrize(
+    "edit, words",
+    [
+        (lambda b: b.replace("name: sample-10BT", "nmae: sample-10BT"),
+         ["unknown key 'sources[0].dataset.nmae'", "Did you mean 'name'"]),
+        (lambda b: b.replace("split: train}", "split: [train]}"), ["'sources[0].dataset.split' must be a string"]),
+        (lambda b: b.replace("dataset: {", "dataset: [").replace("train}", "train]"), ["must be a mapping"]),
+        (lambda b: b.replace("{path: HuggingFaceFW/fineweb-edu, ", "{"),
+         ["missing required key 'sources[0].dataset.path'"]),
+        (lambda b: b.replace("    dataset:", "    root: x\n    dataset:"), ["drop 'root'"]),
+        (lambda b: b.replace("kind: hf_dataset", "kind: files"), ["'dataset' is read by kind 'hf_dataset'"]),
+        (lambda b: "\n".join(l for l in b.splitlines() if "dataset:" not in l), ["kind 'hf_dataset' needs 'dataset'"]),
+    ],
+)
+def test_dataset_mistakes_name_file_and_key(tmp_path, edit, words):
+    path = write(tmp_path, edit(HF))
+    with pytest.raises(ConfigError) as e:
+        load_mixture(path)
+    for w in [path, *words]:
+        assert w in str(e.value)
+
+
 # --- fuzzing: whatever the file holds, the loader answers with a config or a ConfigError ---------
 
 from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402

@@ -12,13 +12,14 @@ comes from); formats are shared and chosen by file suffix.
 from .files import SourceFile, list_source_files, open_source_file, source_root
 from .kinds import KINDS, Kind, normalize_subset
 from .read import DOCUMENTS, READER_VERSION, REJECTS, FileTally, ReadSource, count_tally, read_documents
-from .spec import SourceSpec
+from .spec import DatasetRef, SourceSpec
 
 __all__ = [
     "DOCUMENTS",
     "KINDS",
     "READER_VERSION",
     "REJECTS",
+    "DatasetRef",
     "FileTally",
     "Kind",
     "ReadSource",

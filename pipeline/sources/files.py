@@ -49,6 +49,10 @@ def source_root(spec: SourceSpec, data_root: str) -> str:
 
 def list_source_files(spec: SourceSpec, data_root: str) -> list[SourceFile]:
     """Every file of the source, sorted by relative path, after folder-level include/exclude."""
+    if spec.dataset is not None:  # a Hugging Face dataset: `datasets` says which files (hf_datasets.py)
+        from .hf_datasets import list_dataset_files  # imports `datasets` (slow) only for such sources
+
+        return list_dataset_files(spec, data_root)
     root = source_root(spec, data_root)
     found: dict[str, SourceFile] = {}
     for pattern in spec.globs:

@@ -62,6 +62,13 @@ KINDS: dict[str, Kind] = {
             description="StarCoder data (bigcode/starcoderdata): parquet, one folder per language",
         ),
         Kind(
+            "hf_dataset",
+            paths=(),
+            text_field="text",
+            description="a Hugging Face dataset (`dataset: {path, name, split}`): hub id, local hub-layout "
+            "folder or save_to_disk folder; its data files for the config and split",
+        ),
+        Kind(
             "files",
             paths=(),
             text_field="text",

@@ -22,6 +22,7 @@ from ..document import Document, Reject
 from ..errors import CorruptFileError
 from .files import SourceFile, list_source_files, open_source_file
 from .formats import format_of, iter_json_lines, iter_parquet_rows
+from .hf_datasets import iter_dataset_rows, read_by_datasets
 from .kinds import kind_named
 from .spec import SourceSpec
 
@@ -79,8 +80,13 @@ def _read(spec: SourceSpec, sf: SourceFile, raw, tally: FileTally) -> Iterator[D
     text_key = spec.text_key
     subset_from = spec.subset_from
     fmt = format_of(sf.rel)
-    if fmt == "parquet":
+    if spec.dataset is not None and read_by_datasets(sf.rel):  # Arrow, csv, ...: hf_datasets.py reads them
+        rows = iter_dataset_rows(spec, sf, raw)
+    elif fmt == "parquet":
         rows = iter_parquet_rows(raw, sf.path, text_key, kind_named(spec.kind).meta_columns)
+    else:
+        rows = None
+    if rows is not None:
         for row, text, meta in rows:
             tally.read += 1
             pos = f"#{row}"

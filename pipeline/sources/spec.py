@@ -6,7 +6,25 @@ import dataclasses
 
 from .kinds import kind_named, normalize_subset
 
-__all__ = ["SourceSpec"]
+__all__ = ["DatasetRef", "SourceSpec"]
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetRef:
+    """A Hugging Face dataset a source reads (kind ``hf_dataset``; ``hf_datasets.py`` lists and reads it).
+
+    ``path`` is a hub id, a local folder in the hub's layout (data files, optionally a README.md whose
+    ``configs:`` header maps configs and splits to files), or a folder written by ``save_to_disk``
+    (found by its ``state.json`` or ``dataset_dict.json``; it may also be on gs:// or s3://).
+    """
+
+    path: str = dataclasses.field(metadata={"help": "hub id (org/name), or a folder: relative to the data root "
+                                                    "unless absolute or a URI"})
+    name: str | None = dataclasses.field(default=None, metadata={"help": "the dataset config (hub datasets; "
+                                                                         "default: the dataset's default config)"})
+    split: str = dataclasses.field(default="train", metadata={"help": "the split to read"})
+    revision: str | None = dataclasses.field(default=None, metadata={"help": "hub branch, tag or commit "
+                                                                             "(default: the main branch)"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,6 +43,8 @@ class SourceSpec:
       include / exclude: subsets to keep / drop (matched case- and space-insensitively).
       text_field: the field holding the text; the kind's default when empty.
       skip_corrupt_files: count and skip structurally broken files instead of stopping the run.
+      dataset: the Hugging Face dataset a source of kind ``hf_dataset`` reads (instead of ``root``,
+        ``paths`` and ``hub``): its data files for one config and split are the source's files.
     """
 
     name: str
@@ -37,9 +57,12 @@ class SourceSpec:
     exclude: tuple[str, ...] = ()
     text_field: str = ""
     skip_corrupt_files: bool = False
+    dataset: DatasetRef | None = None
 
     def __post_init__(self):
         kind_named(self.kind)  # fail early on an unknown kind
+        if (self.kind == "hf_dataset") != (self.dataset is not None):
+            raise ValueError(f"source {self.name!r}: kind 'hf_dataset' and `dataset` go together")
 
     @property
     def globs(self) -> tuple[str, ...]:
