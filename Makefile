@@ -34,16 +34,29 @@ RUN_FLAGS     += --project=$(PROJECT) --region=$(REGION) --temp_location=gs://$(
                  --staging_location=gs://$(BUCKET)/staging --setup_file=./setup.py
 endif
 
-.PHONY: venv gcp-deps test samples tokenizer stage1-mixture stage2-mixture dry-run bench fuzz clean
+.PHONY: venv lock check-newest gcp-deps test samples tokenizer stage1-mixture stage2-mixture dry-run bench fuzz clean
 
 venv: $(STAMP)
 
-$(STAMP): setup.cfg setup.py scripts/install_jemalloc.sh
+# Exactly the versions the tests ran on: every package pinned by requirements-lock.txt (`make lock`
+# writes it again from setup.cfg's ranges; `make check-newest` tries the newest releases they allow).
+LOCK   = requirements-lock.txt
+EXTRAS = aws,bench,fast,report,test
+
+$(STAMP): setup.cfg setup.py $(LOCK) scripts/install_jemalloc.sh
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,aws,fast,report]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -c $(LOCK) --upgrade pip
+	$(BIN)/pip install --quiet -c $(LOCK) -e '.[$(EXTRAS)]'
 	scripts/install_jemalloc.sh $(VENV)
 	touch $(STAMP)
+
+lock:
+	$(PYTHON) scripts/deps.py lock
+
+# The smoke set (pipeline-construction tests, both dry runs, verify) in a venv of the newest releases
+# setup.cfg allows, as `pip install mixprep` gets them today; one line names a release that breaks us.
+check-newest:
+	$(PYTHON) scripts/deps.py check-newest
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -55,7 +68,7 @@ tokenizer: $(STAMP)
 	$(BIN)/python scripts/train_tokenizer.py --data-root samples --out tokenizer/tokenizer.json
 
 gcp-deps: $(STAMP)
-	$(BIN)/pip install --quiet -e '.[gcp]'
+	$(BIN)/pip install --quiet -c $(LOCK) -e '.[gcp]'
 
 stage1-mixture: $(STAMP) $(EXTRA_DEPS)
 	$(MIXPREP) run --mixture mixtures/stage1.yaml --out $(OUT)/stage1 $(call size_flag,$(STAGE1_TOKENS)) $(RUN_FLAGS)
@@ -74,7 +87,6 @@ BENCH_REPEAT ?= 1
 BENCH_DIR   ?= $(HOME)/.cache/mixprep-bench
 BENCH_ARGS  ?=
 bench: $(STAMP)
-	$(BIN)/python -c 'import psutil' 2>/dev/null || $(BIN)/pip install --quiet 'psutil>=5.9'
 	$(BIN)/python scripts/bench.py --mb $(BENCH_MB) --dir $(BENCH_DIR) --repeat $(BENCH_REPEAT) $(BENCH_ARGS)
 
 # A long fuzzing campaign (not part of `make test`): config loader and .idx/.bin reader.

@@ -38,8 +38,10 @@ _PIPELINE_COMMANDS = ("run", "tokenize")
 
 
 def _mixture_args(p: argparse.ArgumentParser, out: bool) -> None:
-    p.add_argument("--mixture", required=True, help="mixture YAML (mixtures/stage1.yaml, ...)")
-    p.add_argument("--data-root", default="samples", help="folder or URI the sources' roots are relative to")
+    p.add_argument("--mixture", required=True,
+                   help="mixture YAML, or the name of a bundled one (stage1, stage2: mixtures/*.yaml)")
+    p.add_argument("--data-root", default=None,
+                   help="folder or URI the sources' roots are relative to (default: the bundled samples)")
     p.add_argument("--cache", default=None, help="token cache root (default: OUT/../cache, or out/cache)")
     p.add_argument("--tokenizer", default=None, help="tokenizer.json path or hub id, instead of the config's")
     p.add_argument("--total-tokens", type=int, default=None, help="override the mixture's total tokens")
@@ -175,10 +177,15 @@ def _without_flag(args: list[str], flag: str) -> list[str]:
 
 
 def _load(args):
+    from .bundled import bundled, mixture_path
     from .config import load_mixture
 
+    if args.data_root is None:
+        args.data_root = bundled("samples") or "samples"
+        logging.getLogger("mixprep").info("data root: the bundled samples (%s); --data-root names your corpora",
+                                          args.data_root)
     overrides = {"total_tokens": args.total_tokens, "seed": args.seed, "shards": args.shards}
-    cfg = load_mixture(args.mixture, overrides)
+    cfg = load_mixture(mixture_path(args.mixture), overrides)
     if args.tokenizer:
         import dataclasses
 
