@@ -183,7 +183,7 @@ def find_culprit(python: str, newest: dict[str, str], diffs, decl, log) -> tuple
     return None
 
 
-def check_newest(venv: str) -> int:
+def check_newest(venv: str, lock_file: str = LOCK) -> int:
     def log(line: str) -> None:
         print(line, flush=True)
 
@@ -191,7 +191,7 @@ def check_newest(venv: str) -> int:
     log(f"check-newest: a venv from setup.cfg's ranges alone ({venv})")
     python = make_venv(venv)
     newest = installed(python)
-    diffs = differences(read_lock(), newest)
+    diffs = differences(read_lock(lock_file), newest)
     log(f"check-newest: newer than the lock: {describe(diffs)}" if diffs else
         "check-newest: the newest releases are the locked ones")
     failed = smoke(python, log)
@@ -238,10 +238,11 @@ def main(argv=None) -> int:
     lk.add_argument("--out", default=LOCK)
     cn = sub.add_parser("check-newest", help="the smoke set on the newest releases setup.cfg allows")
     cn.add_argument("--venv", default=os.path.join(ROOT, ".venv-newest"))
+    cn.add_argument("--lock", default=LOCK, help="the lock to compare with (default: requirements-lock.txt)")
     args = p.parse_args(argv)
     if args.command == "lock":
         return lock(args.venv, args.out)
-    return check_newest(args.venv)
+    return check_newest(args.venv, args.lock)
 
 
 if __name__ == "__main__":

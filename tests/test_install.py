@@ -46,3 +46,17 @@ def test_pip_install_outside_the_checkout_runs_a_bundled_mixture(tmp_path):
     assert (elsewhere / "out" / "stage1" / "manifest.json").exists()
     wrong = mixprep("run", "--mixture", "stage3")
     assert wrong.returncode == 2 and "bundled: stage1, stage2" in wrong.stderr
+
+
+def test_check_newest_blames_one_release_in_one_line():
+    decl = {"apache-beam": "runtime", "pytest": "test"}
+    diffs = [("apache-beam", "2.78.0", "2.79.0"), ("grpcio", "1.70.0", "1.71.0"), ("pytest", "9.2.0", "9.3.0"),
+             ("tqdm", "", "4.1.0")]
+    # Runtime dependencies are put back first, then test tools, then the rest; a new package cannot be.
+    assert [d[0] for d in deps.bisect_order(diffs, decl)] == ["apache-beam", "pytest", "grpcio"]
+    status, line = deps.verdict(diffs[0], decl, diffs)
+    assert status == 1 and line.startswith("check-newest: FAILED: apache-beam 2.79.0 (locked 2.78.0) breaks")
+    status, line = deps.verdict(diffs[2], decl, diffs)
+    assert status == 0 and "WARNING: pytest 9.3.0" in line
+    status, line = deps.verdict(None, decl, diffs)
+    assert status == 1 and "no single one" in line and "\n" not in line
