@@ -536,7 +536,7 @@ def tokenizers_pairs(mixture: Path, data_root: Path, tok_path: Path, total: int,
     per pair (median). The pool runs twice: as a user would run it (glibc malloc), and with the
     allocator `mixprep` preloads in its workers, to tell the allocator's share from the pipeline's.
     """
-    from pipeline.cli import worker_allocator
+    from pipeline.runners import worker_allocator
 
     allocator = worker_allocator()
     runs, pairs = [], []

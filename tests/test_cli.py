@@ -2,17 +2,13 @@
 
 import contextlib
 import io
-import os
 import subprocess
 import sys
 
-import apache_beam as beam
 import pytest
-from apache_beam.options.pipeline_options import PipelineOptions
 
 from conftest import BAD, ROOT, SAMPLES, TOKENIZER
-from pipeline.cli import (JEMALLOC, WORKER_ALLOCATOR_ENV, WORKER_MALLOC, beam_defaults, main, user_error,
-                          worker_allocator, worker_environment)
+from pipeline.cli import main, user_error
 from pipeline.console import StderrLines
 from pipeline.errors import ConfigError
 
@@ -109,46 +105,6 @@ def test_worker_processes_tracebacks_are_not_shown(tmp_path):
     assert "Traceback" not in proc.stderr and "During handling" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("mixprep: error: ")
     assert "zstd stream is truncated" in proc.stderr.strip().splitlines()[-1]
-
-
-def test_local_worker_processes_get_a_malloc_arena_per_thread_and_jemalloc(tmp_path, monkeypatch):
-    env = {"GLIBC_TUNABLES": "glibc.malloc.arena_max=4", WORKER_ALLOCATOR_ENV: "glibc"}
-    worker_environment(env)
-    assert env == {"GLIBC_TUNABLES": "glibc.malloc.arena_max=4", WORKER_ALLOCATOR_ENV: "glibc"}  # the user's own
-    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
-    monkeypatch.delenv(WORKER_ALLOCATOR_ENV, raising=False)
-    monkeypatch.delenv("LD_PRELOAD", raising=False)
-    worker_environment()  # what `mixprep run` does before a multi-process local run
-    assert "arena_max=64" in os.environ["GLIBC_TUNABLES"]
-    allocator = worker_allocator()  # `make` puts jemalloc in the venv on Debian/Ubuntu
-    assert os.environ.get("LD_PRELOAD") == allocator
-    seen = tmp_path / "seen"
-    with beam.Pipeline(options=PipelineOptions(beam_defaults(["--direct_num_workers=1"]))) as p:
-        # (self-contained: the worker process cannot import this test module)
-        _ = p | beam.Create([str(seen)]) | beam.Map(lambda path: open(path, "w").write(
-            f"{__import__('os').getpid()} {__import__('os').environ.get('GLIBC_TUNABLES')}\n"
-            + open("/proc/self/maps").read()))
-    first, maps = seen.read_text().split("\n", 1)
-    pid, tunables = first.split(" ", 1)
-    assert int(pid) != os.getpid() and tunables == WORKER_MALLOC
-    if allocator is None:
-        pytest.skip("no jemalloc on this machine: the workers' glibc tunables were checked, not the preload")
-    assert JEMALLOC in maps  # the worker process runs on it
-
-
-def test_worker_allocator_choice(tmp_path):
-    assert worker_allocator({WORKER_ALLOCATOR_ENV: "glibc"}) is None
-    lib = tmp_path / "libother.so"
-    lib.write_bytes(b"")
-    assert worker_allocator({WORKER_ALLOCATOR_ENV: str(lib)}) == str(lib)
-    with pytest.raises(ConfigError, match="not a file"):
-        worker_allocator({WORKER_ALLOCATOR_ENV: str(tmp_path / "missing.so")})
-    env = {WORKER_ALLOCATOR_ENV: str(lib), "LD_PRELOAD": "libfoo.so"}
-    worker_environment(env)
-    assert env["LD_PRELOAD"] == f"{lib}:libfoo.so"  # first, the user's kept
-    env = {WORKER_ALLOCATOR_ENV: str(lib), "LD_PRELOAD": "/opt/libtcmalloc.so"}
-    worker_environment(env)
-    assert env["LD_PRELOAD"] == "/opt/libtcmalloc.so"  # never two allocators
 
 
 def test_traceback_blocks_are_dropped_line_by_line():

@@ -1,13 +1,17 @@
-"""Local runs take Beam's FnApiRunner by name, never Prism fetched at run time (pipeline/runners.py)."""
+"""Local runs (pipeline/runners.py): Beam's FnApiRunner by name, never Prism fetched at run time; a
+worker process per core, each with its malloc arenas and jemalloc."""
 
 import logging
+import os
 
 import apache_beam as beam
+import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline.cli import beam_defaults
-from pipeline.runners import LOCAL_RUNNER
+from pipeline.errors import ConfigError
+from pipeline.runners import (JEMALLOC, LOCAL_RUNNER, WORKER_ALLOCATOR_ENV, WORKER_MALLOC, beam_defaults,
+                              worker_allocator, worker_environment)
 
 
 def runner_of(args):
@@ -35,3 +39,43 @@ def test_a_local_run_takes_the_fn_api_runner(caplog):
             assert_that(p | beam.Create([1, 2, 3]) | beam.Map(lambda x: x * 2), equal_to([2, 4, 6]))
     assert type(p.result).__module__.startswith("apache_beam.runners.portability.fn_api_runner")
     assert not [r for r in caplog.records if "Prism" in r.getMessage()]
+
+
+def test_local_worker_processes_get_a_malloc_arena_per_thread_and_jemalloc(tmp_path, monkeypatch):
+    env = {"GLIBC_TUNABLES": "glibc.malloc.arena_max=4", WORKER_ALLOCATOR_ENV: "glibc"}
+    worker_environment(env)
+    assert env == {"GLIBC_TUNABLES": "glibc.malloc.arena_max=4", WORKER_ALLOCATOR_ENV: "glibc"}  # the user's own
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    monkeypatch.delenv(WORKER_ALLOCATOR_ENV, raising=False)
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    worker_environment()  # what `mixprep run` does before a multi-process local run
+    assert "arena_max=64" in os.environ["GLIBC_TUNABLES"]
+    allocator = worker_allocator()  # `make` puts jemalloc in the venv on Debian/Ubuntu
+    assert os.environ.get("LD_PRELOAD") == allocator
+    seen = tmp_path / "seen"
+    with beam.Pipeline(options=PipelineOptions(beam_defaults(["--direct_num_workers=1"]))) as p:
+        # (self-contained: the worker process cannot import this test module)
+        _ = p | beam.Create([str(seen)]) | beam.Map(lambda path: open(path, "w").write(
+            f"{__import__('os').getpid()} {__import__('os').environ.get('GLIBC_TUNABLES')}\n"
+            + open("/proc/self/maps").read()))
+    first, maps = seen.read_text().split("\n", 1)
+    pid, tunables = first.split(" ", 1)
+    assert int(pid) != os.getpid() and tunables == WORKER_MALLOC
+    if allocator is None:
+        pytest.skip("no jemalloc on this machine: the workers' glibc tunables were checked, not the preload")
+    assert JEMALLOC in maps  # the worker process runs on it
+
+
+def test_worker_allocator_choice(tmp_path):
+    assert worker_allocator({WORKER_ALLOCATOR_ENV: "glibc"}) is None
+    lib = tmp_path / "libother.so"
+    lib.write_bytes(b"")
+    assert worker_allocator({WORKER_ALLOCATOR_ENV: str(lib)}) == str(lib)
+    with pytest.raises(ConfigError, match="not a file"):
+        worker_allocator({WORKER_ALLOCATOR_ENV: str(tmp_path / "missing.so")})
+    env = {WORKER_ALLOCATOR_ENV: str(lib), "LD_PRELOAD": "libfoo.so"}
+    worker_environment(env)
+    assert env["LD_PRELOAD"] == f"{lib}:libfoo.so"  # first, the user's kept
+    env = {WORKER_ALLOCATOR_ENV: str(lib), "LD_PRELOAD": "/opt/libtcmalloc.so"}
+    worker_environment(env)
+    assert env["LD_PRELOAD"] == "/opt/libtcmalloc.so"  # never two allocators
