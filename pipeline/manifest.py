@@ -69,7 +69,8 @@ def build_manifest(
             })
         achieved = sum(s.selected_tokens for s in sel)
         selected_docs = sum(b["documents"] for b in buckets)
-        # Every document read is accounted for: read = selected + dropped by sampling + rejected + excluded.
+        # Every document read is accounted for: read = selected + dropped by sampling + rejected + excluded;
+        # and every file the source's patterns match: files_matched = files_read + len(files_refused).
         accounting = {**cache.manifest["accounting"], "selected_documents": selected_docs,
                       "dropped_by_sampling": cache.manifest["accounting"]["forwarded"] - selected_docs}
         sources[p.source] = {

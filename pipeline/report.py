@@ -234,17 +234,19 @@ def render_markdown(manifest: dict, histograms: dict[str, dict], plots: dict[str
     for note in notes:
         lines += [f"> {note}", ""]
 
-    lines += ["## Accounting", "", "Every document read, per source: forwarded to the cache, rejected (by reason), "
+    lines += ["## Accounting", "", "Every file the source's patterns match, read or refused (`files_refused` in the "
+              "manifest says why); every document read, per source: forwarded to the cache, rejected (by reason), "
               "excluded by subset; and of the forwarded, how many the mixture holds.", ""]
     rows = []
     for n, s in m["sources"].items():
         a = s["accounting"]
         reasons = ", ".join(f"{k} {v:,}" for k, v in a.get("rejected_by_reason", {}).items()) or "-"
         corrupt = len(a.get("corrupt_files", []))
-        rows.append((f"`{n}`", f"{a['read']:,}", f"{a['forwarded']:,}", f"{a['rejected']:,}", reasons,
+        rows.append((f"`{n}`", f"{a.get('files_read', 0):,}", f"{len(a.get('files_refused', [])):,}",
+                     f"{a['read']:,}", f"{a['forwarded']:,}", f"{a['rejected']:,}", reasons,
                      f"{a['excluded_subset']:,}", f"{corrupt:,}", f"{s['documents']:,}"))
-    lines += _table(("source", "read", "forwarded", "rejected", "by reason", "excluded", "corrupt files",
-                     "in mixture"), rows, "lrrrlrrr")
+    lines += _table(("source", "files read", "files refused", "read", "forwarded", "rejected", "by reason",
+                     "excluded", "corrupt files", "in mixture"), rows, "lrrrrrlrrr")
     lines += [""]
 
     lines += ["## Shards", ""]

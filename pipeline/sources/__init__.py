@@ -9,26 +9,33 @@ Adding a source kind: add a ``Kind`` to ``kinds.KINDS`` (default globs, text fie
 comes from); formats are shared and chosen by file suffix.
 """
 
-from .files import SourceFile, list_source_files, open_source_file, source_root
+from .files import (REFUSALS, Listing, RefusedFile, SourceFile, list_source_files, open_source_file, refused_files,
+                    source_root)
 from .kinds import KINDS, Kind, normalize_subset
-from .read import DOCUMENTS, READER_VERSION, REJECTS, FileTally, ReadSource, count_tally, read_documents
+from .read import (DOCUMENTS, READER_VERSION, REJECTS, FileTally, ReadSource, count_refused, count_tally,
+                   read_documents)
 from .spec import DatasetRef, SourceSpec
 
 __all__ = [
     "DOCUMENTS",
     "KINDS",
     "READER_VERSION",
+    "REFUSALS",
     "REJECTS",
     "DatasetRef",
     "FileTally",
     "Kind",
+    "Listing",
     "ReadSource",
+    "RefusedFile",
     "SourceFile",
     "SourceSpec",
+    "count_refused",
     "count_tally",
     "list_source_files",
     "normalize_subset",
     "open_source_file",
     "read_documents",
+    "refused_files",
     "source_root",
 ]

@@ -2,7 +2,9 @@
 
 Decompression is done here rather than by Beam so that a truncated gzip or zstd stream is an error
 (zstandard's stream reader ends silently at a truncation; we check the frame really ended).
-Line numbers are 1-based; parquet rows 0-based.
+Line numbers are 1-based; parquet rows 0-based. A UTF-8 byte-order mark that starts a JSON-lines
+file (as some Windows tools write one) is skipped and reported with the first line; one anywhere
+else is text, or a malformed line.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from ..errors import CorruptFileError
 __all__ = ["format_of", "iter_json_lines", "iter_parquet_rows", "JsonLine", "TEXT_PER_FILE_BYTE"]
 
 _READ_CHUNK = 1 << 20
+_BOM = b"\xef\xbb\xbf"  # UTF-8's byte-order mark
 
 # Bytes of document text per byte of file, by format: what the bench corpus measured (RefinedWeb and
 # StarCoder parquet 2.8, C4 gzip 3.5, RedPajama and Pile zstd 4.2-4.7, plain lines ~1). Only used to
@@ -94,12 +97,13 @@ def _open_lines(raw: BinaryIO, path: str, fmt: str) -> BinaryIO:
 
 
 class JsonLine:
-    """One line of a JSON-lines file: the parsed object, or why it is not one."""
+    """One line of a JSON-lines file: the parsed object, or why it is not one; ``bom``: the file's
+    byte-order mark was skipped before it (first line only)."""
 
-    __slots__ = ("line", "raw", "obj", "reason", "detail")
+    __slots__ = ("line", "raw", "obj", "reason", "detail", "bom")
 
-    def __init__(self, line: int, raw: bytes, obj: dict | None, reason: str = "", detail: str = ""):
-        self.line, self.raw, self.obj, self.reason, self.detail = line, raw, obj, reason, detail
+    def __init__(self, line: int, raw: bytes, obj: dict | None, reason: str = "", detail: str = "", bom: bool = False):
+        self.line, self.raw, self.obj, self.reason, self.detail, self.bom = line, raw, obj, reason, detail, bom
 
 
 def iter_json_lines(raw: BinaryIO, path: str, fmt: str) -> Iterator[JsonLine]:
@@ -109,22 +113,27 @@ def iter_json_lines(raw: BinaryIO, path: str, fmt: str) -> Iterator[JsonLine]:
     try:
         for line_no, line in enumerate(stream, start=1):
             body = line.rstrip(b"\r\n")
-            if not body.strip():
-                yield JsonLine(line_no, body, None, "blank_line", "empty line")
+            if line_no == 1 and body.startswith(_BOM):
+                yield _parsed(line_no, body[len(_BOM) :], bom=True)
                 continue
-            try:
-                obj = orjson.loads(body)
-            except orjson.JSONDecodeError as e:
-                yield JsonLine(line_no, body, None, _json_error_reason(body, e), str(e))
-                continue
-            if not isinstance(obj, dict):
-                yield JsonLine(line_no, body, None, "malformed_json", f"expected a JSON object, found {type(obj).__name__}")
-                continue
-            yield JsonLine(line_no, body, obj)
+            yield _parsed(line_no, body)
     except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as e:
         if isinstance(e, CorruptFileError):
             raise
         raise CorruptFileError(path, f"{fmt} stream is truncated or corrupt after line {line_no} ({e})") from e
+
+
+def _parsed(line_no: int, body: bytes, bom: bool = False) -> JsonLine:
+    """One line (without its end of line) as a JSON object, or the reason it is none."""
+    if not body.strip():
+        return JsonLine(line_no, body, None, "blank_line", "empty line", bom)
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        return JsonLine(line_no, body, None, _json_error_reason(body, e), str(e), bom)
+    if not isinstance(obj, dict):
+        return JsonLine(line_no, body, None, "malformed_json", f"expected a JSON object, found {type(obj).__name__}", bom)
+    return JsonLine(line_no, body, obj, bom=bom)
 
 
 def _json_error_reason(body: bytes, err: Exception) -> str:

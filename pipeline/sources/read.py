@@ -4,8 +4,10 @@
 
 Files are listed when the pipeline is built (``files.list_source_files``), spread over workers and
 read one file per element. Counters, in the namespace ``source:<name>``: ``files``, ``read``,
-``forwarded``, ``rejected`` (+ ``rejected_<reason>``), ``excluded_subset``, ``corrupt_files``.
-For every source: read == forwarded + rejected + excluded_subset.
+``forwarded``, ``rejected`` (+ ``rejected_<reason>``), ``excluded_subset``, ``corrupt_files``,
+``bom_skipped`` (files whose leading byte-order mark was skipped), ``files_refused`` (+
+``files_refused_<reason>``: matched paths not read, see ``files.REFUSALS``).
+For every source: read == forwarded + rejected + excluded_subset, and files matched == files + files_refused.
 """
 
 from __future__ import annotations
@@ -20,18 +22,18 @@ from apache_beam.metrics import Metrics
 
 from ..document import Document, Reject
 from ..errors import CorruptFileError
-from .files import SourceFile, list_source_files, open_source_file
+from .files import RefusedFile, SourceFile, list_source_files, open_source_file, refused_files
 from .formats import format_of, iter_json_lines, iter_parquet_rows
 from .hf_datasets import iter_dataset_rows, read_by_datasets
 from .kinds import kind_named
 from .spec import SourceSpec
 
-__all__ = ["ReadSource", "read_documents", "count_tally", "FileTally", "DOCUMENTS", "REJECTS", "READER_VERSION"]
+__all__ = ["ReadSource", "read_documents", "count_refused", "count_tally", "FileTally", "DOCUMENTS", "REJECTS", "READER_VERSION"]
 
 DOCUMENTS, REJECTS = "documents", "rejects"
 
 # Bump when a change to reading would change documents or ids: it is part of the cache fingerprint.
-READER_VERSION = 1
+READER_VERSION = 2  # 2: a JSON-lines file's leading byte-order mark is skipped, not a malformed first line
 
 
 @dataclasses.dataclass
@@ -43,6 +45,7 @@ class FileTally:
     excluded_subset: int = 0
     rejected: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     corrupt: str = ""  # the error, when a corrupt file was skipped
+    bom_skipped: int = 0  # 1 when the file started with a byte-order mark
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -51,6 +54,7 @@ class FileTally:
             "excluded_subset": self.excluded_subset,
             "rejected": dict(sorted(self.rejected.items())),
             "corrupt": self.corrupt,
+            "bom_skipped": self.bom_skipped,
         }
 
 
@@ -94,6 +98,7 @@ def _read(spec: SourceSpec, sf: SourceFile, raw, tally: FileTally) -> Iterator[D
         return
     for jl in iter_json_lines(raw, sf.path, fmt):
         tally.read += 1
+        tally.bom_skipped += jl.bom
         pos = str(jl.line)
         if jl.obj is None:
             tally.rejected[jl.reason] += 1
@@ -178,6 +183,17 @@ class _ReadFileFn(beam.DoFn):
         count_tally(self._spec.name, tally)
 
 
+class _CountRefusedFn(beam.DoFn):
+    """Counts the paths a source's patterns match that are not read (``files.REFUSALS``)."""
+
+    def __init__(self, source: str):
+        self._source = source
+
+    def process(self, refused: RefusedFile):
+        count_refused(self._source, refused)
+        return ()
+
+
 def count_tally(source: str, tally: FileTally) -> None:
     """Add one file's tally to the ``source:<name>`` Beam counters."""
     ns = f"source:{source}"
@@ -190,6 +206,15 @@ def count_tally(source: str, tally: FileTally) -> None:
         Metrics.counter(ns, f"rejected_{reason}").inc(n)
     if tally.corrupt:
         Metrics.counter(ns, "corrupt_files").inc()
+    if tally.bom_skipped:
+        Metrics.counter(ns, "bom_skipped").inc(tally.bom_skipped)
+
+
+def count_refused(source: str, refused: RefusedFile) -> None:
+    """Add one refused path to the ``source:<name>`` Beam counters."""
+    ns = f"source:{source}"
+    Metrics.counter(ns, "files_refused").inc()
+    Metrics.counter(ns, f"files_refused_{refused.reason}").inc()
 
 
 class ReadSource(beam.PTransform):
@@ -205,9 +230,13 @@ class ReadSource(beam.PTransform):
         return self._files
 
     def expand(self, pbegin):
+        refused = refused_files(self._files)
+        if refused:  # listed, never opened: only counted
+            _ = (pbegin | "ListRefusedFiles" >> beam.Create(refused)
+                 | "CountRefusedFiles" >> beam.ParDo(_CountRefusedFn(self._spec.name)))
         return (
             pbegin
-            | "ListFiles" >> beam.Create(self._files)
+            | "ListFiles" >> beam.Create(list(self._files))
             | "SpreadFiles" >> beam.Reshuffle()
             | "ReadFiles" >> beam.ParDo(_ReadFileFn(self._spec)).with_outputs(REJECTS, main=DOCUMENTS)
         )

@@ -277,3 +277,33 @@ def test_a_glob_matching_nothing_is_an_error():
     spec = SourceSpec("c4", "c4", root="allenai/c4", paths=("en/nothing-*.json.gz",))
     with pytest.raises(SourceError, match=r"no file matches 'en/nothing-\*.json.gz'"):
         list_source_files(spec, SAMPLES)
+
+
+BOM = b"\xef\xbb\xbf"
+
+
+@pytest.mark.parametrize("suffix, pack", [(".jsonl", bytes), (".json.gz", lambda b: gzip.compress(b, mtime=0)),
+                                          (".jsonl.zst", zstandard.ZstdCompressor().compress)])
+def test_a_leading_byte_order_mark_is_skipped_and_counted(tmp_path, suffix, pack):
+    """Only the file's first bytes: a BOM inside a text is text, one starting a later line is no JSON."""
+    lines = [BOM + b'{"text": "first"}', '{"text": "in\ufeffside"}'.encode(), BOM + b'{"text": "later"}']
+    os.makedirs(tmp_path / "src")
+    (tmp_path / "src" / f"a{suffix}").write_bytes(pack(b"\n".join(lines) + b"\n"))
+    docs, rejects, counters = run_read(SourceSpec("bom", "files", root="src", paths=("*",)), str(tmp_path))
+    assert sorted((d.doc_id, d.text) for d in docs) == [(f"a{suffix}:1", "first"), (f"a{suffix}:2", "in\ufeffside")]
+    assert [(r.position, r.reason) for r in rejects] == [("3", "malformed_json")]
+    assert counters["bom_skipped"] == 1 and counters["read"] == 3
+    assert_accounted(docs, rejects, counters)
+
+
+def test_refused_paths_are_counted_by_reason(tmp_path):
+    os.makedirs(tmp_path / "src" / "dir.jsonl")
+    (tmp_path / "src" / "a.jsonl").write_bytes(b'{"text": "kept"}\n')
+    os.symlink("gone", tmp_path / "src" / "b.jsonl")
+    os.mkfifo(tmp_path / "src" / "c.jsonl")
+    spec = SourceSpec("refusing", "files", root="src", paths=("*.jsonl",), skip_corrupt_files=True)
+    docs, rejects, counters = run_read(spec, str(tmp_path))
+    assert [d.text for d in docs] == ["kept"] and rejects == []
+    assert counters["files"] == 1 and counters["files_refused"] == 3
+    assert {k: v for k, v in counters.items() if k.startswith("files_refused_")} == {
+        "files_refused_directory": 1, "files_refused_dangling_link": 1, "files_refused_special_file": 1}
