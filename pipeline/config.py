@@ -50,8 +50,11 @@ class SourceConfig:
     include: tuple[str, ...] = _help("subsets to keep (empty: all)", ())
     exclude: tuple[str, ...] = _help("subsets to drop", ())
     text_field: str = _help("field holding the text; the kind's default when empty", "")
-    skip_corrupt_files: bool = _help("count and skip structurally broken files instead of failing", False)
+    skip_corrupt_files: bool = _help("count and skip structurally broken files, and record as refused the matched "
+                                     "paths that are no file to read (links to nothing, folders, pipes), instead of "
+                                     "failing", False)
     max_repetition: float = _help("most epochs of any part of this source the mixture may take", 1.0)
+    long_documents: bool = _help("apply the mixture's long_documents rule to this source", True)
     dataset: DatasetRef | None = _help(
         "kind hf_dataset: {path, name, split, revision} of a Hugging Face dataset (hub id, local hub-layout "
         "folder or save_to_disk folder) to read instead of root/paths/hub", None)
@@ -75,11 +78,11 @@ class SourceConfig:
 
 @dataclasses.dataclass(frozen=True)
 class LongDocPolicy:
-    """Upweight naturally long documents inside each source (RECIPE.md; after Fu et al. 2024)."""
+    """Upweight naturally long documents inside each source (docs/RECIPE.md; after Fu et al. 2024)."""
 
     threshold: int = _help("a document is long when its tokens (EOS included) are at least this", 4096)
-    factor: float = _help("the long bucket's token fraction goes from f0 to min(cap, factor * f0)", 2.0)
-    cap: float = _help("upper bound on the long bucket's token fraction", 0.8)
+    factor: float = _help("the long bucket's token fraction goes from f0 to max(f0, min(cap, factor * f0))", 2.0)
+    cap: float = _help("upper bound on what upweighting raises the long fraction to (never lowers it)", 0.8)
     fraction: float | None = _help("an explicit long-bucket fraction instead of factor/cap", None)
 
 
@@ -130,6 +133,10 @@ class MixtureConfig:
             if s.name == name:
                 return s
         raise KeyError(name)
+
+    def long_policy(self, name: str) -> LongDocPolicy | None:
+        """The long-document rule as it applies to source ``name`` (None: natural proportions)."""
+        return self.long_documents if self.source(name).long_documents else None
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as JSON-ready data (the same on every machine: no local paths)."""

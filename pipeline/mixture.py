@@ -91,7 +91,7 @@ def sample_rules(cfg: MixtureConfig, files: dict[str, list[SourceFile]], tokeniz
             continue
         encoder = encoder or Encoder(tokenizer)
         est = estimate_source(s.spec, files[s.name], tokenizer, bounds, PROBE_FILES, PROBE_DOCS, PROBE_CHARS, encoder)
-        targets = bucket_targets(target, est["bucket_tokens"], bounds, cfg.long_documents)
+        targets = bucket_targets(target, est["bucket_tokens"], bounds, cfg.long_policy(s.name))
         rules[s.name] = choose_rule(targets, est["bucket_tokens"], est["bucket_documents"],
                                     tuple(est["chars_per_token"]), bounds, est["chars_per_token_by_length"], groups,
                                     share=FIRST_PASS)
@@ -252,7 +252,7 @@ def _top_up(cfg, p, rule: SampleRule, cache: TokenCache, candidates, groups) -> 
     bounds = cfg.bucket_bounds
     short = [b.index for b in p.buckets if b.target_tokens > candidates[0][b.index]]
     rates = predict_top_up(rule.rates, groups, short, SampleView.of(cache, bounds, rule), bounds,
-                           lambda available: bucket_targets(p.target_tokens, available, bounds, cfg.long_documents),
+                           lambda available: bucket_targets(p.target_tokens, available, bounds, cfg.long_policy(p.source)),
                            MIN_HOLDS)
     return None if rates is None else dataclasses.replace(rule, rates=rates)
 

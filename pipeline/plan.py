@@ -88,16 +88,18 @@ def split_exact(total: int, weights: Sequence[float]) -> list[int]:
 
 
 def long_fraction(natural: float, policy: LongDocPolicy) -> float:
-    """The long buckets' token fraction under the policy (RECIPE.md): min(cap, factor * f0).
+    """The long buckets' token fraction under the policy (docs/RECIPE.md): max(f0, min(cap, factor * f0)).
 
-    >>> long_fraction(0.1, LongDocPolicy(threshold=4096, factor=2.0, cap=0.8))
-    0.2
-    >>> long_fraction(0.5, LongDocPolicy(threshold=4096, factor=2.0, cap=0.8))
-    0.8
+    Upweighting raises the long fraction up to the cap and never lowers it: a source already above
+    the cap keeps its natural fraction. An explicit ``fraction`` is taken as it is.
+
+    >>> policy = LongDocPolicy(threshold=4096, factor=2.0, cap=0.8)
+    >>> long_fraction(0.1, policy), long_fraction(0.5, policy), long_fraction(0.816, policy)
+    (0.2, 0.8, 0.816)
     """
     if policy.fraction is not None:
         return policy.fraction
-    return min(policy.cap, policy.factor * natural)
+    return max(natural, min(policy.cap, policy.factor * natural))
 
 
 def bucket_targets(
@@ -133,7 +135,7 @@ def make_plan(cfg: MixtureConfig, available: dict[str, tuple[list[int], list[int
         if sum(tokens) == 0:
             raise PlanError(f"source {s.name!r} has no tokens (all its documents were rejected or excluded) "
                             f"but its weight is {s.weight:g}: fix the source or set its weight to 0.")
-        targets = bucket_targets(target, tokens, bounds, cfg.long_documents)
+        targets = bucket_targets(target, tokens, bounds, cfg.long_policy(s.name))
         buckets = tuple(
             BucketPlan(i, bucket_label(i, bounds), tokens[i], docs[i], targets[i]) for i in range(len(tokens))
         )

@@ -179,7 +179,7 @@ def source_stats(cfg: MixtureConfig, data_root: str, cache_root: str, sample_fil
     mixed = [st for st in out if st.weight > 0]
     for st, target in zip(mixed, split_exact(cfg.total_tokens, [st.weight for st in mixed])):
         st.target = target
-        st.bucket_target = bucket_targets(target, st.bucket_tokens, bounds, cfg.long_documents)
+        st.bucket_target = bucket_targets(target, st.bucket_tokens, bounds, cfg.long_policy(st.name))
     _what_a_run_tokenizes(cfg, out, listed, cache_root, tokenizer)
     return out
 

@@ -42,7 +42,8 @@ class SourceSpec:
       revision: the hub revision.
       include / exclude: subsets to keep / drop (matched case- and space-insensitively).
       text_field: the field holding the text; the kind's default when empty.
-      skip_corrupt_files: count and skip structurally broken files instead of stopping the run.
+      skip_corrupt_files: count and skip structurally broken files, and record the matched paths that
+        are no file to read (``files.REFUSALS``) as refused, instead of stopping the run.
       dataset: the Hugging Face dataset a source of kind ``hf_dataset`` reads (instead of ``root``,
         ``paths`` and ``hub``): its data files for one config and split are the source's files.
     """
