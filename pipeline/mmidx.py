@@ -1,7 +1,7 @@
 """The Megatron / GPT-NeoX ``MMIDIDX`` token format: write it, read it, check it.
 
 A shard is a pair ``PREFIX.bin`` (token ids back to back) and ``PREFIX.idx`` (header, sequence lengths,
-byte pointers, document boundaries); /work/shared/FORMAT.md has the byte layout. Megatron-LM, NeMo and
+byte pointers, document boundaries); docs/FORMAT.md has the byte layout. Megatron-LM, NeMo and
 GPT-NeoX (``data-impl: mmap``) read these files unchanged.
 
 Write a shard without holding it in memory::

@@ -123,7 +123,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 EOS_TOKEN = "<|endoftext|>"  # GPT-NeoX-20B id 0; appended after every document
-# Megatron's cut-off: below it ids are stored as uint16, otherwise int32 (RECIPE.md, "Tokenizer").
+# Megatron's cut-off: below it ids are stored as uint16, otherwise int32 (docs/FORMAT.md).
 UINT16_VOCAB_LIMIT = 65500
 # Batches are bounded in bytes: each Encoding (tokens, offsets) lives until its batch call returns.
 DEFAULT_BATCH_BYTES = 1 << 20
@@ -714,7 +714,7 @@ class Encoder:
         self._tok.no_truncation()
         self._tok.no_padding()
         self._tok.encode_special_tokens = True
-        # encode_batch_fast skips offsets (1.7x faster, DESIGN.md); older tokenizers lack it.
+        # encode_batch_fast skips offsets (1.7x faster, measured: docs/PERFORMANCE.md); older tokenizers lack it.
         self._encode_batch = getattr(self._tok, "encode_batch_fast", None) or self._tok.encode_batch
         self.name = tokenizer.name
         self.dtype = tokenizer.dtype

@@ -486,7 +486,7 @@ def write_mixture(path: Path, tok_path: Path, tokens: dict[str, int], fraction: 
     lines = ["name: bench", "description: mixprep benchmark (scripts/bench.py)", f"total_tokens: {total}",
              "seq_len: 2048", "seed: 1234", f"tokenizer: {tok_path}", "shards: 4",
              "length_buckets: [2048, 4096, 16384]"]
-    if long_documents:  # stage 2's rule (RECIPE.md)
+    if long_documents:  # stage 2's rule (docs/RECIPE.md)
         lines += ["long_documents: {threshold: 4096, factor: 2.0, cap: 0.8}"]
     lines += ["sources:"]
     for n in names:

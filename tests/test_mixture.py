@@ -138,7 +138,7 @@ def test_long_documents_upweighted_inside_each_source(runs):
 def test_repetition_is_reported(runs):
     rw = runs["stage2"]["sources"]["refinedweb"]
     short, long = rw["buckets"][0], rw["buckets"][-1]
-    # Upweighted long documents repeat sooner (RECIPE.md): more than one epoch of the longest bucket.
+    # Upweighted long documents repeat sooner (docs/RECIPE.md): more than one epoch of the longest bucket.
     assert long["epochs"] > 1 > short["epochs"] and long["full_copies"] >= 1
     assert long["copies"] > long["available_documents"] and long["epochs"] == pytest.approx(
         long["achieved_tokens"] / long["available_tokens"], abs=1e-6)

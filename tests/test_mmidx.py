@@ -1,4 +1,4 @@
-"""pipeline.mmidx: the golden bytes of FORMAT.md, round trips, atomic writes and corrupt files."""
+"""pipeline.mmidx: the golden bytes of docs/FORMAT.md, round trips, atomic writes and corrupt files."""
 
 import hashlib
 import os
@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from pipeline.errors import FormatError
 from pipeline.mmidx import MMIDXReader, MMIDXWriter, ShardInfo, dtype_for_vocab, write_sequences
 
-# FORMAT.md's worked example: documents [11,12,13] and [21,22] as uint16.
+# docs/FORMAT.md's worked example: documents [11,12,13] and [21,22] as uint16.
 GOLDEN_BIN = bytes.fromhex("0b00 0c00 0d00 1500 1600")
 GOLDEN_IDX = bytes.fromhex(
     "4d4d49444944580000 0100000000000000 08 0200000000000000 0300000000000000"
