@@ -93,6 +93,11 @@ class _Entry:
     kind: str
     size: int = 0
     detail: str = ""
+    blocked: bool = False  # a folder the walk could not enter (a loop, an unlistable folder): its name is its subset
+
+    @property
+    def subset_folder(self) -> str:
+        return _folder(self.rel + "/" if self.blocked else self.rel)
 
 
 def source_root(spec: SourceSpec, data_root: str) -> str:
@@ -129,7 +134,7 @@ def list_source_files(spec: SourceSpec, data_root: str) -> Listing:
             )
         found.update((e.rel, e) for e in entries)
     if spec.subset_from == "folder":
-        found = {rel: e for rel, e in found.items() if spec.wants_subset(_folder(rel))}
+        found = {rel: e for rel, e in found.items() if spec.wants_subset(e.subset_folder)}
         if not found:
             raise SourceError(
                 f"source {spec.name!r}: include={list(spec.include)} exclude={list(spec.exclude)} "
@@ -209,7 +214,8 @@ def _list_local(root: str, pattern: str) -> list[_Entry]:
             with os.scandir(path) as it:
                 listed = list(it)
         except OSError as e:
-            found.append(_Entry(folder or ".", path, "unreadable", detail=f"cannot be listed ({e.strerror or e})"))
+            found.append(_Entry(folder or ".", path, "unreadable", detail=f"cannot be listed ({e.strerror or e})",
+                                blocked=True))
             continue
         for de in listed:
             rel = f"{folder}/{de.name}" if folder else de.name
@@ -226,7 +232,7 @@ def _list_local(root: str, pattern: str) -> list[_Entry]:
                 key = (st.st_dev, st.st_ino)
                 if deeper and key in above:
                     found.append(_Entry(rel, de.path, "link_loop", detail=f"is a link to {os.path.realpath(de.path)}, "
-                                        "a folder above it: following it would never end"))
+                                        "a folder above it: following it would never end", blocked=True))
                     continue
                 if matched:
                     found.append(_Entry(rel, de.path, "directory", detail=REFUSALS["directory"]))
@@ -247,7 +253,8 @@ def _broken(rel: str, path: str, error: OSError) -> list[_Entry]:
     if isinstance(error, FileNotFoundError):
         if not os.path.islink(path):
             return []  # removed while the folder was listed
-        return [_Entry(rel, path, "dangling_link", detail=f"is a symbolic link to {os.readlink(path)}, which does not exist")]
+        return [_Entry(rel, path, "dangling_link",
+                       detail=f"is a symbolic link to {os.readlink(path)}, which does not exist")]
     return [_Entry(rel, path, "unreadable", detail=f"cannot be examined ({error.strerror or error})")]
 
 

@@ -132,7 +132,8 @@ def _parsed(line_no: int, body: bytes, bom: bool = False) -> JsonLine:
     except orjson.JSONDecodeError as e:
         return JsonLine(line_no, body, None, _json_error_reason(body, e), str(e), bom)
     if not isinstance(obj, dict):
-        return JsonLine(line_no, body, None, "malformed_json", f"expected a JSON object, found {type(obj).__name__}", bom)
+        return JsonLine(line_no, body, None, "malformed_json", f"expected a JSON object, found {type(obj).__name__}",
+                        bom)
     return JsonLine(line_no, body, obj, bom=bom)
 
 

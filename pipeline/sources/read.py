@@ -28,7 +28,8 @@ from .hf_datasets import iter_dataset_rows, read_by_datasets
 from .kinds import kind_named
 from .spec import SourceSpec
 
-__all__ = ["ReadSource", "read_documents", "count_refused", "count_tally", "FileTally", "DOCUMENTS", "REJECTS", "READER_VERSION"]
+__all__ = ["ReadSource", "read_documents", "count_refused", "count_tally", "FileTally", "DOCUMENTS", "REJECTS",
+           "READER_VERSION"]
 
 DOCUMENTS, REJECTS = "documents", "rejects"
 

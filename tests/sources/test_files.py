@@ -70,6 +70,14 @@ def test_double_star_crosses_linked_folders_and_reports_a_loop_once(tmp_path):
         listing(tmp_path, ["*/**/*.jsonl.zst"], skip=False)
 
 
+def test_a_loop_in_an_excluded_subset_folder_is_left_with_it(tmp_path):
+    touch(tmp_path / "corpus" / "book" / "b.jsonl")
+    os.symlink(".", tmp_path / "corpus" / "arxiv")  # a subset folder that is a loop to the root
+    assert refusals(listing(tmp_path, ["*/**.jsonl"], kind="redpajama")) == {"arxiv": "link_loop"}
+    files = listing(tmp_path, ["*/**.jsonl"], skip=False, kind="redpajama", exclude=("arxiv",))
+    assert rels(files) == ["book/b.jsonl"] and files.refused == ()
+
+
 def test_a_loop_the_pattern_cannot_reach_is_not_walked(tmp_path):
     touch(tmp_path / "corpus" / "data" / "a.jsonl")
     os.symlink("..", tmp_path / "corpus" / "other")
@@ -183,7 +191,8 @@ def test_object_store_folder_markers_and_prefixes_are_directories(s3_server, tmp
         files = list_source_files(spec(["data/*"]), data_root)
         assert rels(files) == ["data/a.jsonl"], data_root
         assert refusals(files) == {"data/new": "directory", "data/x.parquet": "directory"}, data_root
-        assert rels(list_source_files(spec(["data/**"]), data_root)) == ["data/a.jsonl", "data/x.parquet/part-0.parquet"]
+        deep = list_source_files(spec(["data/**"]), data_root)
+        assert rels(deep) == ["data/a.jsonl", "data/x.parquet/part-0.parquet"]
     assert list_source_files(spec(["data/*"]), "s3://markers/hub")[0].path == f"{root}/data/a.jsonl"
     with pytest.raises(SourceError, match=r"s3://markers/hub/corpus/data/new/ is a directory"):
         list_source_files(spec(["data/*"], skip=False), "s3://markers/hub")
