@@ -243,7 +243,9 @@ def _dispatch(args, beam_args: list[str], tty: bool = False) -> int:
                                       progress)
         for name, c in caches.items():
             a, st = c.manifest["accounting"], c.stats
-            print(f"{name}: {st['documents']:,} documents, {st['tokens']:,} tokens "
+            refused = len(a.get("files_refused", ()))
+            print(f"{name}: {a.get('files_read', len(c.parts)):,} files ({refused:,} refused), "
+                  f"{st['documents']:,} documents, {st['tokens']:,} tokens "
                   f"({a['read']:,} read, {a['rejected']:,} rejected, {a['excluded_subset']:,} excluded) -> {c.directory}")
         return 0
     from .mixture import run_mixture

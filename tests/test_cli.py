@@ -153,3 +153,12 @@ def test_config_errors_and_unknown_errors(tmp_path, monkeypatch):
 def test_commands_without_a_pipeline_refuse_unknown_flags(tmp_path):
     rc, _, err = mixprep("report", tmp_path, "--direct_num_workers=2")
     assert rc == 2 and "unrecognized arguments for `mixprep report`: --direct_num_workers=2" in err
+
+
+def test_tokenize_says_what_each_cache_holds(built):
+    rc, out, err = mixprep("tokenize", "--mixture", built["mixture"], "--data-root", SAMPLES, "--cache", built["cache"],
+                           IN_PROCESS)
+    assert rc == 0, err[-2000:]
+    lines = dict(line.split(": ", 1) for line in out.strip().splitlines())
+    assert lines["c4"].startswith("4 files (0 refused), 469 documents,") and "(469 read, 0 rejected" in lines["c4"]
+    assert lines["pile"].startswith("3 files (0 refused), 201 documents,") and "33 excluded" in lines["pile"]
