@@ -57,7 +57,7 @@ from .sources import (READER_VERSION, FileTally, RefusedFile, SourceFile, Source
                       read_documents, refused_files)
 from .sources.formats import TEXT_PER_FILE_BYTE, format_of
 from . import storage
-from .storage import atomic_writer, make_dirs, read_json, remove_temporaries, write_json
+from .storage import atomic_writer, make_dirs, read_json, write_json
 from .hashing import doc_hash
 from .lifetime import freeze_worker_state
 from .sampling import SampleRule, sample_units
@@ -454,7 +454,8 @@ class _FinalizeCacheFn(beam.DoFn):
             ],
         }
         write_json(storage.join(job.directory, "cache.json"), manifest)
-        remove_temporaries(job.directory)  # left by runs that crashed while writing parts
+        # No cleanup of temporaries here: a duplicate attempt of a tokenize step may still be writing
+        # them (a runner's retry, Dask's recomputation); the driver removes them once the job has ended.
         yield manifest
 
 

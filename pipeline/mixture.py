@@ -13,7 +13,8 @@ tokenized (sampling.py).
 When no source is sampled, one Beam pipeline does all three: the plan step runs on a worker once
 every cache is written, and the pack stage reads its result as a side input (one job to start, one
 set of workers: what a run on Dataflow pays most for). With samples, the driver checks each sample
-against the plan and may top it up, so tokenizing and packing are two pipelines with the plan between.
+against the plan and may top it up, so tokenizing and packing are two pipelines with the plan between;
+so too on Dask, whose runner computes a side input once per task that reads it (``runners.one_job``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from .manifest import build_manifest, neox_config, summary_table
 from .pack import PROVENANCE_DIR, Packing, PackShards, shard_names
 from .plan import bucket_targets, make_plan, split_exact
 from .report import write_report
+from .runners import one_job
 from .sampling import FIRST_PASS, MIN_HOLDS, TOP_UPS, SampleRule, choose_rule
 from .select import BucketSelection, candidates_by_bucket, rule_tokens, select_source
 from .sources import SourceFile, list_source_files
@@ -164,9 +166,14 @@ def _tokenize_label(build: BuildCaches) -> str:
 
 
 def _built(build: BuildCaches, readers: Readers | None) -> dict[str, TokenCache]:
-    """The caches a finished pipeline built; each removes the samples it covers."""
+    """The caches a finished pipeline built; each removes the samples it covers.
+
+    And the temporary files left in them by attempts that died (a killed worker's, a crashed run's):
+    here, on the driver once the job has ended, since no attempt of a step can still be writing.
+    """
     caches = {}
     for name, directory in build.directories.items():
+        remove_temporaries(directory)
         caches[name] = TokenCache(directory)
         if readers is not None:
             readers.add(caches[name])
@@ -189,22 +196,26 @@ def _run_mixture(cfg: MixtureConfig, data_root: str, out: str, cache_root: str, 
     files = mixed_source_files(cfg, data_root, beam_args)
     rules = sample_rules(cfg, files, tokenizer)
     candidates = None
-    if not any(rules.values()):
+    if any(rules.values()):
+        caches, candidates = _tokenize_samples(cfg, tokenizer, data_root, cache_root, beam_args, progress, files, rules,
+                                               readers)
+    elif not one_job(beam_args):  # a runner that recomputes side inputs (Dask): plan once, on the driver
+        caches = tokenize_sources(cfg, data_root, cache_root, tokenizer, beam_args, progress, rules, files,
+                                  readers=readers)
+    else:
         caches, missing = _find_caches(cfg, cache_root, tokenizer, rules, files, readers)
         if missing:
             caches.update(_tokenize_and_pack(cfg, tokenizer, out, cache_root, beam_args, progress, caches, missing,
                                              readers))
             planned = _read_plan(cfg, tokenizer, caches, rules, out)
             return _finish(cfg, tokenizer, out, cache_root, caches, rules, planned)
-    else:
-        caches, candidates = _tokenize_samples(cfg, tokenizer, data_root, cache_root, beam_args, progress, files, rules,
-                                               readers)
     plans, selections, packing = plan_packing(cfg, tokenizer, caches, rules, out, candidates=candidates)
     _prepare_out(out, cfg.name, cfg.num_shards)
+    remove_temporaries(out)  # a crashed run's half-written files (never under a final name)
     if progress:
         progress.packing(out, packing.shard_names(), packing.plan_hash, packing.selected_tokens)
     with beam.Pipeline(options=PipelineOptions(list(beam_args))) as p:
-        _ = p | "Plan" >> beam.Create([packing]) | f"PackShards[{cfg.name}]" >> PackShards()
+        _ = p | f"PackShards[{cfg.name}]" >> PackShards(packing)
     if progress:
         progress.finished(p.result)
     return _finish(cfg, tokenizer, out, cache_root, caches, rules, (plans, selections, packing))
@@ -265,6 +276,7 @@ def _tokenize_and_pack(cfg, tokenizer, out, cache_root, beam_args, progress, fou
     step = _PlanStep(cfg, tokenizer, directories, out)
     make_dirs(out)  # before tokenizing: an output that cannot be written stops the run now
     storage.delete(storage.join(out, PLAN_FILE))  # a crashed run's: the progress display would trust it
+    remove_temporaries(out)  # here, not in the plan step: a retried step must not remove a duplicate's files
     try:
         with beam.Pipeline(options=PipelineOptions(list(beam_args))) as p:
             _ = tokenize_plan_pack(p, build, step, cfg.name)
@@ -365,6 +377,7 @@ def _finish(cfg, tokenizer, out, cache_root, caches, rules, planned) -> dict:
     """After packing: check every shard, write the manifest (last: its presence means complete) and
     the report. ``planned``: ``plan_packing``'s result."""
     plans, selections, packing = planned
+    remove_temporaries(out)  # a killed pack writer's: every pipeline has ended
     names = list(packing.sources)
     tokenized = {name: {"sample_rule": rules[name].to_dict() if rules[name] else None,
                         "tokens": rule_tokens(c, rules[name]) if rules[name] else c.stats["tokens"]}
@@ -384,7 +397,6 @@ def _prepare_out(out: str, name: str, count: int) -> None:
     """Before packing: no manifest (the folder is incomplete until the new one), no other run's shards."""
     make_dirs(out)
     _remove_stale_shards(out, name, count)
-    remove_temporaries(out)  # a crashed run's half-written files (never under a final name)
     storage.delete(storage.join(out, PLAN_FILE))  # and a crashed one-pipeline run's plan note
 
 

@@ -247,21 +247,34 @@ def _pieces(refs: np.ndarray, caches: dict) -> Iterator[np.ndarray]:
 
 
 class PackShards(beam.PTransform):
-    """A PCollection of one ``Packing`` -> shard records (one per output shard, after it is written).
+    """One ``Packing`` -> shard records (one per output shard, after it is written).
 
-        records = p | beam.Create([packing]) | "PackShards[stage1]" >> PackShards()
+        records = p | "PackShards[stage1]" >> PackShards(packing)        # the plan known now
+        records = plans | "PackShards[stage1]" >> PackShards()            # a PCollection of one Packing
+
+    Given the packing, its work items (cache parts) and shards are created as such, so a runner that
+    partitions a stage by its input (Dask) spreads routing and writing over its workers; from a
+    PCollection they are listed by one step, then reshuffled. Shards do not depend on how the work is
+    split: a shard's references are sorted by (key, source, part, row) before it is written.
     """
 
-    def expand(self, packing):
+    def __init__(self, packing: Packing | None = None):
+        super().__init__()
+        self._packing = packing
+
+    def expand(self, pvalue):
+        if self._packing is None:
+            packing = pvalue
+            parts = (packing | "ListCacheParts" >> beam.FlatMap(Packing.work)
+                     | "SpreadParts" >> beam.Reshuffle())
+            every_shard = packing | "ListShards" >> beam.FlatMap(_every_shard)
+        else:
+            packing = pvalue | "Plan" >> beam.Create([self._packing])
+            parts = pvalue | "ListCacheParts" >> beam.Create(self._packing.work())
+            every_shard = pvalue | "ListShards" >> beam.Create(_every_shard(self._packing))
         plan = beam.pvalue.AsSingleton(packing)
-        routed = (
-            packing
-            | "ListCacheParts" >> beam.FlatMap(Packing.work)
-            | "SpreadParts" >> beam.Reshuffle()
-            | "RouteCopies" >> beam.ParDo(_RouteCopiesFn(), plan)
-        )
+        routed = parts | "RouteCopies" >> beam.ParDo(_RouteCopiesFn(), plan)
         # Every shard exists even if no copy lands in it (tiny mixtures, many shards).
-        every_shard = packing | "ListShards" >> beam.FlatMap(_every_shard)
         return (
             (routed, every_shard)
             | "AllShards" >> beam.Flatten()

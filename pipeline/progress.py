@@ -99,6 +99,7 @@ class Progress:
         self.tty = stream.isatty() if tty is None else tty
         self.interval, self.log_every, self.clock = interval, log_every, clock
         self.counters: dict[tuple[str, str], int] = collections.Counter()
+        self.no_counters = ""  # the runner of a pipeline whose result had no counters to give
         self._lock = threading.Lock()
         self._draw_lock = threading.Lock()  # the thread and the caller both draw
         self._sources: list[_Source] = []
@@ -147,10 +148,19 @@ class Progress:
             self._phase_start = self.clock()
 
     def finished(self, result) -> None:
-        """A pipeline ended: keep its counters (committed values; attempted when a runner has none)."""
+        """A pipeline ended: keep its counters (committed values; attempted when a runner has none).
+
+        A runner that gathers none (Beam's DaskRunner raises NotImplementedError) is noted, and said
+        once at the end: the run goes on, since the manifest's accounting comes from the caches' files.
+        """
         with self._draw_lock, contextlib.suppress(Exception):  # a pack phase too quick for the thread to see
             self._check_planned()
-        for r in result.metrics().query()["counters"]:
+        try:
+            counters = result.metrics().query()["counters"]
+        except NotImplementedError:
+            self.no_counters = _runner_name(result)
+            return
+        for r in counters:
             value = r.committed if r.committed is not None else r.attempted
             self.counters[(r.key.metric.namespace, r.key.metric.name)] += int(value or 0)
 
@@ -334,8 +344,17 @@ class Progress:
                 pass
             if self.counters:
                 self.stream.write(counters_table(self.counters) + "\n")
-                self.stream.flush()
+            if self.no_counters:
+                self.stream.write(f"{self.no_counters} reports no counters: the manifest's accounting comes from the "
+                                  "caches\n")
+            self.stream.flush()
         return False
+
+
+def _runner_name(result) -> str:
+    """``DaskRunner`` for a ``DaskRunnerResult``; "the runner" when the result's type does not say."""
+    name = type(result).__name__
+    return name.removesuffix("Result") if name.endswith("RunnerResult") else "the runner"
 
 
 def counters_table(counters: dict[tuple[str, str], int]) -> str:

@@ -7,6 +7,11 @@ command ran on Prism on a machine with internet and on the FnApiRunner without: 
 them never tested with mixprep. mixprep's local runs are built and measured on the FnApiRunner
 (multi-process workers, input dealt out per worker: ``cache.local_workers``), so ``LocalRunner``
 goes there directly. ``--runner=PrismRunner`` still asks for Prism by name.
+
+``--runner=DaskRunner`` (or ``dask``, any case) runs on a ``dask.distributed`` cluster through Beam's
+own runner (``apache-beam[dask]``; ``--dask_client_address=HOST:PORT`` names the scheduler, else Beam
+starts a local cluster). That runner computes a side input, and any bag two steps read, once per
+reader: ``one_job`` says such runners get the two-pipeline run, whose plan is made once, on the driver.
 """
 
 from __future__ import annotations
@@ -15,15 +20,18 @@ import json
 import os
 import re
 import sys
+from typing import Sequence
 
 from apache_beam.runners.direct.direct_runner import SwitchingDirectRunner
 
 from .errors import ConfigError
 
-__all__ = ["LOCAL_RUNNER", "LocalRunner", "beam_defaults", "worker_allocator", "worker_environment",
-           "JEMALLOC", "WORKER_ALLOCATOR_ENV", "WORKER_MALLOC"]
+__all__ = ["LOCAL_RUNNER", "DASK_RUNNER", "LocalRunner", "DaskRunner", "beam_defaults", "one_job", "worker_allocator",
+           "worker_environment", "JEMALLOC", "WORKER_ALLOCATOR_ENV", "WORKER_MALLOC"]
 
 LOCAL_RUNNER = "pipeline.runners.LocalRunner"  # what `mixprep` passes Beam for DirectRunner (or no runner)
+DASK_RUNNER = "pipeline.runners.DaskRunner"  # for DaskRunner / dask
+BEAM_DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
 
 
 class LocalRunner(SwitchingDirectRunner):
@@ -32,6 +40,43 @@ class LocalRunner(SwitchingDirectRunner):
     # DirectRunner.run_pipeline tries Prism unless this is set, as an interactive session sets it;
     # it gates nothing else. tests/test_runners.py checks that a run really takes the FnApiRunner.
     _is_interactive = True
+
+
+def __getattr__(name: str):
+    # DaskRunner is made on first use (Beam resolves --runner=pipeline.runners.DaskRunner by getattr):
+    # importing dask.distributed costs ~0.6 s that local runs need not pay.
+    if name == "DaskRunner":
+        globals()[name] = runner = _dask_runner_class()
+        return runner
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _dask_runner_class() -> type:
+    """Beam's DaskRunner, whose client is closed when the job ends.
+
+    Beam's opens a ``dask.distributed.Client`` per pipeline and leaves it open: a run of two pipelines
+    would hold two scheduler connections (or, without ``--dask_client_address``, two local clusters)
+    until the driver exits. ``metrics()`` still raises NotImplementedError, as Beam's does: the runner
+    gathers no counters (``progress.Progress.finished`` says so).
+    """
+    from apache_beam.runners.dask import dask_runner
+
+    class DaskRunnerResult(dask_runner.DaskRunnerResult):  # the name progress.py shows
+        def wait_until_finish(self, duration=None):
+            try:
+                return super().wait_until_finish(duration)
+            finally:
+                if duration is None or self.state == "DONE":  # not after a mere timeout: the job runs on
+                    self.client.close()
+
+    class DaskRunner(dask_runner.DaskRunner):
+        __qualname__ = "DaskRunner"  # as Beam's, in logs and reprs
+
+        def run_pipeline(self, pipeline, options):
+            result = super().run_pipeline(pipeline, options)
+            return DaskRunnerResult(result.client, result.futures)
+
+    return DaskRunner
 
 
 # Beam's local SDK worker processes start ~28 threads (gRPC channels, state sampler) before the
@@ -85,6 +130,7 @@ def worker_environment(env=os.environ) -> None:
 def beam_defaults(beam_args: list[str], debug: bool = False) -> list[str]:
     """Local runs use every core: multi-process workers (never multi_threading, which loses data), on
     the FnApiRunner (``runners.LocalRunner``: DirectRunner, or no runner, without Beam's Prism).
+    ``DaskRunner`` (or ``dask``) is ``runners.DaskRunner``, with a task per input element.
 
     Without ``debug`` the workers do not log the tracebacks of errors they raise: the driver reports
     the error itself, as one paragraph.
@@ -96,6 +142,13 @@ def beam_defaults(beam_args: list[str], debug: bool = False) -> list[str]:
     if runner is None or runner.lower() in ("directrunner", "direct"):
         args = _without_flag(args, "--runner") + [f"--runner={LOCAL_RUNNER}"]
         runner = LOCAL_RUNNER
+    if runner.lower() in ("daskrunner", "dask"):
+        args = _without_flag(args, "--runner") + [f"--runner={DASK_RUNNER}"]
+        runner = DASK_RUNNER
+    if _is_dask(runner) and not any(a.startswith(("--dask_npartitions", "--dask_partition_size")) for a in args):
+        # Beam's Dask Create puts up to 128 elements in one partition, one task: one file (or cache
+        # part) a task spreads tokenizing and packing over every worker.
+        args.append("--dask_partition_size=1")
     if runner == LOCAL_RUNNER and not any("direct_running_mode" in a for a in args):
         args.append("--direct_running_mode=multi_processing")
         if not any("direct_num_workers" in a for a in args):
@@ -106,6 +159,25 @@ def beam_defaults(beam_args: list[str], debug: bool = False) -> list[str]:
             quiet = {"apache_beam.runners.common": "CRITICAL", "apache_beam.runners.worker.sdk_worker": "CRITICAL"}
             args.append(f"--sdk_harness_log_level_overrides={json.dumps(quiet)}")
     return args
+
+
+def one_job(beam_args: Sequence[str]) -> bool:
+    """Whether a run that samples nothing may be one Beam job (tokenize, plan on a worker, pack).
+
+    Not on Dask: Beam's DaskRunner computes a side input once per task that reads it, and a bag two
+    steps read once per reader, so the one job tokenized, finalized and planned several times over
+    (18 files: 72 tokenize calls, 4 plan steps). Two pipelines with the plan made on the driver between
+    them compute every step once (a retried task aside).
+    """
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+    runner = PipelineOptions(list(beam_args)).view_as(StandardOptions).runner
+    return not _is_dask(runner)
+
+
+def _is_dask(runner: str | None) -> bool:
+    """``runner``: a --runner value (a name, a class path) or None."""
+    return (runner or "").lower() in ("daskrunner", "dask", DASK_RUNNER.lower(), BEAM_DASK_RUNNER.lower())
 
 
 def _without_flag(args: list[str], flag: str) -> list[str]:

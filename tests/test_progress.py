@@ -146,3 +146,16 @@ def test_counters_at_the_end(tmp_path):
         p.finished(result)
     assert stream.getvalue().endswith(counters_table({("mix", "samples"): 6, ("cache:c4", "tokens"): 2400}) + "\n")
     assert "cache:c4   tokens   2,400" in stream.getvalue()
+
+
+def test_a_runner_without_counters_is_said_once_and_the_run_goes_on(tmp_path):
+    class DaskRunnerResult:  # Beam's DaskRunner: its metrics() raises
+        def metrics(self):
+            raise NotImplementedError("collecting metrics will come later!")
+
+    stream = io.StringIO()
+    with Progress(stream, interval=0.01) as p:
+        p.finished(DaskRunnerResult())
+        p.finished(DaskRunnerResult())
+    said = "DaskRunner reports no counters: the manifest's accounting comes from the caches\n"
+    assert stream.getvalue().count(said) == 1 and stream.getvalue().endswith(said)

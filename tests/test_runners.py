@@ -1,5 +1,6 @@
 """Local runs (pipeline/runners.py): Beam's FnApiRunner by name, never Prism fetched at run time; a
-worker process per core, each with its malloc arenas and jemalloc."""
+worker process per core, each with its malloc arenas and jemalloc. Dask by name (tests/test_dask.py
+runs it on a cluster)."""
 
 import logging
 import os
@@ -10,8 +11,8 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipeline.errors import ConfigError
-from pipeline.runners import (JEMALLOC, LOCAL_RUNNER, WORKER_ALLOCATOR_ENV, WORKER_MALLOC, beam_defaults,
-                              worker_allocator, worker_environment)
+from pipeline.runners import (DASK_RUNNER, JEMALLOC, LOCAL_RUNNER, WORKER_ALLOCATOR_ENV, WORKER_MALLOC, beam_defaults,
+                              one_job, worker_allocator, worker_environment)
 
 
 def runner_of(args):
@@ -79,3 +80,28 @@ def test_worker_allocator_choice(tmp_path):
     env = {WORKER_ALLOCATOR_ENV: str(lib), "LD_PRELOAD": "/opt/libtcmalloc.so"}
     worker_environment(env)
     assert env["LD_PRELOAD"] == "/opt/libtcmalloc.so"  # never two allocators
+
+
+def test_dask_by_name_any_case_with_a_task_per_element():
+    """`--runner=DaskRunner` (or dask) is mixprep's DaskRunner; each Create element its own partition,
+    unless the user sized them."""
+    for name in ("DaskRunner", "dask", "DASK", "daskrunner"):
+        args = beam_defaults([f"--runner={name}", "--dask_client_address=127.0.0.1:8786"])
+        assert runner_of([f"--runner={name}"]) == DASK_RUNNER, name
+        assert "--dask_partition_size=1" in args and "--dask_client_address=127.0.0.1:8786" in args
+        assert not any(a.startswith("--direct_") for a in args)
+    for sized in ("--dask_npartitions=8", "--dask_partition_size=4"):
+        assert "--dask_partition_size=1" not in beam_defaults(["--runner=DaskRunner", sized])
+
+
+def test_dask_runs_two_pipelines_others_one_job():
+    assert not one_job(beam_defaults(["--runner=DaskRunner"]))
+    assert not one_job(["--runner=apache_beam.runners.dask.dask_runner.DaskRunner"])
+    assert one_job(beam_defaults([])) and one_job(["--runner=DataflowRunner"])
+
+
+def test_mixprep_dask_runner_is_beams():
+    from apache_beam.runners.dask.dask_runner import DaskRunner as BeamDaskRunner
+
+    p = beam.Pipeline(options=PipelineOptions(beam_defaults(["--runner=DaskRunner"])))
+    assert isinstance(p.runner, BeamDaskRunner) and type(p.runner).__module__ == "pipeline.runners"

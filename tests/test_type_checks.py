@@ -71,6 +71,13 @@ def test_pack_pipeline_type_checks(cfg, runner):
 
 
 @pytest.mark.parametrize("runner", sorted(RUNNERS))
+def test_driver_planned_pack_pipeline_type_checks(cfg, runner):
+    p = checked_pipeline(runner)
+    _ = p | f"PackShards[{cfg.name}]" >> PackShards(packing(cfg, runner))
+    p.to_runner_api()
+
+
+@pytest.mark.parametrize("runner", sorted(RUNNERS))
 def test_one_job_pipeline_type_checks(cfg, runner):
     build, out = caches(cfg, runner), f"{RUNNERS[runner][2]}/out/{cfg.name}"
     p = checked_pipeline(runner)
