@@ -3,7 +3,8 @@
 A file appears under its final name only when complete: written to a temporary name in the same
 folder, then renamed. Locally ``os.replace`` is atomic; on object stores Beam's rename is a copy of a
 finished object, so a reader never sees a partial one there either. Local paths keep plain ``open``
-(and memory-mapping, for readers); URIs go through ``apache_beam.io.filesystems.FileSystems``.
+(and memory-mapping, for readers); URIs go through ``apache_beam.io.filesystems.FileSystems``, imported
+on the first URI: a trainer reading local shards (``pipeline.dataset``) needs numpy alone.
 """
 
 from __future__ import annotations
@@ -16,9 +17,6 @@ import re
 import secrets
 import shutil
 from typing import Any, BinaryIO, Iterator
-
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
 
 from .errors import OutputError
 
@@ -72,7 +70,20 @@ def _share_botocore_data_loader() -> None:
     botocore.session.Session._mixprep_shared_loader = True
 
 
-_share_botocore_data_loader()
+def _filesystems():
+    """Beam's ``FileSystems``, imported when a URI is first used (Beam is heavy, and absent for trainers)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    _share_botocore_data_loader()  # idempotent; only Beam's S3 filesystem makes the sessions it helps
+    return FileSystems
+
+
+def _uncompressed():
+    from apache_beam.io.filesystem import CompressionTypes
+
+    return CompressionTypes.UNCOMPRESSED
+
+
 _URI = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
 
@@ -89,34 +100,34 @@ def join(base: str, *parts: str) -> str:
 
 
 def exists(path: str) -> bool:
-    return FileSystems.exists(path) if is_remote(path) else os.path.exists(path)
+    return _filesystems().exists(path) if is_remote(path) else os.path.exists(path)
 
 
 def open_read(path: str) -> BinaryIO:
     if is_remote(path):
-        return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+        return _filesystems().open(path, compression_type=_uncompressed())
     return open(path, "rb")
 
 
 def open_write(path: str) -> BinaryIO:
     """A new file for writing bytes (remote: an object that appears when closed)."""
     if is_remote(path):
-        return FileSystems.create(path, mime_type="application/octet-stream",
-                                  compression_type=CompressionTypes.UNCOMPRESSED)
+        return _filesystems().create(path, mime_type="application/octet-stream",
+                                      compression_type=_uncompressed())
     return open(path, "wb")
 
 
 def list_files(folder: str, pattern: str) -> list[str]:
     """Paths of the files directly in ``folder`` whose names match the glob ``pattern``."""
     if is_remote(folder):
-        (match,) = FileSystems.match([join(folder, pattern)])
+        (match,) = _filesystems().match([join(folder, pattern)])
         return sorted(m.path for m in match.metadata_list)
     return sorted(glob.glob(os.path.join(glob.escape(folder), pattern)))
 
 
 def rename(src: str, dst: str) -> None:
     if is_remote(src):
-        FileSystems.rename([src], [dst])
+        _filesystems().rename([src], [dst])
     else:
         os.replace(src, dst)
 
@@ -125,7 +136,7 @@ def delete(path: str) -> None:
     """Delete a file if it exists."""
     if is_remote(path):
         with contextlib.suppress(Exception):  # Beam raises BeamIOError for a missing object
-            FileSystems.delete([path])
+            _filesystems().delete([path])
     else:
         with contextlib.suppress(FileNotFoundError):
             os.remove(path)
@@ -136,9 +147,9 @@ def delete_tree(folder: str, first: str | None = None) -> None:
     if first:
         delete(join(folder, first))
     if is_remote(folder):
-        (match,) = FileSystems.match([join(folder, "**")])
+        (match,) = _filesystems().match([join(folder, "**")])
         if match.metadata_list:
-            FileSystems.delete([m.path for m in match.metadata_list])
+            _filesystems().delete([m.path for m in match.metadata_list])
     else:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -160,7 +171,7 @@ def temp_name(path: str) -> str:
 def remove_temporaries(folder: str) -> int:
     """Delete temporary files a crashed writer left in ``folder`` (and below); returns how many."""
     if is_remote(folder):
-        (match,) = FileSystems.match([join(folder, "**")])
+        (match,) = _filesystems().match([join(folder, "**")])
         stale = [m.path for m in match.metadata_list if _TEMP_MARK in m.path.rsplit("/", 1)[-1]]
     else:
         stale = [os.path.join(d, n) for d, _, files in os.walk(folder) for n in files if _TEMP_MARK in n]
