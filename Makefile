@@ -12,10 +12,12 @@ STAGE1_TOKENS ?= 1000000
 STAGE2_TOKENS ?= 2000000
 SHARDS        ?= 4
 RUNNER        ?= DirectRunner
+DASK_SCHEDULER ?=
 BEAM_ARGS     ?=
 PYTEST_ARGS   ?=
 MIXPREP        = $(BIN)/mixprep
-RUN_FLAGS      = --data-root $(DATA_ROOT) --cache $(CACHE) $(if $(SHARDS),--shards $(SHARDS)) --runner=$(RUNNER) $(BEAM_ARGS)
+RUN_FLAGS      = --data-root $(DATA_ROOT) --cache $(CACHE) $(if $(SHARDS),--shards $(SHARDS)) --runner=$(RUNNER) \
+                 $(if $(DASK_SCHEDULER),--dask_client_address=$(DASK_SCHEDULER)) $(BEAM_ARGS)
 size_flag      = $(if $(or $(TOTAL_TOKENS),$(1)),--total-tokens $(or $(TOTAL_TOKENS),$(1)))
 EXTRA_DEPS     =
 
@@ -41,7 +43,7 @@ venv: $(STAMP)
 # Exactly the versions the tests ran on: every package pinned by requirements-lock.txt (`make lock`
 # writes it again from setup.cfg's ranges; `make check-newest` tries the newest releases they allow).
 LOCK   = requirements-lock.txt
-EXTRAS = aws,bench,fast,report,test
+EXTRAS = aws,bench,dask,fast,report,test
 
 $(STAMP): setup.cfg setup.py $(LOCK) scripts/install_jemalloc.sh
 	$(PYTHON) -m venv $(VENV)

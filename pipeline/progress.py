@@ -104,7 +104,7 @@ class Progress:
         self._draw_lock = threading.Lock()  # the thread and the caller both draw
         self._sources: list[_Source] = []
         self._pack: _Pack | None = None
-        self._planned: tuple[str, list[str], str] | None = None  # packing_when_planned's arguments
+        self._planned: tuple | None = None  # packing_when_planned: (out, shards, plan file, records before)
         self._start = clock()
         self._drawn = 0  # lines of the block last drawn on the terminal
         self._last_log = self._start
@@ -128,15 +128,21 @@ class Progress:
     def packing_when_planned(self, out: str, shards: Sequence[str], plan_file: str) -> None:
         """Shards that the same pipeline writes once its plan step has run: the pack phase starts when
         ``plan_file`` (``{"plan_hash", "tokens"}``, written by that step) appears."""
+        # The shard records there now, before the pipeline runs: the pack phase may start and end
+        # between two polls, and then only these tell a shard reused from one this run wrote.
+        earlier = self._finished_shards(_Pack(out, list(shards), "", 0, set()), any_plan=True)
         with self._lock:
-            self._planned = (out, list(shards), plan_file)
+            self._planned = (out, list(shards), plan_file, earlier)
 
     def _check_planned(self) -> None:
         if self._planned is not None and storage.exists(self._planned[2]):
-            plan = storage.read_json(self._planned[2])
-            self._start_pack(*self._planned[:2], plan["plan_hash"], plan["tokens"])
+            out, shards, plan_file, earlier = self._planned
+            plan = storage.read_json(plan_file)
+            self._start_pack(out, shards, plan["plan_hash"], plan["tokens"],
+                             {n for n, r in earlier.items() if r.get("plan_hash") == plan["plan_hash"]})
 
-    def _start_pack(self, out: str, shards: Sequence[str], plan_hash: str, tokens: int) -> None:
+    def _start_pack(self, out: str, shards: Sequence[str], plan_hash: str, tokens: int,
+                    done_before: set[str] | None = None) -> None:
         self._planned = None
         if self._sources:  # the tokenize block's last state stays on screen; a new block starts
             self._draw(final=True)
@@ -144,7 +150,8 @@ class Progress:
         with self._lock:
             self._sources = []
             self._pack = _Pack(out, list(shards), plan_hash, tokens, set())
-            self._pack.done_at_start = set(self._finished_shards(self._pack))
+            done = set(self._finished_shards(self._pack))
+            self._pack.done_at_start = done if done_before is None else done & done_before
             self._phase_start = self.clock()
 
     def finished(self, result) -> None:
@@ -183,7 +190,8 @@ class Progress:
         return out
 
     @staticmethod
-    def _finished_shards(pack: _Pack) -> dict[str, dict]:
+    def _finished_shards(pack: _Pack, any_plan: bool = False) -> dict[str, dict]:
+        """Shard records of ``pack``'s plan (``any_plan``: of any plan) whose shard is complete."""
         out = {}
         for name in pack.shards:
             try:
@@ -192,7 +200,7 @@ class Progress:
                 continue
             prov = record.get("provenance") or {}
             # As pack.py decides a shard is done: this plan's sidecar, and its provenance file.
-            if record.get("plan_hash") == pack.plan_hash and prov.get("file") and storage.exists(
+            if (any_plan or record.get("plan_hash") == pack.plan_hash) and prov.get("file") and storage.exists(
                     storage.join(pack.out, prov["file"])):
                 out[name] = record
         return out

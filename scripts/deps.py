@@ -34,7 +34,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOCK = os.path.join(ROOT, "requirements-lock.txt")
-EXTRAS = "aws,bench,fast,report,test"  # what `make` installs: all but gcp (Dataflow, installed on demand)
+EXTRAS = "aws,bench,dask,fast,report,test"  # what `make` installs: all but gcp (Dataflow, installed on demand)
 TEST_ONLY = "test"  # the extra whose packages users of `pip install mixprep` never get
 SMOKE_TESTS = ["tests/test_type_checks.py", "tests/test_dataflow.py", "tests/test_runners.py", "tests/test_console.py"]
 # The Makefile's dry runs (make stage1-mixture / stage2-mixture), with its sizes.

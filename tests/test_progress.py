@@ -159,3 +159,31 @@ def test_a_runner_without_counters_is_said_once_and_the_run_goes_on(tmp_path):
         p.finished(DaskRunnerResult())
     said = "DaskRunner reports no counters: the manifest's accounting comes from the caches\n"
     assert stream.getvalue().count(said) == 1 and stream.getvalue().endswith(said)
+
+
+def shard(out, name, plan_hash, tokens):
+    """What the pack stage leaves when a shard is done: its record and its provenance file."""
+    (out / "_provenance").mkdir(exist_ok=True)
+    (out / "_provenance" / f"{name}.refs.npy").write_bytes(b"")
+    (out / "_shards" / f"{name}.json").write_text(json.dumps({
+        "plan_hash": plan_hash, "tokens": tokens, "tail_tokens": 0, "bin_bytes": 2 * tokens,
+        "provenance": {"file": f"_provenance/{name}.refs.npy"}}))
+
+
+def test_shards_this_run_wrote_are_never_shown_as_reused(tmp_path):
+    """A pack phase that starts and ends between two polls: what decides "reused" is the shard records
+    there before the pipeline ran, not those found when the phase is first seen."""
+    (tmp_path / "_shards").mkdir()
+    shard(tmp_path, "m-00000-of-00002", "h", 300)  # from an earlier run of the same plan
+    clock = Clock()
+    p = Progress(io.StringIO(), clock=clock)
+    p.tokenizing([("c4", str(tmp_path), [SourceFile("/a", "a", 1000, "")])])
+    p.packing_when_planned(str(tmp_path), ["m-00000-of-00002", "m-00001-of-00002"], str(tmp_path / "_plan.json"))
+    (tmp_path / "_plan.json").write_text(json.dumps({"plan_hash": "h", "tokens": 400}))
+    shard(tmp_path, "m-00001-of-00002", "h", 100)  # this run's
+    clock.t += 2
+    p.finished(types.SimpleNamespace(metrics=lambda: types.SimpleNamespace(query=lambda: {"counters": []})))
+    clock.t += 2
+    (row,) = p.poll()
+    assert (row["done"], row["tokens"]) == (2, 400) and row["tokens_per_s"] == 100 / 2
+    assert "reused" not in Progress.render([row], "pack")[0]
