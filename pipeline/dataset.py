@@ -223,7 +223,14 @@ class MixtureDataset:
 
 
 def _sample_order(n: int, seed: int, epoch: int) -> np.ndarray:
-    return np.random.Generator(np.random.PCG64([seed, epoch])).permutation(n)
+    """``Generator(PCG64([seed, epoch])).permutation(n)``, as uint32 below 2**32 samples.
+
+    Shuffling an arange gives the same permutation in any dtype; uint32 halves it (1.9 GB, not 3.9 GB,
+    for the 488M samples of 1T tokens at seq_len 2048).
+    """
+    order = np.arange(n, dtype=np.uint32 if n < 2**32 else np.int64)
+    np.random.Generator(np.random.PCG64([seed, epoch])).shuffle(order)
+    return order
 
 
 class MixtureSampler:
@@ -262,7 +269,7 @@ class MixtureSampler:
         self.drop_last = drop_last
         self.epoch = 0
         self.consumed = 0  # global positions of this epoch used, by all ranks together
-        self._pass_len = None  # this rank's count in the pass being iterated, if one is
+        self._pass_len = self._pass_id = None  # this rank's count in the pass being iterated, if any
 
     @property
     def step_size(self) -> int:
@@ -282,12 +289,16 @@ class MixtureSampler:
         """Yield ``(global position, sample index)`` for this rank, from ``start`` to the epoch's end."""
         count = max(self._steps_left(start), 0) * self.batch_size
         self.epoch, self.consumed, self._pass_len = epoch, start, count
+        this_pass = self._pass_id = object()
         order = _sample_order(self.num_samples, self.seed, epoch)
-        for k in range(count):
-            p = start + self.rank + k * self.world_size
-            self.consumed = start + (k + 1) * self.world_size  # every rank has taken k + 1
-            yield p, int(order[p % self.num_samples])
-        self._pass_len = None
+        try:
+            for k in range(count):
+                p = start + self.rank + k * self.world_size
+                self.consumed = start + (k + 1) * self.world_size  # every rank has taken k + 1
+                yield p, int(order[p % self.num_samples])
+        finally:  # also when a loop breaks out of the pass, unless a newer pass has begun
+            if self._pass_id is this_pass:
+                self._pass_len = None
 
     def __iter__(self):
         return (i for _, i in self._positions(*self._position()))
@@ -300,7 +311,7 @@ class MixtureSampler:
     def set_epoch(self, epoch: int) -> None:
         """Start ``epoch`` from its beginning, unless it is the current one (a resumed run's epoch)."""
         if epoch != self._position()[0]:
-            self.epoch, self.consumed = int(epoch), 0
+            self.epoch, self.consumed, self._pass_len = int(epoch), 0, None
 
     def state_dict(self) -> dict:
         """The data position to checkpoint (take it between steps, when every rank has the same)."""

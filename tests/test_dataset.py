@@ -207,6 +207,15 @@ def test_a_pass_is_an_epoch_and_rolls_over():
     assert list(s) == first
 
 
+def test_len_is_the_pass_being_iterated():
+    (s,) = ranks(10, 1, batch_size=2)
+    it = iter(s)
+    taken = [next(it) for _ in range(4)]
+    assert len(s) == 10 and s.state_dict()["consumed"] == 4  # a DataLoader's len() holds for the pass
+    del it  # a loop that breaks out: the rest of the epoch is what a new pass yields
+    assert len(s) == 6 and len(taken + list(s)) == 10
+
+
 @pytest.mark.parametrize("world, batch_size, drop_last", [(1, 1, True), (3, 2, True), (2, 4, False)])
 @pytest.mark.parametrize("steps_done", [0, 1, 2, 3])
 def test_sampler_resumes_mid_epoch_exactly(world, batch_size, drop_last, steps_done):
