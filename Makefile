@@ -43,7 +43,7 @@ venv: $(STAMP)
 # Exactly the versions the tests ran on: every package pinned by requirements-lock.txt (`make lock`
 # writes it again from setup.cfg's ranges; `make check-newest` tries the newest releases they allow).
 LOCK   = requirements-lock.txt
-EXTRAS = aws,bench,dask,fast,report,test
+EXTRAS = aws,bench,dask,fast,report,test,trainers
 
 $(STAMP): setup.cfg setup.py $(LOCK) scripts/install_jemalloc.sh
 	$(PYTHON) -m venv $(VENV)
