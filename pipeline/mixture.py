@@ -36,22 +36,19 @@ from .crashpoints import crash_point
 from .errors import OutputError, SourceError
 from .manifest import build_manifest, neox_config, summary_table
 from .pack import PROVENANCE_DIR, Packing, PackShards, shard_names
-from .plan import bucket_targets, make_plan, split_exact
+from .plan import bucket_targets, make_plan
 from .report import write_report
 from .runners import one_job
-from .sampling import FIRST_PASS, MIN_HOLDS, TOP_UPS, SampleRule, choose_rule
+from .estimate import length_groups, sample_rules
+from .sampling import MIN_HOLDS, TOP_UPS, SampleRule
 from .select import BucketSelection, candidates_by_bucket, rule_tokens, select_source
 from .sources import SourceFile, list_source_files
-from .stats import estimate_source
 from .storage import make_dirs, read_json, remove_temporaries, write_json
-from .tokenizer import Encoder, LoadedTokenizer, TokenizerInfo, load_tokenizer
+from .tokenizer import LoadedTokenizer, TokenizerInfo, load_tokenizer
 from .topup import SampleView, predict_top_up
 
-__all__ = ["tokenize_sources", "run_mixture", "sample_rules", "plan_packing", "PLAN_FILE"]
+__all__ = ["tokenize_sources", "run_mixture", "plan_packing", "PLAN_FILE"]
 
-# The estimate behind sampling: every document of a few files counted, the first ones tokenized
-# (a glance first, to skip the estimate when the mixture takes too much of a source to sample it).
-PROBE_FILES, PROBE_DOCS, PROBE_CHARS, GLANCE_CHARS = 4, 1000, 1 << 20, 1 << 15
 # Written by the plan step of a one-pipeline run: its plan hash and selected tokens (the progress
 # display), candidates and selections (the driver's manifest, without reading every document table
 # again). Removed when the run ends.
@@ -72,41 +69,6 @@ def mixed_source_files(cfg: MixtureConfig, data_root: str, beam_args: Sequence[s
         except SourceError as e:
             raise SourceError(f"{cfg.origin or 'mixture'}: sources[{i}] ({s.name}): {e}") from None
     return out
-
-
-def sample_rules(cfg: MixtureConfig, files: dict[str, list[SourceFile]], tokenizer: LoadedTokenizer) -> dict[str, SampleRule | None]:
-    """Per source: the rule that tokenizes only a sample of it, or None (tokenize it whole).
-
-    From an estimate of each source (its first documents in a few files: a function of the files,
-    whatever the caches hold), so the choice, and with it the shards, never depends on the cache.
-    """
-    bounds = cfg.bucket_bounds
-    mixed = [s for s in cfg.sources if s.weight > 0]
-    rules: dict[str, SampleRule | None] = {s.name: None for s in mixed}
-    if cfg.tokenize_whole:
-        return rules
-    groups = _groups(cfg)
-    glance, encoder = Encoder(tokenizer, fast=False), None  # `tokenizers` loads in a tenth of tiktoken's time
-    for s, target in zip(mixed, split_exact(cfg.total_tokens, [s.weight for s in mixed])):
-        rough = estimate_source(s.spec, files[s.name], tokenizer, bounds, 1, PROBE_DOCS, GLANCE_CHARS, glance)
-        if rough["tokens"] < MIN_HOLDS * target / 2:  # far from holding enough: whole, no estimate
-            continue
-        encoder = encoder or Encoder(tokenizer)
-        est = estimate_source(s.spec, files[s.name], tokenizer, bounds, PROBE_FILES, PROBE_DOCS, PROBE_CHARS, encoder)
-        targets = bucket_targets(target, est["bucket_tokens"], bounds, cfg.long_policy(s.name))
-        rules[s.name] = choose_rule(targets, est["bucket_tokens"], est["bucket_documents"],
-                                    tuple(est["chars_per_token"]), bounds, est["chars_per_token_by_length"], groups,
-                                    share=FIRST_PASS)
-        if rules[s.name] is not None:
-            log.info("source %s: holds ~%.1fx what the mixture takes; tokenizing a first sample (rates %s)", s.name,
-                     est["tokens"] / max(target, 1), ", ".join(f"{r:.4g}" for r in rules[s.name].rates))
-    return rules
-
-
-def _groups(cfg: MixtureConfig) -> list[int]:
-    """Buckets planned together: short and long under a long-document policy, else all of them."""
-    threshold = cfg.long_documents.threshold if cfg.long_documents else None
-    return [int(threshold is not None and lo >= threshold) for lo in (1, *cfg.bucket_bounds)]
 
 
 def tokenize_sources(
@@ -242,7 +204,7 @@ def _tokenize_samples(cfg, tokenizer, data_root, cache_root, beam_args, progress
         candidates.update({n: candidates_by_bucket(caches[n], bounds, rules[n]) for n in new_rules})
         return _plan(cfg, rules, candidates)
 
-    groups = _groups(cfg)
+    groups = length_groups(cfg)
     for _ in range(TOP_UPS):
         short = _short(plans, rules, candidates)
         raised = {p.source: _top_up(cfg, p, rules[p.source], caches[p.source], candidates[p.source], groups)

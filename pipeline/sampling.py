@@ -5,7 +5,7 @@ MIN_GROUP_DOCS documents of each group of length buckets planned together, is no
 Every document has a sample unit ``u`` in [0, 1), a stable hash of its id (the same for every seed
 and mixture, so one sampled cache serves every mixture that asks the same of the source), and is
 tokenized only if ``u`` is below its length bucket's rate ``q_b``. The rates come from an estimate
-made before tokenizing (``stats.estimate_source``: the first documents of a few files): ``q_b`` is
+made before tokenizing (``estimate.estimate_source``: the first documents of a few files): ``q_b`` is
 the bucket's share of the mixture's need over what the bucket holds, aimed low (FIRST_PASS) and
 raised by a top-up where that falls short (below). A document's
 bucket is only known once it is tokenized, so before that its rate is the largest ``q_b`` over the

@@ -13,22 +13,19 @@ document, or a first sample (the rules a run would choose, from the same estimat
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 from typing import Sequence
 
-import numpy as np
-
-from .cache import HISTOGRAM_BINS, TokenCache
+from .cache import TokenCache
 from .config import MixtureConfig
-from .document import Reject
+from .estimate import estimate_source, sample_rules
 from .plan import bucket_label, bucket_targets, split_exact
 from .sampling import FIRST_PASS, MIN_HOLDS
 from .select import candidates_by_bucket
-from .sources import SourceFile, list_source_files, read_documents
-from .tokenizer import Encoder, LoadedTokenizer, load_tokenizer
+from .sources import SourceFile, list_source_files
+from .tokenizer import LoadedTokenizer, load_tokenizer
 
-__all__ = ["SourceStats", "source_stats", "estimate_source", "stats_table", "pick_files"]
+__all__ = ["SourceStats", "source_stats", "stats_table"]
 
 
 @dataclasses.dataclass
@@ -65,102 +62,12 @@ class SourceStats:
         return [t / a if a else (float("inf") if t else 0.0) for t, a in zip(self.bucket_target, self.bucket_tokens)]
 
 
-def pick_files(files: Sequence[SourceFile], count: int) -> list[SourceFile]:
-    """Up to ``count`` files spread over the source: round-robin over folders, evenly spaced in each.
-
-    >>> fs = [SourceFile(f"{d}/{i}", f"{d}/{i}", 1, d) for d in "ab" for i in range(4)]
-    >>> [f.rel for f in pick_files(fs, 3)]
-    ['a/0', 'a/2', 'b/0']
-    """
-    by_folder: dict[str, list[SourceFile]] = collections.defaultdict(list)
-    for f in sorted(files, key=lambda f: f.rel):
-        by_folder[f.folder].append(f)
-    take = collections.Counter()
-    left = min(count, len(files))
-    while left:
-        for folder in sorted(by_folder):
-            if left and take[folder] < len(by_folder[folder]):
-                take[folder] += 1
-                left -= 1
-    picked = [fs[(j * len(fs)) // take[folder]] for folder, fs in by_folder.items() for j in range(take[folder])]
-    return sorted(picked, key=lambda f: f.rel)
-
-
 def _exact(cache: TokenCache, bounds: Sequence[int]) -> dict:
     st = cache.stats
     tokens, _ = candidates_by_bucket(cache, bounds)
     return {"exact": True, "documents": st["documents"], "tokens": st["tokens"],
             "subsets": {k: (v["documents"], v["tokens"]) for k, v in st["subsets"].items()},
             "bucket_tokens": tokens, "histogram": list(st["histogram"]["documents"])}
-
-
-def estimate_source(spec, files: Sequence[SourceFile], tokenizer: LoadedTokenizer, bounds: Sequence[int],
-                    sample_files: int, sample_docs: int, sample_chars: int = 1 << 62, encoder: Encoder | None = None) -> dict:
-    """Estimated documents, tokens, subsets and bucket tokens of a source from a sample of its files.
-
-    Every document of ``sample_files`` files is counted; the first ``sample_docs`` of each (at most
-    ``sample_chars`` characters of them) are tokenized (with ``encoder``, or one built here).
-    """
-    encoder = encoder or Encoder(tokenizer)
-    picked = pick_files(files, max(1, sample_files))
-    docs = collections.Counter()
-    chars = collections.Counter()
-    tok_tokens = collections.Counter()  # per subset, over the tokenized documents
-    tok_chars = collections.Counter()
-    tok_docs = collections.Counter()
-    hist = np.zeros(HISTOGRAM_BINS, np.int64)
-    bucket = np.zeros(len(bounds) + 1, np.int64)
-    bucket_docs = np.zeros(len(bounds) + 1, np.int64)
-    ratios = []  # characters per token (EOS included) of each tokenized document
-    for sf in picked:
-        batch, batch_chars = [], 0
-        for item in read_documents(spec, sf):
-            if isinstance(item, Reject):
-                continue
-            docs[item.subset] += 1
-            chars[item.subset] += len(item.text)
-            if len(batch) < sample_docs and batch_chars < sample_chars:
-                batch.append(item)
-                batch_chars += len(item.text)
-        for d, ids in zip(batch, encoder.encode_batch([d.text for d in batch])):
-            n = len(ids)
-            tok_tokens[d.subset] += n
-            tok_chars[d.subset] += len(d.text)
-            tok_docs[d.subset] += 1
-            hist[n.bit_length() - 1] += 1
-            b = int(np.searchsorted(np.asarray(bounds, np.int64), n, side="right"))
-            bucket[b] += n
-            bucket_docs[b] += 1
-            ratios.append((len(d.text), len(d.text) / n))
-    all_ratio = (sum(tok_tokens.values()) - sum(tok_docs.values())) / max(sum(tok_chars.values()), 1)
-    read_bytes = sum(f.size for f in picked)
-    scale = sum(f.size for f in files) / read_bytes if read_bytes else 0.0
-    subsets = {}
-    for s in sorted(docs):
-        ratio = (tok_tokens[s] - tok_docs[s]) / tok_chars[s] if tok_chars[s] else all_ratio
-        subsets[s] = (round(docs[s] * scale), round((chars[s] * ratio + docs[s]) * scale))
-    tokens = sum(t for _, t in subsets.values())
-    shares = bucket / bucket.sum() if bucket.sum() else np.zeros_like(bucket, dtype=float)
-    documents = sum(d for d, _ in subsets.values())
-    return {"exact": False, "documents": documents, "tokens": tokens, "subsets": subsets,
-            "bucket_tokens": split_exact(tokens, shares.tolist()) if bucket.sum() else [0] * len(bucket),
-            "bucket_documents": split_exact(documents, bucket_docs.tolist()) if bucket_docs.sum() else [0] * len(bucket),
-            **_chars_per_token(ratios),
-            "histogram": hist.tolist(), "sampled_files": len(picked), "sampled_documents": sum(tok_docs.values())}
-
-
-def _chars_per_token(samples: list[tuple[int, float]], min_docs: int = 50) -> dict:
-    """The spread (1st to 99th percentile) of characters per token, over all the tokenized documents
-    and per log2 bin of their characters where a bin has ``min_docs`` (for sampling.py)."""
-    if not samples:
-        return {"chars_per_token": [1.0, 8.0], "chars_per_token_by_length": []}
-    chars = np.array([c for c, _ in samples], dtype=np.float64)
-    ratio = np.array([r for _, r in samples])
-    bins = np.floor(np.log2(np.maximum(chars, 1))).astype(np.int64)
-    by_length = [[int(k), float(np.percentile(ratio[bins == k], 1)), float(np.percentile(ratio[bins == k], 99))]
-                 for k in np.unique(bins) if np.count_nonzero(bins == k) >= min_docs]
-    return {"chars_per_token": [float(np.percentile(ratio, 1)), float(np.percentile(ratio, 99))],
-            "chars_per_token_by_length": by_length}
 
 
 def source_stats(cfg: MixtureConfig, data_root: str, cache_root: str, sample_files: int = 4,
@@ -187,8 +94,6 @@ def source_stats(cfg: MixtureConfig, data_root: str, cache_root: str, sample_fil
 def _what_a_run_tokenizes(cfg: MixtureConfig, stats: Sequence[SourceStats], files: dict[str, list[SourceFile]],
                           cache_root: str, tokenizer: LoadedTokenizer) -> None:
     """Fill ``tokenizes``: the first-pass rules `mixprep run` would choose, and the caches that serve them."""
-    from .mixture import sample_rules  # mixture.py builds on this module
-
     rules = sample_rules(cfg, files, tokenizer)
     by_name = {st.name: st for st in stats}
     for s in cfg.sources:

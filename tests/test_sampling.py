@@ -11,7 +11,8 @@ import pytest
 from conftest import TOKENIZER
 from pipeline.cache import READERS, TokenCache
 from pipeline.config import load_mixture
-from pipeline.mixture import mixed_source_files, run_mixture, sample_rules
+from pipeline.estimate import sample_rules
+from pipeline.mixture import mixed_source_files, run_mixture
 from pipeline.sampling import FIRST_PASS, MIN_HOLDS, SampleRule, choose_rule, sample_units
 from pipeline.tokenizer import load_tokenizer
 

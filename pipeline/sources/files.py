@@ -29,7 +29,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from .. import storage
 from ..errors import SourceError
-from .spec import SourceSpec
+from .spec import SourceFile, SourceSpec
 
 __all__ = ["Listing", "REFUSALS", "RefusedFile", "SourceFile", "list_source_files", "open_source_file",
            "refused_files", "source_root"]
@@ -45,16 +45,6 @@ REFUSALS = {
     "unreadable": "cannot be listed or examined (permissions, I/O error)",
 }
 _SHOWN_REFUSALS = 5  # in the error that stops a run
-
-
-@dataclasses.dataclass(frozen=True)
-class SourceFile:
-    """One input file: where to open it, its id-forming relative path, size and folder subset."""
-
-    path: str
-    rel: str
-    size: int
-    folder: str  # first directory of ``rel`` ("" for files at the root)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -32,8 +32,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from .. import storage
 from ..errors import CorruptFileError, SourceError
-from .files import SourceFile
-from .spec import SourceSpec
+from .spec import SourceFile, SourceSpec
 
 __all__ = ["dataset_location", "iter_dataset_rows", "list_dataset_files", "read_by_datasets"]
 

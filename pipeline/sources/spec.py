@@ -1,4 +1,4 @@
-"""A source as the readers see it: which files, which text field, which subsets."""
+"""A source as the readers see it: which files, which text field, which subsets; and one input file of it."""
 
 from __future__ import annotations
 
@@ -83,3 +83,13 @@ class SourceSpec:
         if self.include and key not in {normalize_subset(s) for s in self.include}:
             return False
         return key not in {normalize_subset(s) for s in self.exclude}
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceFile:
+    """One input file: where to open it, its id-forming relative path, size and folder subset."""
+
+    path: str
+    rel: str
+    size: int
+    folder: str  # first directory of ``rel`` ("" for files at the root)
