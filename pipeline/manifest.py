@@ -1,9 +1,22 @@
 """What a mixture holds, said once: ``manifest.json``, a GPT-NeoX config snippet, a summary table.
 
-Shares are shares of tokens. Per source and per length bucket the manifest gives the available
-tokens, what was requested (tokens and share), what was selected (tokens, share, copies, epochs)
-and what the shards hold after each shard's unused tail. Every number is computed from the plan and
-the shards' own records, so the manifest agrees with the shards.
+Shares are shares of tokens; each kind of share has its own total, so each kind sums to 1:
+
+- requested: the plan's target tokens over ``total_tokens`` (the config's ask);
+- achieved (selected): the tokens of every selected document copy, repeats counted, over all
+  selected tokens. The shards' token streams hold exactly these, tails included: a source's or a
+  bucket's achieved tokens are the sum of ``n`` over its copies in ``_provenance/*.refs.npy``;
+- written: the tokens the shards' entries (the samples) hold, over all written tokens. Each shard's
+  tail (its last fewer than ``seq_len + 1`` tokens, never written) is charged to its stream's last
+  copies, so a source's ``written_tokens + tail_tokens`` is its achieved tokens. Written figures are
+  given per source and per category (a bucket's are its achieved ones: tails are a few thousand
+  tokens per shard).
+
+Per source, ``subsets`` splits the selection by the documents' subset (Pile sets, RedPajama
+subsets, StarCoder languages: the document tables' ``subset`` column): distinct documents, copies,
+tokens and the share of the source's achieved tokens. Every number is computed from the plan, the
+caches' document tables and the shards' own records; ``tests/test_manifest.py`` recomputes every
+share from the shards and their provenance alone.
 """
 
 from __future__ import annotations
@@ -19,9 +32,15 @@ from .plan import SourcePlan
 from .select import BucketSelection
 from .tokenizer import TokenizerInfo
 
-__all__ = ["build_manifest", "neox_config", "summary_table", "MANIFEST_VERSION"]
+__all__ = ["build_manifest", "neox_config", "summary_table", "MANIFEST_VERSION", "NEOX_FILE", "TOKENIZER_FILE"]
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: written_share over the written total (1 subtracted the tails twice); subsets; held_out
+NEOX_FILE = "gpt-neox-data.json"
+TOKENIZER_FILE = "tokenizer.json"  # the run's tokenizer.json, copied beside the shards for the trainer
+# What the trainer files say about evaluation until held-out mixtures exist.
+NO_HELD_OUT = ("no held-out split: every shard is training data. GPT-NeoX takes train, valid and test paths all or "
+               "none, so gpt-neox-data.json repeats the training shards as valid and test paths with eval-iters 0: "
+               "nothing is evaluated on them. Give real valid/test paths and eval-iters once held-out mixtures exist.")
 
 
 def _share(x: int, total: int) -> float:
@@ -37,9 +56,15 @@ def build_manifest(
     shards: Sequence[dict],
     plan_hash: str,
     tokenized: dict[str, dict] | None = None,
+    subsets: dict[str, dict[str, dict]] | None = None,
 ) -> dict:
-    """The manifest; ``tokenized[source]`` = {"sample_rule", "tokens"}: what tokenizing it took."""
-    tokenized = tokenized or {}
+    """The manifest.
+
+    Args:
+      tokenized: per source, {"sample_rule", "tokens"}: what tokenizing it took.
+      subsets: per source, ``select.selected_by_subset``'s {subset: {documents, copies, tokens}}.
+    """
+    tokenized, subsets = tokenized or {}, subsets or {}
     selected_total = sum(s.selected_tokens for sel in selections.values() for s in sel)
     written_total = sum(sh["tokens"] for sh in shards)
     written = collections.Counter()
@@ -85,12 +110,14 @@ def build_manifest(
             "achieved_tokens": achieved,
             "achieved_share": _share(achieved, selected_total),
             "written_tokens": written[p.source],
-            "written_share": _share(written[p.source], written_total - sum(tails.values())),
+            "written_share": _share(written[p.source], written_total),
             "tail_tokens": tails[p.source],
             "copies": sum(b["copies"] for b in buckets),
             "documents": selected_docs,
             "epochs": round(achieved / p.available_tokens, 6) if p.available_tokens else 0.0,
             "buckets": buckets,
+            "subsets": {name: {**v, "share_of_source": _share(v["tokens"], achieved)}
+                        for name, v in subsets.get(p.source, {}).items()},
         }
         t = tokenized.get(p.source)
         if t is not None:
@@ -101,15 +128,16 @@ def build_manifest(
                 "tokens": t["tokens"],
                 "tokens_per_token_taken": round(t["tokens"] / achieved, 6) if achieved else 0.0,
             }
-    categories = collections.defaultdict(lambda: {"requested_tokens": 0, "achieved_tokens": 0, "written_tokens": 0})
+    categories = collections.defaultdict(lambda: dict.fromkeys(("requested_tokens", "achieved_tokens",
+                                                                 "written_tokens", "tail_tokens"), 0))
     for name, s in sources.items():
         c = categories[s["category"]]
-        c["requested_tokens"] += s["requested_tokens"]
-        c["achieved_tokens"] += s["achieved_tokens"]
-        c["written_tokens"] += s["written_tokens"]
+        for k in c:
+            c[k] += s[k]
     for c in categories.values():
         c["requested_share"] = _share(c["requested_tokens"], cfg.total_tokens)
         c["achieved_share"] = _share(c["achieved_tokens"], selected_total)
+        c["written_share"] = _share(c["written_tokens"], written_total)
     tail_total = sum(sh["tail_tokens"] for sh in shards)
     return {
         "manifest_version": MANIFEST_VERSION,
@@ -133,6 +161,7 @@ def build_manifest(
         },
         "sources": sources,
         "categories": dict(sorted(categories.items())),
+        "held_out": {"valid": None, "test": None, "note": NO_HELD_OUT},
         "shards": [
             {"prefix": sh["name"], **{k: sh[k] for k in ("sequences", "tokens", "tail_tokens", "bin_sha256",
                                                           "idx_sha256", "bin_bytes", "idx_bytes")}}
@@ -142,20 +171,39 @@ def build_manifest(
 
 
 def neox_config(manifest: dict, out: str) -> dict:
-    """GPT-NeoX data settings that train on the mixture as written.
+    """GPT-NeoX's data settings for the mixture as written (``gpt-neox-data.json``), merged into a
+    GPT-NeoX config: they pass GPT-NeoX's own checks (``tests/test_manifest.py`` transcribes them).
 
-    Each entry is one sample of seq_len + 1 tokens, so ``pack_impl: unpacked`` reads them as they are;
-    the shards are already mixed, so their weights are their sample counts.
+    - Every entry is one sample of seq_len + 1 tokens, so ``pack-impl: unpacked`` reads them as they
+      are (GPT-NeoX since PR #1240, August 2024; older versions refuse the key: docs/GPT-NEOX.md says
+      what to do there). The shards are already mixed: their weights are their sample counts.
+    - No held-out split exists yet (the manifest's ``held_out``). GPT-NeoX asserts that train, valid
+      and test paths are given all or none, and with none it reads a single ``data-path`` prefix cut by
+      ``split``, which cannot name several shards. So valid and test repeat the training shards, and
+      ``eval-iters: 0`` keeps GPT-NeoX from evaluating on them (it evaluates only when eval_iters > 0).
+    - ``vocab-file`` is the run's tokenizer.json, copied beside the shards (``TOKENIZER_FILE``).
+
+    Paths are absolute for a local ``out``; for an object store they are its URIs, which GPT-NeoX (it
+    reads local files) cannot open: copy the folder to the trainer and replace the URI prefix.
     """
+    def where(name: str) -> str:
+        return storage.join(out if storage.is_remote(out) else os.path.abspath(out), name)
+
+    paths = [where(s["prefix"]) for s in manifest["shards"]]
+    weights = [s["sequences"] for s in manifest["shards"]]
     return {
-        "train-data-paths": [storage.join(out if storage.is_remote(out) else os.path.abspath(out), s["prefix"])
-                             for s in manifest["shards"]],
-        "train-data-weights": [s["sequences"] for s in manifest["shards"]],
+        "train-data-paths": paths,
+        "train-data-weights": weights,
+        "valid-data-paths": paths,
+        "valid-data-weights": weights,
+        "test-data-paths": paths,
+        "test-data-weights": weights,
+        "eval-iters": 0,
         "seq-length": manifest["seq_len"],
         "data-impl": "mmap",
         "pack-impl": "unpacked",
         "tokenizer-type": "HFTokenizer",
-        "vocab-file": manifest["tokenizer"]["name"],
+        "vocab-file": where(TOKENIZER_FILE),
     }
 
 

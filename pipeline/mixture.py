@@ -34,16 +34,16 @@ from .cache import BuildCaches, Readers, TokenCache, remove_covered_samples
 from .config import MixtureConfig, config_hash
 from .crashpoints import crash_point
 from .errors import OutputError, SourceError
-from .manifest import build_manifest, neox_config, summary_table
+from .manifest import NEOX_FILE, TOKENIZER_FILE, build_manifest, neox_config, summary_table
 from .pack import PROVENANCE_DIR, Packing, PackShards, shard_names
 from .plan import bucket_targets, make_plan
 from .report import write_report
 from .runners import one_job
 from .estimate import length_groups, sample_rules
 from .sampling import MIN_HOLDS, TOP_UPS, SampleRule
-from .select import BucketSelection, candidates_by_bucket, rule_tokens, select_source
+from .select import BucketSelection, candidates_by_bucket, rule_tokens, select_source, selected_by_subset
 from .sources import SourceFile, list_source_files
-from .storage import make_dirs, read_json, remove_temporaries, write_json
+from .storage import atomic_writer, make_dirs, read_json, remove_temporaries, write_json
 from .tokenizer import LoadedTokenizer, TokenizerInfo, load_tokenizer
 from .topup import SampleView, predict_top_up
 
@@ -345,9 +345,12 @@ def _finish(cfg, tokenizer, out, cache_root, caches, rules, planned) -> dict:
                         "tokens": rule_tokens(c, rules[name]) if rules[name] else c.stats["tokens"]}
                  for name, c in caches.items()}
     shards = _written_shards(out, cfg.name, cfg.num_shards, packing.plan_hash)
+    subsets = {n: selected_by_subset(caches[n], n, cfg.bucket_bounds, cfg.seed, selections[n], rules[n]) for n in names}
     manifest = build_manifest(cfg, tokenizer, plans, selections, {n: caches[n] for n in names}, shards,
-                              packing.plan_hash, tokenized)
-    write_json(storage.join(out, "gpt-neox-data.json"), neox_config(manifest, out))
+                              packing.plan_hash, tokenized, subsets)
+    with atomic_writer(storage.join(out, TOKENIZER_FILE), "wb") as f:  # gpt-neox-data.json's vocab-file
+        f.write(tokenizer.json_bytes)
+    write_json(storage.join(out, NEOX_FILE), neox_config(manifest, out))
     crash_point(f"before-manifest:{cfg.name}")
     write_json(storage.join(out, "manifest.json"), manifest)  # last: its presence means complete
     write_report(out, manifest, cache_root)  # report.md + plots, from the manifest and the caches

@@ -175,20 +175,22 @@ def render_markdown(manifest: dict, histograms: dict[str, dict], plots: dict[str
         lines += [f"> {plot_note}", ""]
 
     lines += ["## Shares of tokens", "",
-              "Requested: the config's weights. Achieved: the selected documents' tokens. Written: what the "
-              "samples hold (the shard tails are not written).", ""]
+              "Requested: the config's weights. Achieved: the selected documents' tokens (repeats counted). "
+              "Written: what the samples hold (the shard tails, charged to each shard's last documents, are not "
+              "written). Each column is a share of its own total.", ""]
     rows = [(f"`{n}`", s["category"], _pct(s["requested_share"]), _pct(s["achieved_share"]), _pct(s["written_share"]),
              f"{s['achieved_tokens']:,}", f"{s['documents']:,}", f"{s['copies']:,}", f"{s['epochs']:.3f}")
             for n, s in m["sources"].items()]
     lines += _table(("source", "category", "requested", "achieved", "written", "tokens", "documents", "copies",
                      "epochs"), rows, "llrrrrrrr")
     lines += [""]
-    rows = [(c, _pct(v["requested_share"]), _pct(v["achieved_share"]), f"{v['achieved_tokens']:,}")
-            for c, v in m["categories"].items()]
-    lines += _table(("category", "requested", "achieved", "tokens"), rows, "lrrr")
+    rows = [(c, _pct(v["requested_share"]), _pct(v["achieved_share"]), _pct(v["written_share"]) if "written_share" in v
+             else "-", f"{v['achieved_tokens']:,}") for c, v in m["categories"].items()]
+    lines += _table(("category", "requested", "achieved", "written", "tokens"), rows, "lrrrr")
     if "shares" in plots:
         lines += ["", f"![Requested vs achieved shares]({plots['shares']})"]
     lines += [""]
+    lines += _subsets_section(m)
 
     lines += ["## Length buckets and repetition", "",
               "Per source and document-length bucket (tokens per document, EOS included): what the source has, "
@@ -256,6 +258,17 @@ def render_markdown(manifest: dict, histograms: dict[str, dict], plots: dict[str
     lines += ["", "Which documents each sample holds: `mixprep inspect OUT --sample N`; where a document landed: "
               "`mixprep inspect OUT --doc SOURCE:DOC_ID`.", ""]
     return "\n".join(lines)
+
+
+def _subsets_section(m: dict) -> list[str]:
+    """What each source's selection holds per subset (Pile sets, RedPajama subsets, StarCoder languages)."""
+    rows = [(f"`{n}`", f"`{name}`" if name else "(none)", f"{v['documents']:,}", f"{v['copies']:,}", f"{v['tokens']:,}",
+             _pct(v["share_of_source"])) for n, s in m["sources"].items() for name, v in s.get("subsets", {}).items()]
+    if not rows:
+        return []
+    return ["### Subsets", "", "Per source, the selected documents by subset: distinct documents, copies (repeats "
+            "counted), their tokens and the share of the source's achieved tokens.", "",
+            *_table(("source", "subset", "documents", "copies", "tokens", "of source"), rows, "llrrrr"), ""]
 
 
 def _max_repetition(manifest: dict, source: str) -> float | None:

@@ -28,7 +28,8 @@ from .cache import TokenCache
 from .hashing import SELECT, decision_keys
 from .sampling import SampleRule, sample_units
 
-__all__ = ["BucketSelection", "select_source", "doc_buckets", "doc_arrays", "candidates_by_bucket", "rule_tokens", "copies_for"]
+__all__ = ["BucketSelection", "select_source", "doc_buckets", "doc_arrays", "candidates_by_bucket", "rule_tokens", "copies_for",
+           "selected_by_subset"]
 
 _BIN_BITS = 16
 _BINS = 1 << _BIN_BITS
@@ -111,6 +112,25 @@ def copies_for(bucket: np.ndarray, keys: np.ndarray, selections: Sequence[Bucket
         if s.fill:
             extra |= (bucket == b) & np.isin(keys, np.array(s.fill, dtype=np.uint64))
     return full[bucket] + extra.astype(np.int64)
+
+
+def selected_by_subset(cache: TokenCache, source: str, bounds: Sequence[int], seed: int,
+                       selections: Sequence[BucketSelection], rule: SampleRule | None = None) -> dict[str, dict]:
+    """{subset: {documents, copies, tokens}} of what selection took from one source (copies counted in
+    tokens), by the same ``copies_for`` the pack stage routes with: one more pass over the document tables."""
+    out: dict[str, list[int]] = {}
+    for part in range(len(cache.parts)):
+        n, bucket, _, keys = doc_arrays(cache, part, bounds, seed, source, rule)
+        copies = copies_for(bucket, keys, selections)
+        subsets = cache.doc_table(part, columns=["subset"]).column("subset").to_numpy(zero_copy_only=False)
+        names, index = np.unique(subsets, return_inverse=True)
+        documents = np.bincount(index, weights=copies > 0, minlength=len(names))
+        counts = np.bincount(index, weights=copies, minlength=len(names))
+        tokens = np.bincount(index, weights=copies * n, minlength=len(names))
+        for k, name in enumerate(names.tolist()):
+            t = out.setdefault(name, [0, 0, 0])
+            t[0], t[1], t[2] = t[0] + int(documents[k]), t[1] + int(counts[k]), t[2] + int(tokens[k])
+    return {name: {"documents": d, "copies": c, "tokens": t} for name, (d, c, t) in sorted(out.items()) if c}
 
 
 def _parts(cache: TokenCache, bounds, seed, source, rule) -> Iterator[tuple]:

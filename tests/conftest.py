@@ -16,6 +16,29 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLES = os.path.join(ROOT, "samples")
 BAD = os.path.join(ROOT, "tests", "data", "bad")
 TOKENIZER = os.path.join(ROOT, "tokenizer", "tokenizer.json")
+STAGE1 = os.path.join(ROOT, "mixtures", "stage1.yaml")
+STAGE2 = os.path.join(ROOT, "mixtures", "stage2.yaml")
+IN_PROCESS = ["--runner=DirectRunner", "--direct_running_mode=in_memory"]
+
+
+def mixture(path, **overrides):
+    """A bundled mixture in 3 shards, with ``overrides``."""
+    from pipeline.config import load_mixture
+
+    return load_mixture(path, {"shards": 3, **overrides})
+
+
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory):
+    """Stage 1 then stage 2 dry runs sharing one cache (what `make dry-run` does), built once per session."""
+    from pipeline.mixture import run_mixture
+
+    root = tmp_path_factory.mktemp("mix")
+    cache = str(root / "cache")
+    s1 = run_mixture(mixture(STAGE1, total_tokens=1_000_000), SAMPLES, str(root / "stage1"), cache, IN_PROCESS)
+    built_before_stage2 = set(os.listdir(cache))
+    s2 = run_mixture(mixture(STAGE2, total_tokens=2_000_000), SAMPLES, str(root / "stage2"), cache, IN_PROCESS)
+    return {"root": root, "cache": cache, "stage1": s1, "stage2": s2, "built_before_stage2": built_before_stage2}
 
 
 @pytest.fixture(scope="session")

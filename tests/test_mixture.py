@@ -10,33 +10,13 @@ import apache_beam as beam
 import numpy as np
 import pytest
 
-from conftest import ROOT, SAMPLES, TOKENIZER
+from conftest import IN_PROCESS, ROOT, SAMPLES, STAGE1, STAGE2, TOKENIZER, mixture
 from pipeline.cache import TokenCache
-from pipeline.config import load_mixture
 from pipeline.dataset import MixtureDataset
 from pipeline.mixture import run_mixture
 from pipeline.plan import PlanError
 from pipeline.tokenizer import load_tokenizer
 from pipeline.verify import verify_path
-
-IN_PROCESS = ["--runner=DirectRunner", "--direct_running_mode=in_memory"]
-STAGE1 = os.path.join(ROOT, "mixtures", "stage1.yaml")
-STAGE2 = os.path.join(ROOT, "mixtures", "stage2.yaml")
-
-
-def mixture(path, **overrides):
-    return load_mixture(path, {"shards": 3, **overrides})
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """Stage 1 then stage 2 into one output folder, sharing one cache (what `make dry-run` does)."""
-    root = tmp_path_factory.mktemp("mix")
-    cache = str(root / "cache")
-    s1 = run_mixture(mixture(STAGE1, total_tokens=1_000_000), SAMPLES, str(root / "stage1"), cache, IN_PROCESS)
-    built_before_stage2 = set(os.listdir(cache))
-    s2 = run_mixture(mixture(STAGE2, total_tokens=2_000_000), SAMPLES, str(root / "stage2"), cache, IN_PROCESS)
-    return {"root": root, "cache": cache, "stage1": s1, "stage2": s2, "built_before_stage2": built_before_stage2}
 
 
 def shard_stream(folder, manifest):
