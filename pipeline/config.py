@@ -24,7 +24,15 @@ from .errors import ConfigError
 from .sources.kinds import KINDS
 from .sources.spec import DatasetRef, SourceSpec
 
-__all__ = ["MixtureConfig", "SourceConfig", "LongDocPolicy", "load_mixture", "config_hash"]
+__all__ = ["MixtureConfig", "SourceConfig", "LongDocPolicy", "load_mixture", "config_hash", "LAYOUTS"]
+
+# How the pack stage writes a shard's entries (docs/FORMAT.md, "How trainers make samples of it").
+LAYOUTS = {
+    "samples": "every entry one training sample of seq_len + 1 tokens (GPT-NeoX pack_impl: unpacked, "
+               "mixprep's own reader)",
+    "documents": "every entry one selected document copy, EOS included, in the mixture's order: the trainer "
+                 "packs (Megatron-LM, GPT-NeoX packed)",
+}
 
 
 def _help(text: str, default: Any = dataclasses.MISSING) -> Any:
@@ -96,6 +104,8 @@ class MixtureConfig:
     tokenizer: str = _help("path to a HF tokenizer.json (relative to this file) or a hub id")
     sources: tuple[SourceConfig, ...] = _help("the sources and their shares")
     seed: int = _help("seeds every keep/repeat/order decision", 1234)
+    layout: str = _help(f"what one shard entry is: {'; '.join(f'{k}: {v}' for k, v in LAYOUTS.items())}",
+                        "samples")
     shards: int = _help("number of output shards (0: from tokens_per_shard)", 0)
     tokens_per_shard: int = _help("target tokens per output shard when shards is 0", 1 << 30)
     length_buckets: tuple[int, ...] = _help("token-count bounds splitting each source into buckets", ())
@@ -261,6 +271,10 @@ def _check(cfg: MixtureConfig, path: str) -> None:
         raise ConfigError(f"{path}: 'total_tokens' must be positive, found {cfg.total_tokens}.")
     if cfg.seq_len <= 0:
         raise ConfigError(f"{path}: 'seq_len' must be positive, found {cfg.seq_len}.")
+    if cfg.layout not in LAYOUTS:
+        near = difflib.get_close_matches(cfg.layout, list(LAYOUTS), n=1, cutoff=0.5)
+        hint = f" Did you mean {near[0]!r}?" if near else f" Valid layouts: {', '.join(LAYOUTS)}."
+        raise ConfigError(f"{path}: unknown layout {cfg.layout!r}.{hint}")
     if cfg.shards < 0 or cfg.tokens_per_shard <= 0:
         raise ConfigError(f"{path}: 'shards' must be >= 0 and 'tokens_per_shard' > 0.")
     if not cfg.sources:

@@ -148,6 +148,7 @@ def build_manifest(
         "plan_hash": plan_hash,
         "tokenizer": {**tokenizer.info(), "name": cfg.tokenizer},  # as written: no machine's paths
         "seq_len": cfg.seq_len,
+        "layout": cfg.layout,  # samples: one entry, one sample; documents: one entry, one document copy
         "sample_tokens": cfg.seq_len + 1,
         "seed": cfg.seed,
         "dtype": tokenizer.dtype.name,
@@ -190,7 +191,8 @@ def neox_config(manifest: dict, out: str) -> dict:
         return storage.join(out if storage.is_remote(out) else os.path.abspath(out), name)
 
     paths = [where(s["prefix"]) for s in manifest["shards"]]
-    weights = [s["sequences"] for s in manifest["shards"]]
+    documents = manifest.get("layout") == "documents"  # entries are documents: GPT-NeoX packs them
+    weights = [s["tokens"] if documents else s["sequences"] for s in manifest["shards"]]
     return {
         "train-data-paths": paths,
         "train-data-weights": weights,
@@ -201,7 +203,7 @@ def neox_config(manifest: dict, out: str) -> dict:
         "eval-iters": 0,
         "seq-length": manifest["seq_len"],
         "data-impl": "mmap",
-        "pack-impl": "unpacked",
+        "pack-impl": "packed" if documents else "unpacked",
         "tokenizer-type": "HFTokenizer",
         "vocab-file": where(TOKENIZER_FILE),
     }
@@ -216,8 +218,10 @@ def summary_table(manifest: dict) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    entries = (f"{t['samples']:,} documents (layout: documents)" if manifest.get("layout") == "documents"
+               else f"{t['samples']:,} samples of {manifest['sample_tokens']} tokens")
     lines.append(
-        f"{manifest['name']}: {t['samples']:,} samples of {manifest['sample_tokens']} tokens in "
+        f"{manifest['name']}: {entries} in "
         f"{len(manifest['shards'])} shards; {t['selected_tokens']:,} tokens selected, "
         f"{t['tail_tokens']:,} left in shard tails"
     )

@@ -34,6 +34,7 @@ from .cache import BuildCaches, Readers, TokenCache, remove_covered_samples
 from .config import MixtureConfig, config_hash
 from .crashpoints import crash_point
 from .errors import OutputError, SourceError
+from .megatron import write_megatron_args
 from .manifest import NEOX_FILE, TOKENIZER_FILE, build_manifest, neox_config, summary_table
 from .pack import PROVENANCE_DIR, Packing, PackShards, shard_names
 from .plan import bucket_targets, make_plan
@@ -327,7 +328,7 @@ def plan_packing(cfg: MixtureConfig, tokenizer: TokenizerInfo, caches: dict[str,
         cfg.name, tuple(names), tuple(caches[n].directory for n in names), tuple(len(caches[n].parts) for n in names),
         tuple(bounds), tuple(tuple(selections[n]) for n in names), tuple(rules[n] for n in names), cfg.seed,
         cfg.num_shards, cfg.seq_len, tokenizer.dtype.name, out,
-        _plan_hash(config_sha or config_hash(cfg), tokenizer, caches, selections, rules))
+        _plan_hash(config_sha or config_hash(cfg), tokenizer, caches, selections, rules), cfg.layout)
     return plans, selections, packing
 
 
@@ -351,6 +352,7 @@ def _finish(cfg, tokenizer, out, cache_root, caches, rules, planned) -> dict:
     with atomic_writer(storage.join(out, TOKENIZER_FILE), "wb") as f:  # gpt-neox-data.json's vocab-file
         f.write(tokenizer.json_bytes)
     write_json(storage.join(out, NEOX_FILE), neox_config(manifest, out))
+    write_megatron_args(manifest, out, cfg.tokenizer_path)
     crash_point(f"before-manifest:{cfg.name}")
     write_json(storage.join(out, "manifest.json"), manifest)  # last: its presence means complete
     write_report(out, manifest, cache_root)  # report.md + plots, from the manifest and the caches

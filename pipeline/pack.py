@@ -2,8 +2,10 @@
 
 Each copy of a document has a placement key (``hashing.decision_keys(..., PLACE, copy)``): its high
 bits pick the shard, the whole key orders the shard. A shard is the concatenation of its copies'
-tokens (each ends with EOS) in key order, cut into entries of exactly ``seq_len + 1`` tokens; the
-tail (fewer than ``seq_len + 1`` tokens) is dropped and reported.
+tokens (each ends with EOS) in key order. Layout ``samples`` cuts it into entries of exactly
+``seq_len + 1`` tokens; the tail (fewer than ``seq_len + 1`` tokens) is dropped and reported. Layout
+``documents`` writes each copy as one entry, in the same order, and drops nothing: the trainer packs
+(Megatron's GPTDataset concatenates a shard's entries and cuts its own windows).
 
 What crosses the shuffle is compact numpy arrays of references (24 bytes a copy), one array per
 (cache part, shard), never token arrays: the local runner holds grouped data in memory.
@@ -37,7 +39,7 @@ from . import storage
 from .storage import atomic_writer, read_json, write_json
 
 __all__ = ["PackShards", "Packing", "REF_DTYPE", "PROVENANCE_DIR", "PROVENANCE_DTYPE", "shard_name", "shard_names", "pack_stream",
-           "write_provenance"]
+           "write_documents", "write_provenance"]
 
 REF_DTYPE = np.dtype([("key", "<u8"), ("source", "<u2"), ("part", "<u4"), ("row", "<u4"), ("n", "<u4")])
 # A shard's copies in stream order, without the placement key (the order already says it).
@@ -79,6 +81,7 @@ class Packing:
     dtype: str  # token dtype name
     out_dir: str
     plan_hash: str
+    layout: str = "samples"  # config.LAYOUTS
 
     def work(self) -> list[tuple[int, int]]:
         """(source index, cache part) of every cache part."""
@@ -136,6 +139,13 @@ def pack_stream(pieces, seq_len: int, writer: MMIDXWriter) -> int:
     return pending_len
 
 
+def write_documents(pieces, writer: MMIDXWriter) -> int:
+    """Write each token array as one entry (a document copy, EOS included); no tail: return 0."""
+    for tokens in pieces:
+        writer.add(tokens)
+    return 0
+
+
 def _emit(pending, width, writer):
     buf = np.concatenate(pending) if len(pending) > 1 else pending[0] if pending else np.empty(0, np.int64)
     whole = len(buf) // width
@@ -146,7 +156,7 @@ def _emit(pending, width, writer):
 
 
 class _WriteShardFn(beam.DoFn):
-    """Sort a shard's references by key, stream their tokens, cut samples, write the shard."""
+    """Sort a shard's references by key, stream their tokens, cut samples (or not), write the shard."""
 
     def setup(self):
         freeze_worker_state()  # as the tokenize step does: a pack-only job's workers exit sooner too
@@ -166,7 +176,10 @@ class _WriteShardFn(beam.DoFn):
         caches = {s: TokenCache(packing.caches[s]) for s in np.unique(refs["source"]).tolist()}
         storage.make_dirs(out)
         with MMIDXWriter(storage.join(out, name), np.dtype(packing.dtype)) as writer:
-            tail = pack_stream(_pieces(refs, caches), packing.seq_len, writer)
+            if packing.layout == "documents":
+                tail = write_documents(_pieces(refs, caches), writer)
+            else:
+                tail = pack_stream(_pieces(refs, caches), packing.seq_len, writer)
         info = writer.close()
         for c in caches.values():
             c.close()

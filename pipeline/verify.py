@@ -1,7 +1,8 @@
 """``mixprep verify PATH``: check a mixture or a token cache against what it says it holds.
 
 A mixture folder (``manifest.json``): every listed shard opens as a valid MMIDIDX pair, its sha256s
-and counts match the manifest, every sample holds exactly seq_len + 1 tokens, totals add up.
+and counts match the manifest, every sample holds exactly seq_len + 1 tokens (layout ``documents``:
+every entry is one document ending with its only EOS), totals add up.
 A cache folder (``cache.json``), or a folder of caches: every part's sha256s match, its document
 table has one row per entry with the entry's token count, and the totals match the stats.
 """
@@ -84,10 +85,13 @@ def _verify_mixture(folder: str) -> Iterator[str]:
             lengths = r.sequence_lengths
             if len(r) != shard["sequences"]:
                 raise FormatError(f"{prefix}.idx: {len(r)} sequences, manifest says {shard['sequences']}.")
-            bad = np.flatnonzero(lengths != width)
-            if len(bad):
-                raise FormatError(f"{prefix}.idx: entry {bad[0]} has {lengths[bad[0]]} tokens; every sample "
-                                  f"must have seq_len + 1 = {width}.")
+            if manifest.get("layout") == "documents":
+                _check_documents(prefix, r, manifest["tokenizer"]["eos_id"])
+            else:
+                bad = np.flatnonzero(lengths != width)
+                if len(bad):
+                    raise FormatError(f"{prefix}.idx: entry {bad[0]} has {lengths[bad[0]]} tokens; every sample "
+                                      f"must have seq_len + 1 = {width}.")
             samples += len(r)
             tokens += r.num_tokens
         yield f"{prefix}: {shard['sequences']:,} samples: ok"
@@ -96,6 +100,17 @@ def _verify_mixture(folder: str) -> Iterator[str]:
         raise FormatError(f"{folder}/manifest.json: totals say {totals['samples']} samples / "
                           f"{totals['written_tokens']} tokens, the shards hold {samples} / {tokens}.")
     yield f"{folder}: {samples:,} samples, {tokens:,} tokens in {len(manifest['shards'])} shards: ok"
+
+
+def _check_documents(prefix: str, reader: MMIDXReader, eos_id: int) -> None:
+    """Layout ``documents``: every entry is one document copy, so it ends with the only EOS it holds
+    (Megatron concatenates entries: an entry without its EOS would run into the next document)."""
+    for i in range(len(reader)):
+        tokens = reader[i]
+        eos = np.flatnonzero(tokens == eos_id)
+        if len(eos) != 1 or eos[0] != len(tokens) - 1:
+            raise FormatError(f"{prefix}.bin: entry {i} ({len(tokens)} tokens) should be one document ending with "
+                              f"EOS {eos_id}; found EOS at {eos[:5].tolist()}.")
 
 
 def _verify_cache(folder: str) -> Iterator[str]:

@@ -1,15 +1,20 @@
-"""Manual check: Megatron-core's IndexedDataset reads our shards exactly as pipeline.mmidx does.
+"""Check real output with megatron-core: its IndexedDataset reads our shards as pipeline.mmidx does,
+and (``--epoch``) its GPTDataset blend over a whole run gives whole documents at the manifest's shares.
 
-Not part of ``make test``: megatron-core needs torch, which mixprep does not depend on. Run it in a
-throwaway environment::
+``make test`` runs the same checks on a small mixture (tests/test_megatron.py, with the ``trainers``
+extra installed); this script runs them on a real one, in any environment with torch and
+megatron-core (no Beam needed)::
 
-    python3 -m venv /tmp/megatron-venv
-    /tmp/megatron-venv/bin/pip install torch==2.13.0 megatron-core
-    /tmp/megatron-venv/bin/python scripts/check_megatron_compat.py out/stage1-00000-of-00004
-    /tmp/megatron-venv/bin/python scripts/check_megatron_compat.py --demo /tmp/mmidx-demo
+    pip install -e '.[trainers]'      # or: pip install torch==2.13.0 megatron-core==0.16.1
+    python scripts/check_megatron_compat.py out/stage1/stage1-00000-of-00004
+    python scripts/check_megatron_compat.py --demo /tmp/mmidx-demo
+    python scripts/check_megatron_compat.py --epoch out/stage1 --cache-root out/cache
 
 ``--demo DIR`` first writes small uint16 and int32 shards (multi-sequence documents, an empty
-sequence) with MMIDXWriter into DIR and checks those. Exits 1 on any mismatch.
+sequence) with MMIDXWriter into DIR and checks those. ``--epoch OUT`` builds one Megatron epoch from
+``OUT/megatron-args.json`` (pipeline/megatron_check.py) and counts the samples that join documents
+without EOS (any, for ``layout: samples``); ``--cache-root`` also compares every copy with its cached
+document. Exits 1 on any mismatch.
 """
 
 import argparse
@@ -68,13 +73,36 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("prefixes", nargs="*", help="shard prefixes (without .bin/.idx)")
     parser.add_argument("--demo", metavar="DIR", help="write demo shards into DIR and check them too")
+    parser.add_argument("--epoch", metavar="OUT", help="a mixture folder: check one Megatron epoch of it")
+    parser.add_argument("--cache-root", help="with --epoch: the token caches, to compare every copy with")
     args = parser.parse_args(argv)
     prefixes = args.prefixes + (write_demo(args.demo) if args.demo else [])
-    if not prefixes:
-        parser.error("give at least one prefix or --demo DIR")
+    if not prefixes and not args.epoch:
+        parser.error("give at least one prefix, --demo DIR or --epoch OUT")
     failed = [p for p in prefixes if compare(p)]
-    print(f"{len(prefixes) - len(failed)} of {len(prefixes)} shards read identically by megatron-core")
-    return 1 if failed else 0
+    if prefixes:
+        print(f"{len(prefixes) - len(failed)} of {len(prefixes)} shards read identically by megatron-core")
+    return 1 if failed or (args.epoch and not check_epoch_shares(args.epoch, args.cache_root)) else 0
+
+
+def check_epoch_shares(out: str, cache_root) -> bool:
+    """One Megatron epoch of ``out``: no sample joins documents, each source within 0.1 point."""
+    import json
+
+    from pipeline.megatron_check import check_epoch
+
+    report = check_epoch(out, cache_root=cache_root)
+    with open(os.path.join(out, "manifest.json"), encoding="utf-8") as f:
+        manifest = json.load(f)
+    shares = report.shares()
+    off = {n: (shares.get(n, 0.0), s["written_share"]) for n, s in manifest["sources"].items()
+           if abs(shares.get(n, 0.0) - s["written_share"]) >= 0.001}
+    print(f"{out}: {report.samples:,} Megatron samples, {report.joined:,} join documents without EOS"
+          f"{' (first: ' + report.example + ')' if report.joined else ''}; {report.boundaries:,} document ends, "
+          f"{report.whole_documents:,} whole documents inside samples")
+    for n, s in manifest["sources"].items():
+        print(f"  {n}: {100 * shares.get(n, 0.0):.3f}% of Megatron's tokens, manifest {100 * s['written_share']:.3f}%")
+    return report.joined == 0 and not off
 
 
 if __name__ == "__main__":

@@ -56,6 +56,11 @@ def test_stage2_is_the_recipe():
     assert 4096 in cfg.bucket_bounds
 
 
+def test_layout_defaults_to_samples(tmp_path):
+    assert load_mixture(write(tmp_path, BASE)).layout == "samples"
+    assert load_mixture(write(tmp_path, BASE + "layout: documents\n")).layout == "documents"
+
+
 def test_overrides_win(tmp_path):
     cfg = load_mixture(write(tmp_path, BASE), {"total_tokens": 77, "seed": 5, "shards": None})
     assert (cfg.total_tokens, cfg.seed) == (77, 5)
@@ -72,6 +77,8 @@ def test_overrides_win(tmp_path):
         (lambda b: b.replace("total_tokens: 1000", "total_tokens: lots"), ["'total_tokens' must be an integer"]),
         (lambda b: b.replace("name: t\n", ""), ["missing required key 'name'"]),
         (lambda b: b.replace("name: b", "name: a"), ["unique", "a"]),
+        (lambda b: b + "layout: document\n", ["unknown layout 'document'", "Did you mean 'documents'"]),
+        (lambda b: b + "layout: rows\n", ["unknown layout 'rows'", "Valid layouts: samples, documents"]),
     ],
 )
 def test_mistakes_name_file_and_key(tmp_path, edit, words):
