@@ -1,44 +1,11 @@
-"""Tokenize once, mix many: the per-source token cache.
-
-    CACHE/<source>/<fingerprint>/
-      part-00000.bin/.idx        tokens of input file 0, one MMIDIDX entry per document (EOS included)
-      part-00000.docs.parquet    row i describes entry i: doc_id, subset, n_tokens, doc_hash, n_chars
-      part-00000.rejects.jsonl   records rejected while reading file 0 (only when there are some)
-      part-00000.json            the part's summary: file, counts, stats, sha256s (written last)
-      cache.json                 the whole cache: fingerprint inputs, tokenizer, totals (written last)
-      readers/<run>.json         sampled caches only: a run reading it now (``Readers``)
-
-One input file makes one part, so a cache's bytes do not depend on the runner or the worker count,
-and a rerun after a crash keeps every part that was finished. The fingerprint covers the source's
-files and sizes, the paths its patterns match that are refused (``sources.files.REFUSALS``), the
-reader version, the reading options and the tokenizer's sha256: a cache with the same fingerprint is
-reused as it is; any change makes a new one. Each part is a GPT-NeoX / Megatron dataset as it stands.
-cache.json's ``accounting`` has every record (read = forwarded + rejected + excluded_subset) and
-every file: files_matched = files_read (one part each) + len(files_refused).
-
-A cache may hold a sample of its source (``sampling.SampleRule``, part of the fingerprint): the
-documents the rule passes are tokenized, the others are read, counted (``not_tokenized``) and left,
-but for a histogram of their sample units and lengths (``unseen`` in the part and cache summaries):
-what sizes a top-up (topup.py).
-A sampled cache may be built on an earlier sampled cache of the same files whose rule its own rule
-covers (a top-up, sampling.py): the documents the earlier rule passed are copied from it, in file
-order, not tokenized again. The new cache is the same bytes as one built from scratch. A cache that
-holds all of a sample's documents replaces it on disk (``remove_covered_samples``) unless another
-run is reading it.
-"""
+"""Building token caches in Beam: one input file per element, one cache part per file, cache.json last."""
 
 from __future__ import annotations
 
 import collections
-import contextlib
 import dataclasses
-import hashlib
-import json
 import logging
 import os
-import secrets
-import socket
-import time
 from typing import Iterable, Iterator
 
 import apache_beam as beam
@@ -49,65 +16,28 @@ import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import DirectOptions
 
-from .crashpoints import crash_point
-from .document import Document, Reject
-from .errors import FormatError
-from .mmidx import MMIDXReader, MMIDXWriter
-from .sources import (READER_VERSION, FileTally, RefusedFile, SourceFile, SourceSpec, count_refused, count_tally,
-                      read_documents, refused_files)
-from .sources.formats import TEXT_PER_FILE_BYTE, format_of
-from . import storage
-from .storage import atomic_writer, make_dirs, read_json, write_json
-from .hashing import doc_hash
-from .lifetime import freeze_worker_state
-from .sampling import SampleRule, sample_units
-from .tokenizer import ENCODER_VERSION, Encoder, LoadedTokenizer, TokenizerInfo
-from .topup import Unseen
+from .. import storage
+from ..crashpoints import crash_point
+from ..document import Document, Reject
+from ..errors import FormatError
+from ..hashing import doc_hash
+from ..lifetime import freeze_worker_state
+from ..mmidx import MMIDXWriter
+from ..sampling import SampleRule, sample_units
+from ..sources import (FileTally, RefusedFile, SourceFile, SourceSpec, count_refused, count_tally, read_documents,
+                       refused_files)
+from ..sources.formats import TEXT_PER_FILE_BYTE, format_of
+from ..storage import atomic_writer, make_dirs, write_json
+from ..tokenizer import Encoder, LoadedTokenizer, TokenizerInfo
+from ..topup import Unseen
+from .layout import (CACHE_VERSION, DOC_TABLE_SCHEMA, HISTOGRAM_BINS, cache_dir, cache_fingerprint, finished_part,
+                     part_name)
+from .token_cache import TokenCache
 
 log = logging.getLogger("mixprep")
 
-__all__ = ["BuildCache", "BuildCaches", "TokenCache", "cache_fingerprint", "cache_dir", "remove_covered_samples",
-           "sampled_caches", "HISTOGRAM_BINS"]
-
-CACHE_VERSION = 3  # 2: n_chars in the document table; sampled caches. 3: file accounting (refused paths)
-HISTOGRAM_BINS = 40  # bin k holds documents of [2**k, 2**(k+1)) tokens
 _BATCH_CHARS = 1 << 22  # characters per encode call: bounds the tokenizer's transient memory
 _TABLE_ROWS = 1 << 16  # doc-table rows per parquet row group
-_DOC_TABLE_SCHEMA = pa.schema(
-    [("doc_id", pa.string()), ("subset", pa.string()), ("n_tokens", pa.int32()), ("doc_hash", pa.uint64()),
-     ("n_chars", pa.int64())]
-)
-
-
-def cache_fingerprint(spec: SourceSpec, files: list[SourceFile], tokenizer: LoadedTokenizer,
-                      rule: SampleRule | None = None) -> str:
-    """sha256 over everything that decides the cache's content."""
-    key = {
-        "cache_version": CACHE_VERSION,
-        "reader_version": READER_VERSION,
-        "encoder_version": ENCODER_VERSION,
-        "kind": spec.kind,
-        "text_field": spec.text_key,
-        "include": sorted(spec.include),
-        "exclude": sorted(spec.exclude),
-        "skip_corrupt_files": spec.skip_corrupt_files,
-        "files": [[f.rel, f.size] for f in files],
-        "refused": [[r.rel, r.reason] for r in refused_files(files)],  # their accounting is in the cache
-        "tokenizer_sha256": tokenizer.sha256,
-    }
-    if rule is not None:
-        key["sample_rule"] = rule.to_dict()
-        key["unseen"] = 1  # a sampled cache keeps the histogram of the documents it did not tokenize (topup.py)
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
-
-
-def cache_dir(cache_root: str, source: str, fingerprint: str) -> str:
-    return storage.join(cache_root, source, fingerprint[:16])
-
-
-def _part_name(index: int) -> str:
-    return f"part-{index:05d}"
-
 
 class _Stats:
     """Documents, tokens, per-subset totals and a log2 length histogram, merged part by part."""
@@ -157,7 +87,7 @@ class _DocTable:
 
     def __init__(self, path: str):
         self._cm = atomic_writer(path, "wb")
-        self._writer = pq.ParquetWriter(self._cm.__enter__(), _DOC_TABLE_SCHEMA, compression="zstd")
+        self._writer = pq.ParquetWriter(self._cm.__enter__(), DOC_TABLE_SCHEMA, compression="zstd")
         self._rows: tuple[list, ...] = ([], [], [], [], [])
 
     def add(self, doc_id: str, subset: str, n_tokens: int, h: int, n_chars: int) -> None:
@@ -172,8 +102,8 @@ class _DocTable:
 
     def _flush(self) -> None:
         if self._rows[0]:
-            arrays = [pa.array(c, type=f.type) for c, f in zip(self._rows, _DOC_TABLE_SCHEMA)]
-            self._writer.write_table(pa.Table.from_arrays(arrays, schema=_DOC_TABLE_SCHEMA))
+            arrays = [pa.array(c, type=f.type) for c, f in zip(self._rows, DOC_TABLE_SCHEMA)]
+            self._writer.write_table(pa.Table.from_arrays(arrays, schema=DOC_TABLE_SCHEMA))
             self._rows = ([], [], [], [], [])
 
     def close(self) -> None:
@@ -231,8 +161,8 @@ class _TokenizeFileFn(beam.DoFn):
         j, index = element
         job = self._jobs[j]
         sf = job.files[index]
-        prefix = storage.join(job.directory, _part_name(index))
-        done = _finished_part(prefix, job.fingerprint, sf)
+        prefix = storage.join(job.directory, part_name(index))
+        done = finished_part(prefix, job.fingerprint, sf)
         if done is not None:  # a rerun keeps parts that were finished
             Metrics.counter(f"cache:{job.spec.name}", "parts_reused").inc()
             yield j, done
@@ -287,7 +217,7 @@ class _TokenizeFileFn(beam.DoFn):
             Metrics.counter(f"cache:{job.spec.name}", "tokens_copied").inc(earlier.tokens)
         summary = {
             "index": index,
-            "part": _part_name(index),
+            "part": part_name(index),
             "fingerprint": job.fingerprint,
             "file": sf.rel,
             "file_size": sf.size,
@@ -379,16 +309,6 @@ def _document_batches(items: Iterator[Document | Reject], on_reject) -> Iterator
         yield batch
 
 
-def _finished_part(prefix: str, fingerprint: str, sf: SourceFile) -> dict | None:
-    path = prefix + ".json"
-    if not storage.exists(path):
-        return None
-    summary = read_json(path)
-    if summary.get("fingerprint") != fingerprint or summary.get("file") != sf.rel:
-        return None
-    if not (storage.exists(prefix + ".bin") and storage.exists(prefix + ".idx")):
-        return None
-    return summary
 
 
 class _FinalizeCacheFn(beam.DoFn):
@@ -537,160 +457,3 @@ class BuildCache(BuildCaches):
         super().__init__([(spec, files)], tokenizer, cache_root)
         self.directory = self.directories[spec.name]
         self.fingerprint = self._jobs[0].fingerprint
-
-
-class TokenCache:
-    """A finished cache, opened read-only: its manifest, document tables and token parts."""
-
-    def __init__(self, directory: str):
-        self.directory = directory
-        path = storage.join(directory, "cache.json")
-        if not storage.exists(path):
-            raise FormatError(f"{directory}: no cache.json: not a finished token cache (run `mixprep tokenize`).")
-        self.manifest = read_json(path)
-        self._readers: dict[int, MMIDXReader] = {}
-
-    @classmethod
-    def find(cls, cache_root: str, spec: SourceSpec, files: list[SourceFile], tokenizer: LoadedTokenizer,
-             rule: SampleRule | None = None) -> "TokenCache | None":
-        """The finished cache that serves these files (and ``rule``): the whole source's; for a rule,
-        else its own, else the smallest sample of the same files whose rule covers it. Each holds every
-        document ``rule`` tokenizes, and selection reads it through ``rule``: the same shards."""
-        whole = cache_fingerprint(spec, files, tokenizer)
-        for fp in [whole] if rule is None else [whole, cache_fingerprint(spec, files, tokenizer, rule)]:
-            directory = cache_dir(cache_root, spec.name, fp)
-            if storage.exists(storage.join(directory, "cache.json")):
-                return cls(directory)
-        if rule is None:
-            return None
-        covering = [c for c in sampled_caches(storage.join(cache_root, spec.name), whole) if c.rule.covers(rule)]
-        return min(covering, key=lambda c: (c.stats["tokens"], c.directory), default=None)
-
-    @property
-    def parts(self) -> list[dict]:
-        return self.manifest["parts"]
-
-    @property
-    def stats(self) -> dict:
-        return self.manifest["stats"]
-
-    @property
-    def rule(self) -> SampleRule | None:
-        """The sample rule this cache was built with (None: every document is in it)."""
-        d = self.manifest.get("sample_rule")
-        return SampleRule.from_dict(d) if d else None
-
-    def prefix(self, part: int) -> str:
-        return storage.join(self.directory, self.parts[part]["part"])
-
-    def doc_table(self, part: int, columns: list[str] | None = None) -> pa.Table:
-        with storage.open_read(self.prefix(part) + ".docs.parquet") as f:
-            return pq.read_table(pa.BufferReader(f.read()) if storage.is_remote(self.directory) else f,
-                                 columns=columns)
-
-    def tokens(self, part: int) -> MMIDXReader:
-        if part not in self._readers:
-            self._readers[part] = MMIDXReader(self.prefix(part))
-        return self._readers[part]
-
-    def release_pages(self) -> None:
-        """``MMIDXReader.release_pages`` for every part opened so far."""
-        for r in self._readers.values():
-            r.release_pages()
-
-    def close(self) -> None:
-        for r in self._readers.values():
-            r.close()
-        self._readers.clear()
-
-
-def sampled_caches(folder: str, source_fingerprint: str) -> list["TokenCache"]:
-    """The finished sampled caches in a source's cache ``folder`` of the files whose whole cache has
-    ``source_fingerprint`` (same files, reader, tokenizer and cache version)."""
-    found = []
-    for path in storage.list_files(folder, "*/cache.json"):
-        try:
-            cache = TokenCache(path[: -len("/cache.json")])
-        except Exception as e:  # another run's damaged cache is not this run's input
-            log.warning("ignoring token cache %s: %s", path, e)
-            continue
-        # (A sample from before the unseen histogram cannot serve a top-up: not one of them.)
-        if cache.rule is not None and cache.manifest.get("source_fingerprint") == source_fingerprint \
-                and "unseen" in cache.manifest:
-            found.append(cache)
-    return found
-
-
-def remove_covered_samples(cache: "TokenCache") -> list[str]:
-    """Delete the sampled caches of ``cache``'s files that hold no document it lacks (a top-up's first
-    sample; every sample, when ``cache`` is whole): ``find`` serves their rules from ``cache``.
-    One that another run is reading (``Readers``) stays. Returns the folders deleted."""
-    folder = cache.directory.rsplit("/", 1)[0]
-    source_fingerprint = cache.manifest.get("source_fingerprint") or cache.manifest["fingerprint"]
-    removed = []
-    for other in sampled_caches(folder, source_fingerprint):
-        if other.directory != cache.directory and (cache.rule is None or cache.rule.covers(other.rule)):
-            if runs := other_readers(other.directory):
-                log.info("keeping token cache %s although %s covers it: runs %s read it", other.directory,
-                         cache.directory, ", ".join(runs))
-                continue
-            storage.delete_tree(other.directory, first="cache.json")  # first: no half-deleted cache looks finished
-            removed.append(other.directory)
-    return removed
-
-
-# Runs sharing a cache root: a run that reads a sampled cache marks it in the cache's readers/ folder
-# until it ends, and another run that builds a cache covering it does not remove it meanwhile. A mark
-# older than READ_MARK_SECONDS is a crashed run's. (A run that finds a sample in the instant another
-# is removing it can still lose it: it then stops with a missing-file error; rerun it.)
-READERS = "readers"
-READ_MARK_SECONDS = 3 * 24 * 3600
-RUN_ID = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
-
-
-class Readers:
-    """The sampled caches this run reads, each marked as read until ``close`` (a context manager)."""
-
-    def __init__(self):
-        self._marks: list[str] = []
-
-    def add(self, cache: "TokenCache") -> None:
-        if cache.rule is not None:  # whole caches are never removed
-            self.mark(cache.directory)
-
-    def mark(self, directory: str) -> None:
-        path = storage.join(directory, READERS, f"{RUN_ID}.json")
-        if path not in self._marks:
-            make_dirs(storage.join(directory, READERS))
-            write_json(path, {"run": RUN_ID, "since": time.time()})
-            self._marks.append(path)
-
-    def close(self) -> None:
-        for path in self._marks:
-            try:
-                storage.delete(path)
-            except OSError as e:  # a stale mark only delays a removal by READ_MARK_SECONDS
-                log.warning("could not remove read mark %s: %s", path, e)
-            if not storage.is_remote(path):  # object stores have no empty folders to leave behind
-                with contextlib.suppress(OSError):
-                    os.rmdir(os.path.dirname(path))
-        self._marks.clear()
-
-    def __enter__(self) -> "Readers":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-def other_readers(directory: str) -> list[str]:
-    """The runs other than this one that marked the cache in ``directory`` as read within READ_MARK_SECONDS."""
-    now, runs = time.time(), []
-    for path in storage.list_files(storage.join(directory, READERS), "*.json"):
-        try:
-            mark = read_json(path)
-        except Exception:  # noqa: BLE001 - a mark being written or removed right now
-            continue
-        if mark.get("run") != RUN_ID and now - float(mark.get("since", 0)) < READ_MARK_SECONDS:
-            runs.append(str(mark.get("run")))
-    return runs

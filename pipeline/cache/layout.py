@@ -1,0 +1,66 @@
+"""Where a token cache lives and what its files are called: the fingerprint, the folder, the parts."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pyarrow as pa
+
+from .. import storage
+from ..sampling import SampleRule
+from ..sources import READER_VERSION, SourceFile, SourceSpec, refused_files
+from ..storage import read_json
+from ..tokenizer import ENCODER_VERSION, LoadedTokenizer
+
+
+CACHE_VERSION = 3  # 2: n_chars in the document table; sampled caches. 3: file accounting (refused paths)
+HISTOGRAM_BINS = 40  # bin k holds documents of [2**k, 2**(k+1)) tokens
+DOC_TABLE_SCHEMA = pa.schema(
+    [("doc_id", pa.string()), ("subset", pa.string()), ("n_tokens", pa.int32()), ("doc_hash", pa.uint64()),
+     ("n_chars", pa.int64())]
+)
+
+
+def cache_fingerprint(spec: SourceSpec, files: list[SourceFile], tokenizer: LoadedTokenizer,
+                      rule: SampleRule | None = None) -> str:
+    """sha256 over everything that decides the cache's content."""
+    key = {
+        "cache_version": CACHE_VERSION,
+        "reader_version": READER_VERSION,
+        "encoder_version": ENCODER_VERSION,
+        "kind": spec.kind,
+        "text_field": spec.text_key,
+        "include": sorted(spec.include),
+        "exclude": sorted(spec.exclude),
+        "skip_corrupt_files": spec.skip_corrupt_files,
+        "files": [[f.rel, f.size] for f in files],
+        "refused": [[r.rel, r.reason] for r in refused_files(files)],  # their accounting is in the cache
+        "tokenizer_sha256": tokenizer.sha256,
+    }
+    if rule is not None:
+        key["sample_rule"] = rule.to_dict()
+        key["unseen"] = 1  # a sampled cache keeps the histogram of the documents it did not tokenize (topup.py)
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def cache_dir(cache_root: str, source: str, fingerprint: str) -> str:
+    return storage.join(cache_root, source, fingerprint[:16])
+
+
+def part_name(index: int) -> str:
+    return f"part-{index:05d}"
+
+
+
+
+def finished_part(prefix: str, fingerprint: str, sf: SourceFile) -> dict | None:
+    path = prefix + ".json"
+    if not storage.exists(path):
+        return None
+    summary = read_json(path)
+    if summary.get("fingerprint") != fingerprint or summary.get("file") != sf.rel:
+        return None
+    if not (storage.exists(prefix + ".bin") and storage.exists(prefix + ".idx")):
+        return None
+    return summary
