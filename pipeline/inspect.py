@@ -52,6 +52,10 @@ class Provenance:
                               "point at the folder it wrote).")
         self.out = out
         self.manifest = read_json(path)
+        if self.manifest.get("layout", "samples") != "samples":
+            raise FormatError(f"{out}: a `layout: {self.manifest['layout']}` mixture: its entries are documents, not "
+                              "samples (Megatron cuts the samples itself); `mixprep inspect` reads `layout: samples` "
+                              "mixtures only. The provenance files list each entry's document.")
         self.width = self.manifest["sample_tokens"]
         self.shards = [s["prefix"] for s in self.manifest["shards"]]
         counts = [s["sequences"] for s in self.manifest["shards"]]

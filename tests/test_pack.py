@@ -70,3 +70,15 @@ def test_two_worker_processes_give_the_same_bytes(runs, tmp_path):
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert digest(out) == digest(runs["root"] / "documents")
+
+
+def test_readers_of_samples_refuse_a_documents_mixture_by_name(runs, tmp_path):
+    from pipeline.dataset import MixtureDataset
+    from pipeline.errors import FormatError
+    from pipeline.inspect import inspect_sample
+
+    folder = runs["root"] / "documents"
+    with pytest.raises(FormatError, match="layout: documents"):
+        MixtureDataset(folder)
+    with pytest.raises(FormatError, match="layout: documents"):
+        inspect_sample(str(folder), 0, runs["cache"])
