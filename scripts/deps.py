@@ -116,9 +116,9 @@ def describe(diffs: list[tuple[str, str, str]]) -> str:
     """One line: each differing package with both versions.
 
     >>> describe([("apache-beam", "2.78.0", "2.79.0"), ("tqdm", "", "4.1")])
-    'apache-beam 2.79.0 (locked 2.78.0), tqdm 4.1 (new)'
+    'apache-beam 2.79.0 (locked 2.78.0), tqdm 4.1 (not in the lock)'
     """
-    return ", ".join(f"{n} {new or 'removed'} ({'locked ' + old if old else 'new'})" for n, old, new in diffs)
+    return ", ".join(f"{n} {new or 'removed'} ({'locked ' + old if old else 'not in the lock'})" for n, old, new in diffs)
 
 
 def bisect_order(diffs: list[tuple[str, str, str]], decl: dict[str, str]) -> list[tuple[str, str, str]]:
@@ -203,7 +203,7 @@ def check_newest(venv: str, lock_file: str = LOCK) -> int:
     newest = installed(python)
     locked = {n: v for n, v in read_lock(lock_file).items() if n in newest}  # not the extras left out
     diffs = differences(locked, newest)
-    log(f"check-newest: newer than the lock: {describe(diffs)}" if diffs else
+    log(f"check-newest: differs from the lock: {describe(diffs)}" if diffs else
         "check-newest: the newest releases are the locked ones")
     failed = smoke(python, log)
     if failed is None:
