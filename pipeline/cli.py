@@ -3,7 +3,7 @@
     mixprep run --mixture mixtures/stage1.yaml [--data-root URI] [--out DIR] [--cache DIR]
                 [--tokenizer PATH] [--total-tokens N] [--seed N] [--shards N] [--no-progress] [BEAM FLAGS...]
     mixprep tokenize --mixture FILE [--data-root URI] [--cache DIR] [--tokenizer PATH] [BEAM FLAGS...]
-    mixprep stats --mixture FILE [--data-root URI] [--cache DIR] [--total-tokens N]   # before mixing
+    mixprep stats --mixture FILE [--data-root URI] [--cache DIR] [--total-tokens N] [--published]  # before mixing
     mixprep report OUT [--cache DIR]                    # rewrite OUT/report.md and its plots
     mixprep inspect OUT --sample N | --doc SOURCE:DOC_ID [--cache DIR] [--tokenizer PATH]
     mixprep verify PATH
@@ -66,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="without a cache: files read per source to estimate from (default 4)")
     s.add_argument("--sample-docs", type=int, default=2000,
                    help="without a cache: documents tokenized per sampled file (default 2000)")
+    s.add_argument("--published", nargs="?", const="", default=None, metavar="SIZES",
+                   help="plan the full-size mixture against the sources' published sizes instead (default: the "
+                        "bundled mixtures/published-sizes.yaml); reads no data")
     r = sub.add_parser("report", help="write OUT/report.md and its plots from OUT/manifest.json")
     r.add_argument("out", help="a mixture folder (holds manifest.json)")
     r.add_argument("--cache", default=None, help="token cache root, for length histograms (default: OUT/../cache)")
@@ -227,6 +230,13 @@ def _dispatch(args, beam_args: list[str], tty: bool = False) -> int:
             print(inspect_doc(args.out, args.doc, cache))
         return 0
     cfg = _load(args)
+    if args.command == "stats" and args.published is not None:
+        from .bundled import bundled
+        from .stats import load_published_sizes, published_fit, published_table
+
+        sizes = args.published or os.path.join(bundled("mixtures") or "mixtures", "published-sizes.yaml")
+        print(published_table(cfg, published_fit(cfg, load_published_sizes(sizes))))
+        return 0
     if args.command == "stats":
         from .stats import source_stats, stats_table
 

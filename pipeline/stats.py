@@ -9,23 +9,32 @@ whole, the first documents of each are tokenized, and the tokens per character o
 distribution of an estimate is that of the tokenized documents. Either way the report says which.
 It also says what `mixprep run` would tokenize of each source: nothing (a cache serves it), every
 document, or a first sample (the rules a run would choose, from the same estimate it makes).
+
+    mixprep stats --mixture stage1 --published
+
+plans the mixture at its full size against the sources' published sizes instead
+(``mixtures/published-sizes.yaml``, ``published_fit``), before anything is downloaded: a source that
+may not hold its share within ``max_repetition`` is said, with what would make it fit.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Sequence
 
 from .cache import TokenCache
 from .config import MixtureConfig
 from .estimate import estimate_source, sample_rules
 from .plan import bucket_label, bucket_targets, split_exact
+from .sources import normalize_subset
 from .sampling import FIRST_PASS, MIN_HOLDS
 from .select import candidates_by_bucket
 from .sources import SourceFile, list_source_files
 from .tokenizer import LoadedTokenizer, load_tokenizer
 
-__all__ = ["SourceStats", "source_stats", "stats_table"]
+__all__ = ["PublishedFit", "SourceStats", "load_published_sizes", "published_fit", "published_table", "source_stats",
+           "stats_table"]
 
 
 @dataclasses.dataclass
@@ -178,3 +187,76 @@ def _columns(rows, align: str) -> list[str]:
         if n == 0:
             out.append("  ".join("-" * w for w in widths))
     return out
+
+
+# --- against the published sizes ---------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class PublishedFit:
+    """One source of a mixture at its full size against its published size (a range: low, high tokens)."""
+
+    name: str
+    target: int
+    low: int
+    high: int
+    max_repetition: float
+
+    @property
+    def epochs(self) -> tuple[float, float]:
+        """Epochs the target takes: if the source is as large as published at the most, and at the least."""
+        return self.target / self.high, self.target / self.low
+
+    @property
+    def verdict(self) -> str:
+        """``fits``, ``fits if it holds >= N`` (between the published low and high), or ``short``.
+
+        >>> PublishedFit("rw", 560, 500, 650, 1.0).verdict
+        'fits if it holds >= 560 tokens (published: 500-650); or allow max_repetition >= 1.12'
+        >>> PublishedFit("rw", 560, 500, 650, 1.2).verdict
+        'fits'
+        """
+        most, least = self.epochs[1], self.epochs[0]
+        if most <= self.max_repetition + 1e-12:
+            return "fits"
+        need = f"max_repetition >= {most:.3g}"
+        if least <= self.max_repetition + 1e-12:
+            holds = math.ceil(self.target / self.max_repetition)
+            return f"fits if it holds >= {holds:,} tokens (published: {self.low:,}-{self.high:,}); or allow {need}"
+        return f"short: allow {need}, or lower its weight"
+
+
+def load_published_sizes(path: str) -> dict:
+    """``mixtures/published-sizes.yaml``: per source, ``tokens: [low, high]`` and ``excluded: {subset: tokens}``."""
+    import yaml
+
+    with open(path) as f:
+        return yaml.safe_load(f) or {}
+
+
+def published_fit(cfg: MixtureConfig, sizes: dict) -> list[PublishedFit]:
+    """Every mixed source's full-size target against its published size, less the subsets it excludes.
+
+    A source missing from ``sizes`` is left out (its size is not published: `mixprep stats` without
+    ``--published`` counts it).
+    """
+    mixed = [s for s in cfg.sources if s.weight > 0]
+    fits = []
+    for s, target in zip(mixed, split_exact(cfg.total_tokens, [s.weight for s in mixed])):
+        if s.name not in sizes:
+            continue
+        low, high = sizes[s.name]["tokens"]
+        excluded = {normalize_subset(k): v for k, v in (sizes[s.name].get("excluded") or {}).items()}
+        off = sum(excluded.get(normalize_subset(x), 0) for x in s.exclude)
+        fits.append(PublishedFit(s.name, target, int(low) - off, int(high) - off, s.max_repetition))
+    return fits
+
+
+def published_table(cfg: MixtureConfig, fits: Sequence[PublishedFit]) -> str:
+    rows = [("source", "target", "published (less excluded)", "epochs", "max_repetition", "")]
+    for f in fits:
+        size = f"{f.low:,}" if f.low == f.high else f"{f.low:,}-{f.high:,}"
+        epochs = f"{f.epochs[0]:.3f}" if f.low == f.high else f"{f.epochs[0]:.3f}-{f.epochs[1]:.3f}"
+        rows.append((f.name, f"{f.target:,}", size, epochs, f"{f.max_repetition:g}", f.verdict))
+    head = (f"{cfg.name} at {cfg.total_tokens:,} tokens against the sources' published sizes "
+            "(mixtures/published-sizes.yaml; docs/RECIPE.md):")
+    return "\n".join([head, "", *_columns(rows, "lrrrrl")])

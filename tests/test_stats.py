@@ -1,17 +1,18 @@
 """`mixprep stats`: exact counts from a cache, estimates without one, and the epochs a mixture needs."""
 
+import dataclasses
 import json
 import os
 
 import pytest
 
-from conftest import SAMPLES
+from conftest import ROOT, SAMPLES
 from test_cli import built, mixprep  # noqa: F401  (the shared small mixture)
 from test_sampling import IN_PROCESS, corpus, mixture
 from pipeline.cache import TokenCache, cache_dir
 from pipeline.config import load_mixture
 from pipeline.mixture import run_mixture
-from pipeline.stats import source_stats, stats_table
+from pipeline.stats import load_published_sizes, published_fit, published_table, source_stats, stats_table
 
 
 def test_exact_from_the_cache(built):
@@ -73,3 +74,37 @@ def test_says_what_a_run_would_tokenize(built, tmp_path):
     assert "a first sample (" in text and "top-ups bring it to" in text
     again = source_stats(cfg, str(tmp_path / "data"), str(tmp_path / "cache"))
     assert [st.tokenizes for st in again] == ["cached", "cached"]
+
+
+def test_stage1_at_full_size_fits_the_published_sizes():
+    """The bundled stage 1 carries an answer for RefinedWeb: 560B of a 500-650B-token dataset needs up to
+    1.12 epochs, and its max_repetition of 1.2 allows them (docs/RECIPE.md)."""
+    sizes = load_published_sizes(os.path.join(ROOT, "mixtures", "published-sizes.yaml"))
+    cfg = load_mixture(os.path.join(ROOT, "mixtures", "stage1.yaml"))
+    fits = {f.name: f for f in published_fit(cfg, sizes)}
+    assert set(fits) == {"refinedweb", "c4", "redpajama", "pile"}
+    assert all(f.verdict == "fits" for f in fits.values())
+    rw = fits["refinedweb"]
+    assert (rw.target, rw.low, rw.high) == (560 * 10**9, 500 * 10**9, 650 * 10**9)
+    assert rw.epochs[1] == pytest.approx(1.12) and rw.max_repetition == 1.2
+    # Excluded subsets are taken off: RedPajama without c4 and common_crawl, The Pile without Pile-CC.
+    assert fits["redpajama"].low == 157 * 10**9 and fits["pile"].low == 246 * 10**9
+
+
+def test_a_source_that_may_fall_short_is_said_with_what_would_fit(tmp_path):
+    sizes = load_published_sizes(os.path.join(ROOT, "mixtures", "published-sizes.yaml"))
+    cfg = load_mixture(os.path.join(ROOT, "mixtures", "stage1.yaml"))
+    once = dataclasses.replace(cfg, sources=tuple(dataclasses.replace(s, max_repetition=1.0) for s in cfg.sources))
+    verdicts = {f.name: f.verdict for f in published_fit(once, sizes)}
+    assert verdicts["refinedweb"].startswith("fits if it holds >= 560,000,000,000 tokens")
+    assert "max_repetition >= 1.12" in verdicts["refinedweb"] and verdicts["pile"] == "fits"
+    twice = dataclasses.replace(once, total_tokens=2 * 10**12)
+    table = published_table(twice, published_fit(twice, sizes))
+    assert "refinedweb  1,120,000,000,000" in table and "short: allow max_repetition >= 2.24" in table
+
+
+def test_stats_published_on_the_command_line():
+    rc, out, err = mixprep("stats", "--mixture", "stage2", "--published")
+    assert rc == 0, err
+    assert "stage2 at 100,000,000,000 tokens against the sources' published sizes" in out
+    assert out.count(" fits") == 5
