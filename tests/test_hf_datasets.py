@@ -9,9 +9,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 
 import collections  # noqa: E402
-import json  # noqa: E402
 import shutil  # noqa: E402
-import textwrap  # noqa: E402
 
 import datasets  # noqa: E402
 import pyarrow as pa  # noqa: E402

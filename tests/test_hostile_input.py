@@ -312,7 +312,7 @@ def test_without_skip_a_path_that_is_no_file_stops_the_run_naming_it(tmp_path, k
     with pytest.raises(SourceError) as e:
         run_mixture(mixture_file(tmp_path, skip=False), str(tmp_path), str(tmp_path / "out"),
                     str(tmp_path / "cache"), IN_PROCESS)
-    assert f"sources[0] (hostile)" in str(e.value) and str(tmp_path / "corpus" / "data" / name) in str(e.value)
+    assert "sources[0] (hostile)" in str(e.value) and str(tmp_path / "corpus" / "data" / name) in str(e.value)
     assert "skip_corrupt_files: true" in str(e.value)
     assert not (tmp_path / "cache").exists() and not (tmp_path / "out" / "manifest.json").exists()
 

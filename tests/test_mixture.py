@@ -10,7 +10,7 @@ import apache_beam as beam
 import numpy as np
 import pytest
 
-from conftest import IN_PROCESS, ROOT, SAMPLES, STAGE1, STAGE2, TOKENIZER, mixture
+from conftest import IN_PROCESS, ROOT, SAMPLES, STAGE1, TOKENIZER, mixture
 from pipeline.cache import TokenCache
 from pipeline.dataset import MixtureDataset
 from pipeline.mixture import run_mixture
