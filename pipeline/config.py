@@ -110,6 +110,10 @@ class MixtureConfig:
     tokens_per_shard: int = _help("target tokens per output shard when shards is 0", 1 << 30)
     length_buckets: tuple[int, ...] = _help("token-count bounds splitting each source into buckets", ())
     long_documents: LongDocPolicy | None = _help("upweight long documents (stage 2)", None)
+    validation_tokens: int = _help(
+        "tokens of a held-out validation mixture: same source shares, natural lengths, whole documents no training "
+        "copy uses, at most one copy each (0: none)", 0)
+    test_tokens: int = _help("tokens of a held-out test mixture, disjoint from training and validation (0: none)", 0)
     tokenize_whole: bool = _help(
         "tokenize every source whole, even one that holds 4x or more of what this mixture takes from it "
         "(by default only a sample of such a source is tokenized; whole caches serve later, larger mixtures)", False)
@@ -138,6 +142,15 @@ class MixtureConfig:
             bounds.add(self.long_documents.threshold)
         return tuple(sorted(bounds))
 
+    @property
+    def held_out_tokens(self) -> dict[str, int]:
+        """{split: tokens} of the held-out splits asked for, in the order their documents are drawn."""
+        return {k: v for k, v in (("valid", self.validation_tokens), ("test", self.test_tokens)) if v}
+
+    def split_shards(self, tokens: int) -> int:
+        """Shards of a held-out split: the training shards' size, at least one."""
+        return max(1, math.ceil(self.num_shards * tokens / self.total_tokens))
+
     def source(self, name: str) -> SourceConfig:
         for s in self.sources:
             if s.name == name:
@@ -152,6 +165,9 @@ class MixtureConfig:
         """The resolved config as JSON-ready data (the same on every machine: no local paths)."""
         d = _to_jsonable(dataclasses.asdict(self))
         d.pop("origin")
+        for key in ("validation_tokens", "test_tokens"):  # absent when 0: a mixture without them hashes as before
+            if not d[key]:
+                d.pop(key)
         return d
 
 
@@ -271,6 +287,9 @@ def _check(cfg: MixtureConfig, path: str) -> None:
         raise ConfigError(f"{path}: 'total_tokens' must be positive, found {cfg.total_tokens}.")
     if cfg.seq_len <= 0:
         raise ConfigError(f"{path}: 'seq_len' must be positive, found {cfg.seq_len}.")
+    for key in ("validation_tokens", "test_tokens"):
+        if getattr(cfg, key) < 0:
+            raise ConfigError(f"{path}: {key!r} must be >= 0, found {getattr(cfg, key)}.")
     if cfg.layout not in LAYOUTS:
         near = difflib.get_close_matches(cfg.layout, list(LAYOUTS), n=1, cutoff=0.5)
         hint = f" Did you mean {near[0]!r}?" if near else f" Valid layouts: {', '.join(LAYOUTS)}."

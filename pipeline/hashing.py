@@ -12,9 +12,14 @@ import hashlib
 
 import numpy as np
 
-__all__ = ["doc_hash", "salt", "mix", "decision_keys", "SELECT", "PLACE"]
+__all__ = ["doc_hash", "salt", "mix", "decision_keys", "held_out_purpose", "SELECT", "PLACE"]
 
 SELECT, PLACE = "select", "place"  # domain separation: selection and placement are independent
+
+
+def held_out_purpose(split: str) -> str:
+    """The purpose whose keys pick a held-out split's documents: independent of selection and placement."""
+    return f"held_out:{split}"
 
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)

@@ -22,6 +22,7 @@ share from the shards and their provenance alone.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import os
 from typing import Sequence
 
@@ -32,15 +33,22 @@ from .plan import SourcePlan
 from .select import BucketSelection
 from .tokenizer import TokenizerInfo
 
-__all__ = ["build_manifest", "neox_config", "summary_table", "MANIFEST_VERSION", "NEOX_FILE", "TOKENIZER_FILE"]
+__all__ = ["build_manifest", "split_manifest", "held_out_section", "neox_config", "summary_table", "MANIFEST_VERSION",
+           "NEOX_FILE", "TOKENIZER_FILE"]
 
 MANIFEST_VERSION = 2  # 2: written_share over the written total (1 subtracted the tails twice); subsets; held_out
 NEOX_FILE = "gpt-neox-data.json"
 TOKENIZER_FILE = "tokenizer.json"  # the run's tokenizer.json, copied beside the shards for the trainer
-# What the trainer files say about evaluation until held-out mixtures exist.
+# What the trainer files say about evaluation without held-out splits (worded before validation_tokens /
+# test_tokens existed: a mixture without them keeps its bytes).
 NO_HELD_OUT = ("no held-out split: every shard is training data. GPT-NeoX takes train, valid and test paths all or "
                "none, so gpt-neox-data.json repeats the training shards as valid and test paths with eval-iters 0: "
                "nothing is evaluated on them. Give real valid/test paths and eval-iters once held-out mixtures exist.")
+HELD_OUT = ("held-out splits: whole documents that no training copy uses, at most one copy each, drawn by their own "
+            "hash keys (valid first, test from what it left) before training was planned; the training weights, natural "
+            "length proportions. Each split is a mixture folder of its own (SPLIT/manifest.json). documents: distinct "
+            "documents per source and split (in_two_splits: documents with a training copy that a held-out split also "
+            "holds, 0); ids_sha256: sha256 of the split's sorted 64-bit document hashes.")
 
 
 def _share(x: int, total: int) -> float:
@@ -171,6 +179,46 @@ def build_manifest(
     }
 
 
+def split_manifest(cfg: MixtureConfig, tokenizer: TokenizerInfo, split: str, plans: Sequence[SourcePlan],
+                   selections: dict[str, Sequence[BucketSelection]], caches: dict[str, TokenCache],
+                   shards: Sequence[dict], plan_hash: str, subsets: dict[str, dict[str, dict]]) -> dict:
+    """A held-out split's own manifest (``out/SPLIT/manifest.json``): a mixture manifest of its shards,
+    so the readers take the split's folder as a mixture folder. ``config`` is the whole mixture's; the
+    split's ask is ``totals.requested_tokens``; bucket ``available`` figures are what earlier splits left."""
+    tokens = cfg.held_out_tokens[split]
+    as_mixture = dataclasses.replace(cfg, name=f"{cfg.name}-{split}", total_tokens=tokens,
+                                     shards=cfg.split_shards(tokens))
+    m = build_manifest(as_mixture, tokenizer, plans, selections, caches, shards, plan_hash, None, subsets)
+    for s in m["sources"].values():
+        del s["accounting"]  # the mixture manifest's, about every document read
+    del m["held_out"]
+    return {**m, "config": cfg.to_dict(), "config_hash": config_hash(cfg),
+            "split": {"name": split, "of": cfg.name, "rule": HELD_OUT}}
+
+
+def held_out_section(manifests: dict[str, dict], documents: dict[str, dict]) -> dict:
+    """The mixture manifest's ``held_out``: per split its folder, totals, shards and per-source figures;
+    per source the distinct documents of every split (``held_out.documents_per_split``)."""
+    out = {}
+    for split in ("valid", "test"):
+        m = manifests.get(split)
+        out[split] = None if m is None else {
+            "folder": split,
+            "name": m["name"],
+            "plan_hash": m["plan_hash"],
+            "totals": m["totals"],
+            "shards": [{k: s[k] for k in ("prefix", "sequences", "tokens", "bin_sha256", "idx_sha256")}
+                       for s in m["shards"]],
+            "sources": {name: {"requested_tokens": s["requested_tokens"], "achieved_tokens": s["achieved_tokens"],
+                               "achieved_share": s["achieved_share"], "written_tokens": s["written_tokens"],
+                               "documents": s["documents"], "ids_sha256": documents[name]["ids_sha256"][split]}
+                        for name, s in m["sources"].items()},
+        }
+    out["documents"] = {name: {k: v for k, v in d.items() if k != "ids_sha256"} for name, d in documents.items()}
+    out["note"] = HELD_OUT
+    return out
+
+
 def neox_config(manifest: dict, out: str) -> dict:
     """GPT-NeoX's data settings for the mixture as written (``gpt-neox-data.json``), merged into a
     GPT-NeoX config: they pass GPT-NeoX's own checks (``tests/test_manifest.py`` transcribes them).
@@ -178,10 +226,12 @@ def neox_config(manifest: dict, out: str) -> dict:
     - Every entry is one sample of seq_len + 1 tokens, so ``pack-impl: unpacked`` reads them as they
       are (GPT-NeoX since PR #1240, August 2024; older versions refuse the key: docs/GPT-NEOX.md says
       what to do there). The shards are already mixed: their weights are their sample counts.
-    - No held-out split exists yet (the manifest's ``held_out``). GPT-NeoX asserts that train, valid
-      and test paths are given all or none, and with none it reads a single ``data-path`` prefix cut by
-      ``split``, which cannot name several shards. So valid and test repeat the training shards, and
-      ``eval-iters: 0`` keeps GPT-NeoX from evaluating on them (it evaluates only when eval_iters > 0).
+    - Valid and test name the held-out splits' shards (the manifest's ``held_out``); with one split
+      only, both name it. GPT-NeoX asserts that train, valid and test paths are given all or none,
+      and with none it reads a single ``data-path`` prefix cut by ``split``, which cannot name several
+      shards. So without held-out splits valid and test repeat the training shards, and
+      ``eval-iters: 0`` keeps GPT-NeoX from evaluating on them (it evaluates only when eval_iters > 0);
+      with them ``eval-iters`` is left to the user's config.
     - ``vocab-file`` is the run's tokenizer.json, copied beside the shards (``TOKENIZER_FILE``).
 
     Paths are absolute for a local ``out``; for an object store they are its URIs, which GPT-NeoX (it
@@ -190,17 +240,25 @@ def neox_config(manifest: dict, out: str) -> dict:
     def where(name: str) -> str:
         return storage.join(out if storage.is_remote(out) else os.path.abspath(out), name)
 
-    paths = [where(s["prefix"]) for s in manifest["shards"]]
     documents = manifest.get("layout") == "documents"  # entries are documents: GPT-NeoX packs them
-    weights = [s["tokens"] if documents else s["sequences"] for s in manifest["shards"]]
+
+    def blend(shards: list[dict], folder: str = "") -> tuple[list[str], list[int]]:
+        return ([where(storage.join(folder, s["prefix"]) if folder else s["prefix"]) for s in shards],
+                [s["tokens"] if documents else s["sequences"] for s in shards])
+
+    train = blend(manifest["shards"])
+    held = {k: v for k, v in (manifest.get("held_out") or {}).items() if k in ("valid", "test") and v}
+    evals = {k: blend(v["shards"], v["folder"]) for k, v in held.items()}
+    valid = evals.get("valid") or evals.get("test") or train
+    test = evals.get("test") or valid
     return {
-        "train-data-paths": paths,
-        "train-data-weights": weights,
-        "valid-data-paths": paths,
-        "valid-data-weights": weights,
-        "test-data-paths": paths,
-        "test-data-weights": weights,
-        "eval-iters": 0,
+        "train-data-paths": train[0],
+        "train-data-weights": train[1],
+        "valid-data-paths": valid[0],
+        "valid-data-weights": valid[1],
+        "test-data-paths": test[0],
+        "test-data-weights": test[1],
+        **({} if evals else {"eval-iters": 0}),
         "seq-length": manifest["seq_len"],
         "data-impl": "mmap",
         "pack-impl": "packed" if documents else "unpacked",

@@ -42,17 +42,31 @@ def tokenizer_model(tokenizer: str) -> str:
     return os.path.dirname(tokenizer) or "." if tokenizer.endswith(".json") else tokenizer
 
 
+def _held_out(manifest: dict) -> dict[str, dict]:
+    return {k: v for k, v in (manifest.get("held_out") or {}).items() if k in ("valid", "test") and v}
+
+
 def megatron_args(manifest: dict, out: str, tokenizer: str | None = None) -> list[str]:
     """Megatron-LM's data arguments for the shards of ``manifest`` in folder ``out``.
 
-    ``--split 100,0,0``: everything trains (mixprep writes no held-out split yet), so run with
-    ``--eval-iters 0`` or give ``--valid-data-path`` yourself.
+    With held-out splits: ``--train-data-path``, ``--valid-data-path`` and ``--test-data-path`` (the
+    names megatron-core's ``blend_per_split`` comes from; a split not written is left out). Without:
+    ``--data-path`` and ``--split 100,0,0``: everything trains, so run with ``--eval-iters 0``.
     """
     folder = _folder(out)
-    blend = [x for s in manifest["shards"] for x in (str(s["tokens"]), storage.join(folder, s["prefix"]))]
+
+    def blend(shards: list[dict], sub: str = "") -> list[str]:
+        return [x for s in shards for x in (str(s["tokens"]), storage.join(folder, *filter(None, (sub, s["prefix"]))))]
+
+    held = _held_out(manifest)
+    if held:
+        data = ["--train-data-path", *blend(manifest["shards"])]
+        for split, v in held.items():
+            data += [f"--{split}-data-path", *blend(v["shards"], v["folder"])]
+    else:
+        data = ["--data-path", *blend(manifest["shards"]), "--split", "100,0,0"]
     return [
-        "--data-path", *blend,
-        "--split", "100,0,0",
+        *data,
         "--seq-length", str(manifest["seq_len"]),
         "--tokenizer-type", "HuggingFaceTokenizer",
         "--tokenizer-model", tokenizer_model(tokenizer or manifest["tokenizer"]["name"]),
@@ -66,7 +80,9 @@ def megatron_notes(manifest: dict) -> list[str]:
     notes = [f"mixprep {manifest['name']}: Megatron-LM data arguments (layout: {layout}).",
              "Weights are each shard's token count; every shard holds every source, so the blend keeps "
              "the manifest's shares.",
-             "--split 100,0,0: no held-out split yet; run with --eval-iters 0 or add --valid-data-path.",
+             ("Per-split paths: the held-out splits' shards (disjoint from training by document) for "
+              f"{' and '.join(_held_out(manifest))}." if _held_out(manifest) else
+              "--split 100,0,0: no held-out split yet; run with --eval-iters 0 or add --valid-data-path."),
              "--tokenizer-model is a folder AutoTokenizer loads (tokenizer.json + tokenizer_config.json) "
              "or a hub id."]
     if layout != "documents":
@@ -87,9 +103,10 @@ def write_megatron_args(manifest: dict, out: str, tokenizer: str | None = None) 
     return args
 
 
-def blend_from_args(args: list[str]) -> tuple[list[str], list[float]]:
-    """(prefixes, weights) of ``--data-path W1 P1 W2 P2 ...``, as megatron-core's config takes a blend."""
-    i = args.index("--data-path") + 1
+def blend_from_args(args: list[str], flag: str = "--data-path") -> tuple[list[str], list[float]]:
+    """(prefixes, weights) of ``--data-path W1 P1 W2 P2 ...`` (or another ``flag``), as megatron-core's
+    config takes a blend."""
+    i = args.index(flag) + 1
     j = next((k for k in range(i, len(args)) if args[k].startswith("--")), len(args))
     pairs = args[i:j]
     return pairs[1::2], [float(w) for w in pairs[0::2]]

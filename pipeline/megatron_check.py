@@ -62,9 +62,13 @@ def megatron_epoch(out: str, cache_dir: str, seed: int = 1234):
     manifest = _manifest(out)
     seq_length = int(_flag(args, "--seq-length")[0])
     tok = manifest["tokenizer"]
+    if "--data-path" in args:
+        data = {"blend": get_blend_from_list(_flag(args, "--data-path")), "split": _flag(args, "--split")[0]}
+    else:  # held-out splits: one blend per split; the epoch is training's
+        data = {"blend_per_split": [get_blend_from_list(_flag(args, f"--{k}-data-path"))
+                                    if f"--{k}-data-path" in args else None for k in ("train", "valid", "test")]}
     config = GPTDatasetConfig(
-        random_seed=seed, sequence_length=seq_length, blend=get_blend_from_list(_flag(args, "--data-path")),
-        split=_flag(args, "--split")[0], path_to_cache=cache_dir, mmap_bin_files=True,
+        random_seed=seed, sequence_length=seq_length, **data, path_to_cache=cache_dir, mmap_bin_files=True,
         tokenizer=_Tokenizer(tok["eos_id"], tok["vocab_size"]),
         reset_position_ids=False, reset_attention_mask=False, eod_mask_loss=False, create_attention_mask=False,
     )

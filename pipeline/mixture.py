@@ -23,7 +23,7 @@ import dataclasses
 import hashlib
 import json
 import logging
-from typing import Iterator, Sequence
+from typing import Iterator, NamedTuple, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -35,7 +35,10 @@ from .config import MixtureConfig, config_hash
 from .crashpoints import crash_point
 from .errors import OutputError, SourceError
 from .megatron import write_megatron_args
-from .manifest import NEOX_FILE, TOKENIZER_FILE, build_manifest, neox_config, summary_table
+from .held_out import (SPLIT_FOLDERS, TRAIN, HeldOut, documents_per_split, held_out_targets, remaining,
+                       select_held_out, split_packing, split_plans, split_rule)
+from .manifest import (NEOX_FILE, TOKENIZER_FILE, build_manifest, held_out_section, neox_config, split_manifest,
+                       summary_table)
 from .pack import PROVENANCE_DIR, Packing, PackShards, shard_names
 from .plan import bucket_targets, make_plan
 from .report import write_report
@@ -43,6 +46,7 @@ from .runners import one_job
 from .estimate import length_groups, sample_rules
 from .sampling import MIN_HOLDS, TOP_UPS, SampleRule
 from .select import BucketSelection, candidates_by_bucket, rule_tokens, select_source, selected_by_subset
+from .plan import SourcePlan
 from .sources import SourceFile, list_source_files
 from .storage import atomic_writer, make_dirs, read_json, remove_temporaries, write_json
 from .tokenizer import LoadedTokenizer, TokenizerInfo, load_tokenizer
@@ -172,16 +176,20 @@ def _run_mixture(cfg: MixtureConfig, data_root: str, out: str, cache_root: str, 
                                              readers))
             planned = _read_plan(cfg, tokenizer, caches, rules, out)
             return _finish(cfg, tokenizer, out, cache_root, caches, rules, planned)
-    plans, selections, packing = plan_packing(cfg, tokenizer, caches, rules, out, candidates=candidates)
+    planned = plan_packing(cfg, tokenizer, caches, rules, out, candidates=candidates)
+    packing = planned.packing
     _prepare_out(out, cfg.name, cfg.num_shards)
+    _prepare_splits(out, cfg)
     remove_temporaries(out)  # a crashed run's half-written files (never under a final name)
     if progress:
         progress.packing(out, packing.shard_names(), packing.plan_hash, packing.selected_tokens)
     with beam.Pipeline(options=PipelineOptions(list(beam_args))) as p:
         _ = p | f"PackShards[{cfg.name}]" >> PackShards(packing)
+        for split, split_pack in planned.splits.items():
+            _ = p | f"PackShards[{split_pack.mixture}]" >> PackShards(split_pack)
     if progress:
         progress.finished(p.result)
-    return _finish(cfg, tokenizer, out, cache_root, caches, rules, (plans, selections, packing))
+    return _finish(cfg, tokenizer, out, cache_root, caches, rules, planned)
 
 
 def _tokenize_samples(cfg, tokenizer, data_root, cache_root, beam_args, progress, files, rules, readers) -> tuple:
@@ -207,24 +215,25 @@ def _tokenize_samples(cfg, tokenizer, data_root, cache_root, beam_args, progress
 
     groups = length_groups(cfg)
     for _ in range(TOP_UPS):
-        short = _short(plans, rules, candidates)
-        raised = {p.source: _top_up(cfg, p, rules[p.source], caches[p.source], candidates[p.source], groups)
-                  for p in plans if p.source in short}
+        needs = _needs(cfg, plans, rules, candidates)
+        short = _short(needs, rules, candidates)
+        raised = {p.source: _top_up(cfg, p, rules[p.source], caches[p.source], candidates[p.source], groups,
+                                    needs[p.source]) for p in plans if p.source in short}
         if not (raised := {n: r for n, r in raised.items() if r is not None and r != rules[n]}):
             break  # nothing to top up: a source still short is tokenized whole
         log.info("sources %s: the sample is short of a bucket's target (a first one aims low); topping it up",
                  ", ".join(raised))
         plans = tokenize_again(raised)
-    if short := _short(plans, rules, candidates):
+    if short := _short(_needs(cfg, plans, rules, candidates), rules, candidates):
         log.warning("sources %s: their samples cannot be topped up or fall short; tokenizing them whole", ", ".join(short))
         tokenize_again({n: None for n in short})
     return caches, candidates
 
 
-def _top_up(cfg, p, rule: SampleRule, cache: TokenCache, candidates, groups) -> SampleRule | None:
+def _top_up(cfg, p, rule: SampleRule, cache: TokenCache, candidates, groups, needs) -> SampleRule | None:
     """``rule`` raised so that its candidates meet the plan (topup.py), or None: tokenize whole."""
     bounds = cfg.bucket_bounds
-    short = [b.index for b in p.buckets if b.target_tokens > candidates[0][b.index]]
+    short = [b.index for b in p.buckets if needs[b.index] > candidates[0][b.index]]
     rates = predict_top_up(rule.rates, groups, short, SampleView.of(cache, bounds, rule), bounds,
                            lambda available: bucket_targets(p.target_tokens, available, bounds, cfg.long_policy(p.source)),
                            MIN_HOLDS)
@@ -242,7 +251,7 @@ def _tokenize_and_pack(cfg, tokenizer, out, cache_root, beam_args, progress, fou
     remove_temporaries(out)  # here, not in the plan step: a retried step must not remove a duplicate's files
     try:
         with beam.Pipeline(options=PipelineOptions(list(beam_args))) as p:
-            _ = tokenize_plan_pack(p, build, step, cfg.name)
+            _ = tokenize_plan_pack(p, build, step, cfg.name, tuple(cfg.held_out_tokens))
             if progress:
                 progress.tokenizing([(s.name, build.directories[s.name], f) for s, f, _ in missing])
                 progress.packing_when_planned(out, shard_names(cfg.name, cfg.num_shards), storage.join(out, PLAN_FILE))
@@ -258,15 +267,21 @@ def _tokenize_and_pack(cfg, tokenizer, out, cache_root, beam_args, progress, fou
     return _built(build, readers)
 
 
-def tokenize_plan_pack(p: beam.Pipeline, build: BuildCaches, step: _PlanStep, name: str):
-    """The one-pipeline run's transforms: caches -> plan (once all are written) -> shard records."""
+def tokenize_plan_pack(p: beam.Pipeline, build: BuildCaches, step: _PlanStep, name: str, splits: Sequence[str] = ()):
+    """The one-pipeline run's transforms: caches -> plan (once all are written) -> shard records.
+
+    ``splits``: the held-out splits; the plan step gives each its ``Packing`` as a tagged output.
+    """
+    plan = beam.ParDo(step).with_outputs(*splits) if splits else beam.ParDo(step)
     packing = (
         p
         | _tokenize_label(build) >> build
         | "AllCachesWritten" >> beam.combiners.ToList()  # the plan needs every cache
-        | "Plan" >> beam.ParDo(step)
+        | "Plan" >> plan
     )
-    return packing | f"PackShards[{name}]" >> PackShards()
+    for split in splits:
+        _ = packing[split] | f"PackShards[{name}-{split}]" >> PackShards()
+    return (packing[None] if splits else packing) | f"PackShards[{name}]" >> PackShards()
 
 
 class _PlanStep(beam.DoFn):
@@ -282,73 +297,107 @@ class _PlanStep(beam.DoFn):
         caches = {n: TokenCache(d) for n, d in self._directories.items()}
         rules = {n: None for n in caches}
         candidates = _candidates(caches, self._cfg.bucket_bounds, rules)
-        _, selections, packing = plan_packing(self._cfg, self._tokenizer, caches, rules, self._out, self._config_sha,
-                                              candidates)
+        planned = plan_packing(self._cfg, self._tokenizer, caches, rules, self._out, self._config_sha, candidates)
+        packing = planned.packing
         _prepare_out(self._out, self._cfg.name, self._cfg.num_shards)
-        write_json(storage.join(self._out, PLAN_FILE), {
-            "plan_hash": packing.plan_hash, "tokens": packing.selected_tokens,
-            "candidates": candidates, "selections": {n: [s.to_dict() for s in sel] for n, sel in selections.items()}})
+        _prepare_splits(self._out, self._cfg)
+        note = {"plan_hash": packing.plan_hash, "tokens": packing.selected_tokens, "candidates": candidates,
+                "selections": {n: [s.to_dict() for s in sel] for n, sel in planned.selections.items()}}
+        if planned.held_out:
+            note["held_out"] = {split: {n: [s.to_dict() for s in sel] for n, sel in per_source.items()}
+                                for split, per_source in planned.held_out.items()}
+        write_json(storage.join(self._out, PLAN_FILE), note)
         yield packing
+        for split, split_pack in planned.splits.items():
+            yield beam.pvalue.TaggedOutput(split, split_pack)
 
 
-def _read_plan(cfg, tokenizer, caches, rules, out) -> tuple[list, dict, Packing]:
+def _read_plan(cfg, tokenizer, caches, rules, out) -> Planned:
     """``plan_packing``'s result from the plan step's file (then removed), checked by its hash."""
     path = storage.join(out, PLAN_FILE)
     written = read_json(path)
     selections = {n: [BucketSelection.from_dict(d) for d in sel] for n, sel in written["selections"].items()}
-    planned = plan_packing(cfg, tokenizer, caches, rules, out, candidates=written["candidates"], selections=selections)
-    if planned[2].plan_hash != written["plan_hash"]:
+    noted = written.get("held_out", {})
+    held_out = {split: {n: tuple(BucketSelection.from_dict(d) for d in sel) for n, sel in noted[split].items()}
+                for split in SPLIT_FOLDERS if split in noted}
+    planned = plan_packing(cfg, tokenizer, caches, rules, out, candidates=written["candidates"], selections=selections,
+                           held_out=held_out)
+    if planned.packing.plan_hash != written["plan_hash"]:
         raise RuntimeError(f"{path}: the plan step's plan differs from the driver's (a bug: please report it)")
     storage.delete(path)
     return planned
 
 
+class Planned(NamedTuple):
+    """``plan_packing``'s result."""
+
+    plans: list[SourcePlan]
+    selections: dict[str, list[BucketSelection]]  # training's, per source
+    packing: Packing  # training's
+    held_out: HeldOut  # {split: {source: selections}}, empty without held-out splits
+    splits: dict[str, Packing]  # each held-out split's
+
+
 def plan_packing(cfg: MixtureConfig, tokenizer: TokenizerInfo, caches: dict[str, TokenCache],
                  rules: dict[str, SampleRule | None], out: str, config_sha: str | None = None,
-                 candidates: dict | None = None, selections: dict | None = None) -> tuple[list, dict, Packing]:
-    """(plans, selections per source, the pack stage's ``Packing``) from the caches' document tables.
+                 candidates: dict | None = None, selections: dict | None = None,
+                 held_out: HeldOut | None = None) -> Planned:
+    """The plans, selections and the pack stage's ``Packing`` of training and of each held-out split.
 
     Pure arithmetic, deterministic: the driver and a pipeline's plan step get the same answer.
-    ``config_sha``: ``config_hash(cfg)`` when computed elsewhere; ``candidates`` and ``selections``:
-    when known already (each otherwise takes a pass over every document table).
+    Held-out splits draw their documents first (held_out.py); training plans and selects among
+    what they left. ``config_sha``: ``config_hash(cfg)`` when computed elsewhere; ``candidates``
+    (before held-out splits take theirs), ``selections`` and ``held_out``: when known already (each
+    otherwise takes passes over every document table).
     """
     bounds = cfg.bucket_bounds
     candidates = candidates if candidates is not None else _candidates(caches, bounds, rules)
-    plans = _plan(cfg, rules, candidates)
+    if held_out is None and cfg.held_out_tokens:
+        held_out = select_held_out(cfg, caches, rules, candidates, _available(rules, candidates))
+    held_out = held_out or {}
+    train_rules, train_candidates = rules, candidates
+    if held_out:  # training's candidates: what no split took
+        train_rules = {n: split_rule(cfg.seed, n, held_out, TRAIN, rules[n]) for n in caches}
+        train_candidates = {n: remaining(c, held_out, n) for n, c in candidates.items()}
+    plans = _plan(cfg, rules, train_candidates)
     if selections is None:
         selections = {
             p.source: select_source(
                 caches[p.source], p.source, bounds, [b.target_tokens for b in p.buckets],
-                candidates[p.source][0], cfg.seed, rules[p.source],
+                train_candidates[p.source][0], cfg.seed, train_rules[p.source],
             )
             for p in plans
         }
     names = [p.source for p in plans]
     packing = Packing(
         cfg.name, tuple(names), tuple(caches[n].directory for n in names), tuple(len(caches[n].parts) for n in names),
-        tuple(bounds), tuple(tuple(selections[n]) for n in names), tuple(rules[n] for n in names), cfg.seed,
+        tuple(bounds), tuple(tuple(selections[n]) for n in names), tuple(train_rules[n] for n in names), cfg.seed,
         cfg.num_shards, cfg.seq_len, tokenizer.dtype.name, out,
-        _plan_hash(config_sha or config_hash(cfg), tokenizer, caches, selections, rules), cfg.layout)
-    return plans, selections, packing
+        _plan_hash(config_sha or config_hash(cfg), tokenizer, caches, selections, rules, held_out), cfg.layout)
+    splits = {split: split_packing(cfg, packing, held_out, split) for split in held_out}
+    return Planned(plans, selections, packing, held_out, splits)
 
 
 def _candidates(caches: dict[str, TokenCache], bounds, rules) -> dict[str, tuple[list[int], list[int]]]:
     return {name: candidates_by_bucket(c, bounds, rules[name]) for name, c in caches.items()}
 
 
-def _finish(cfg, tokenizer, out, cache_root, caches, rules, planned) -> dict:
-    """After packing: check every shard, write the manifest (last: its presence means complete) and
-    the report. ``planned``: ``plan_packing``'s result."""
-    plans, selections, packing = planned
+def _finish(cfg, tokenizer, out, cache_root, caches, rules, planned: Planned) -> dict:
+    """After packing: check every shard, write the held-out splits' manifests, then the mixture's
+    (last: its presence means complete) and the report."""
+    plans, selections, packing = planned.plans, planned.selections, planned.packing
     remove_temporaries(out)  # a killed pack writer's: every pipeline has ended
     names = list(packing.sources)
     tokenized = {name: {"sample_rule": rules[name].to_dict() if rules[name] else None,
                         "tokens": rule_tokens(c, rules[name]) if rules[name] else c.stats["tokens"]}
                  for name, c in caches.items()}
     shards = _written_shards(out, cfg.name, cfg.num_shards, packing.plan_hash)
-    subsets = {n: selected_by_subset(caches[n], n, cfg.bucket_bounds, cfg.seed, selections[n], rules[n]) for n in names}
+    subsets = {n: selected_by_subset(caches[n], n, cfg.bucket_bounds, cfg.seed, selections[n], packing.rules[i])
+               for i, n in enumerate(names)}
     manifest = build_manifest(cfg, tokenizer, plans, selections, {n: caches[n] for n in names}, shards,
                               packing.plan_hash, tokenized, subsets)
+    if planned.splits:
+        manifest["held_out"] = _finish_splits(cfg, tokenizer, out, caches, rules, planned)
     with atomic_writer(storage.join(out, TOKENIZER_FILE), "wb") as f:  # gpt-neox-data.json's vocab-file
         f.write(tokenizer.json_bytes)
     write_json(storage.join(out, NEOX_FILE), neox_config(manifest, out))
@@ -360,6 +409,43 @@ def _finish(cfg, tokenizer, out, cache_root, caches, rules, planned) -> dict:
     return manifest
 
 
+def _finish_splits(cfg, tokenizer, out, caches, rules, planned: Planned) -> dict:
+    """Each held-out split's manifest (in its folder), and the mixture manifest's ``held_out`` section."""
+    candidates = _candidates(caches, cfg.bucket_bounds, rules)
+    manifests = {}
+    for split, packing in planned.splits.items():
+        folder = storage.join(out, split)
+        shards = _written_shards(folder, packing.mixture, packing.num_shards, packing.plan_hash)
+        selections = {n: list(planned.held_out[split][n]) for n in packing.sources}
+        subsets = {n: selected_by_subset(caches[n], n, cfg.bucket_bounds, cfg.seed, packing.selections[i],
+                                         packing.rules[i]) for i, n in enumerate(packing.sources)}
+        plans = split_plans(cfg, planned.held_out, candidates, _available(rules, candidates), split)
+        manifests[split] = split_manifest(cfg, tokenizer, split, plans, selections, caches, shards, packing.plan_hash,
+                                          subsets)
+        write_json(storage.join(folder, "manifest.json"), manifests[split])
+    documents = {n: documents_per_split(caches[n], n, planned.packing, planned.held_out)
+                 for n in planned.packing.sources}
+    return held_out_section(manifests, documents)
+
+
+def _prepare_splits(out: str, cfg: MixtureConfig) -> None:
+    """Each held-out split's folder readied as ``_prepare_out`` does; a split no longer asked for is
+    removed (an earlier run's), so the folder holds only what this manifest lists."""
+    for split in SPLIT_FOLDERS:
+        folder, name = storage.join(out, split), f"{cfg.name}-{split}"
+        tokens = cfg.held_out_tokens.get(split)
+        if tokens:
+            _prepare_out(folder, name, cfg.split_shards(tokens))
+        elif storage.exists(storage.join(folder, "manifest.json")) or storage.list_files(folder, f"{name}-*-of-*.*"):
+            _remove_stale_shards(folder, name, 0)
+
+
+def _available(rules: dict, candidates: dict) -> dict:
+    """What the plan counts per source: the candidates, a sampled source's scaled up by its rates."""
+    return {n: c if rules[n] is None else tuple([round(x) for x in xs] for xs in rules[n].holds(c))
+            for n, c in candidates.items()}
+
+
 def _prepare_out(out: str, name: str, count: int) -> None:
     """Before packing: no manifest (the folder is incomplete until the new one), no other run's shards."""
     make_dirs(out)
@@ -367,20 +453,24 @@ def _prepare_out(out: str, name: str, count: int) -> None:
     storage.delete(storage.join(out, PLAN_FILE))  # and a crashed one-pipeline run's plan note
 
 
-def _short(plans: list, rules: dict, candidates: dict) -> list[str]:
-    """Sampled sources whose candidates hold fewer tokens than some bucket's target."""
-    return [p.source for p in plans if rules[p.source] is not None
-            and any(b.target_tokens > candidates[p.source][0][b.index] for b in p.buckets)]
+def _needs(cfg: MixtureConfig, plans: list, rules: dict, candidates: dict) -> dict[str, list[int]]:
+    """Tokens per bucket a source's candidates must hold: training's targets and the held-out splits'."""
+    held = held_out_targets(cfg, _available(rules, candidates)).values()
+    return {p.source: [b.target_tokens + sum(t[p.source][b.index] for t in held) for b in p.buckets] for p in plans}
+
+
+def _short(needs: dict, rules: dict, candidates: dict) -> list[str]:
+    """Sampled sources whose candidates hold fewer tokens than some bucket needs."""
+    return [n for n, need in needs.items() if rules[n] is not None
+            and any(t > c for t, c in zip(need, candidates[n][0]))]
 
 
 def _plan(cfg: MixtureConfig, rules: dict, candidates: dict) -> list:
     """The plan, counting a sampled source's buckets as their candidates scaled up by the rates."""
-    available = {n: c if rules[n] is None else tuple([round(x) for x in xs] for xs in rules[n].holds(c))
-                 for n, c in candidates.items()}
-    return make_plan(cfg, available)
+    return make_plan(cfg, _available(rules, candidates))
 
 
-def _plan_hash(config_sha: str, tokenizer, caches, selections, rules) -> str:
+def _plan_hash(config_sha: str, tokenizer, caches, selections, rules, held_out: HeldOut | None = None) -> str:
     # The caches' documents and the rules decide the shards; a sampled run read from a whole cache
     # writes the same bytes as one read from its own sampled cache, so the rule, not the cache, counts.
     key = {
@@ -391,6 +481,9 @@ def _plan_hash(config_sha: str, tokenizer, caches, selections, rules) -> str:
                         "sample_rule": rules[n].to_dict() if rules[n] else None} for n, c in sorted(caches.items())},
         "selections": {n: [s.to_dict() for s in sel] for n, sel in sorted(selections.items())},
     }
+    if held_out:  # absent without held-out splits: such a plan hashes as before they existed
+        key["held_out"] = {split: {n: [s.to_dict() for s in sel] for n, sel in sorted(per_source.items())}
+                           for split, per_source in held_out.items()}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 

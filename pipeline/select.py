@@ -25,10 +25,10 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from .cache import TokenCache
-from .hashing import SELECT, decision_keys
+from .hashing import SELECT, decision_keys, held_out_purpose
 from .sampling import SampleRule, sample_units
 
-__all__ = ["BucketSelection", "select_source", "doc_buckets", "doc_arrays", "candidates_by_bucket", "rule_tokens", "copies_for",
+__all__ = ["BucketSelection", "SplitRule", "TRAIN", "select_source", "doc_buckets", "doc_arrays", "candidates_by_bucket", "rule_tokens", "copies_for",
            "selected_by_subset"]
 
 _BIN_BITS = 16
@@ -57,27 +57,71 @@ class BucketSelection:
         return cls(**{**d, "fill": tuple(d["fill"])})
 
 
-def doc_buckets(cache: TokenCache, part: int, bounds: Sequence[int], rule: SampleRule | None = None):
+TRAIN = "train"  # SplitRule.keep of the training mixture: what no held-out split took
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitRule:
+    """The documents of a source that one split may take, when held-out splits exist (held_out.py).
+
+    Each held-out split, in order, takes the documents its selections pick by its own keys
+    (``decision_keys(..., held_out_purpose(split), 0)``) among those no earlier split took; training
+    (``keep=TRAIN``) takes from what none took. ``sample``: the source's sample rule, applied first.
+    """
+
+    seed: int
+    source: str
+    held: tuple[tuple[str, tuple[BucketSelection, ...]], ...]  # (split, selections) in drawing order
+    keep: str  # TRAIN or one of held's splits
+    sample: SampleRule | None = None
+
+    def split_of(self, h: np.ndarray, bucket: np.ndarray) -> np.ndarray:
+        """Each document's split: an index into ``held``, ``len(held)`` for training (or none)."""
+        out = np.full(len(h), len(self.held), dtype=np.int64)
+        for i, (split, selections) in enumerate(self.held):
+            keys = decision_keys(h, self.seed, self.source, held_out_purpose(split), 0)
+            mine = copies_for(bucket, keys, selections) > 0
+            out[mine] = i
+            bucket = np.where(mine, len(selections), bucket)  # a bucket no selection covers
+        return out
+
+    def candidate_mask(self, h: np.ndarray, n_chars: np.ndarray | None, bucket: np.ndarray) -> np.ndarray:
+        keep = np.ones(len(h), dtype=bool)
+        if self.sample is not None:
+            keep = self.sample.candidate_mask(sample_units(h), n_chars, bucket)
+            bucket = np.where(keep, bucket, len(self.sample.bounds) + 1)
+        index = [s for s, _ in self.held].index(self.keep) if self.keep != TRAIN else len(self.held)
+        return keep & (self.split_of(h, bucket) == index)
+
+    def to_dict(self) -> dict:
+        return {"held": [[split, [s.to_dict() for s in sel]] for split, sel in self.held], "keep": self.keep,
+                "sample": self.sample.to_dict() if self.sample else None}
+
+
+def doc_buckets(cache: TokenCache, part: int, bounds: Sequence[int], rule: SampleRule | SplitRule | None = None):
     """(n_tokens, bucket, doc_hash) arrays of one cache part.
 
-    With a sample rule, documents that are not candidates of their bucket get bucket
-    ``len(bounds) + 1``, which no selection covers: they are never taken.
+    With a sample rule (or a split rule), documents that are not candidates of their bucket get
+    bucket ``len(bounds) + 1``, which no selection covers: they are never taken.
     """
-    table = cache.doc_table(part, columns=["n_tokens", "doc_hash"] + (["n_chars"] if rule else []))
+    sample = rule.sample if isinstance(rule, SplitRule) else rule
+    table = cache.doc_table(part, columns=["n_tokens", "doc_hash"] + (["n_chars"] if sample else []))
     n = table.column("n_tokens").to_numpy().astype(np.int64)
     h = table.column("doc_hash").to_numpy().astype(np.uint64)
     bucket = np.searchsorted(np.asarray(bounds, dtype=np.int64), n, side="right")
     if rule is not None:
-        chars = table.column("n_chars").to_numpy()
-        bucket = np.where(rule.candidate_mask(sample_units(h), chars, bucket), bucket, len(bounds) + 1)
+        chars = table.column("n_chars").to_numpy() if sample else None
+        mask = rule.candidate_mask(h, chars, bucket) if isinstance(rule, SplitRule) else \
+            rule.candidate_mask(sample_units(h), chars, bucket)
+        bucket = np.where(mask, bucket, len(bounds) + 1)
     return n, bucket, h
 
 
 def doc_arrays(cache: TokenCache, part: int, bounds: Sequence[int], seed: int, source: str,
-               rule: SampleRule | None = None):
-    """``doc_buckets`` and each document's selection key."""
+               rule: SampleRule | SplitRule | None = None, purpose: str = SELECT):
+    """``doc_buckets`` and each document's selection key (a held-out split's: its own ``purpose``)."""
     n, bucket, h = doc_buckets(cache, part, bounds, rule)
-    return n, bucket, h, decision_keys(h, seed, source, SELECT, 0)
+    return n, bucket, h, decision_keys(h, seed, source, purpose, 0)
 
 
 def candidates_by_bucket(cache: TokenCache, bounds: Sequence[int], rule: SampleRule | None = None) -> tuple[list[int], list[int]]:
@@ -133,17 +177,17 @@ def selected_by_subset(cache: TokenCache, source: str, bounds: Sequence[int], se
     return {name: {"documents": d, "copies": c, "tokens": t} for name, (d, c, t) in sorted(out.items()) if c}
 
 
-def _parts(cache: TokenCache, bounds, seed, source, rule) -> Iterator[tuple]:
+def _parts(cache: TokenCache, bounds, seed, source, rule, purpose) -> Iterator[tuple]:
     for part in range(len(cache.parts)):
-        yield doc_arrays(cache, part, bounds, seed, source, rule)
+        yield doc_arrays(cache, part, bounds, seed, source, rule, purpose)
 
 
 class _Passes:
     """The parts' ``doc_arrays``, pass after pass (selection makes one more per bucket): a small
     source's arrays are held after the first full pass, a large one's are read again each time."""
 
-    def __init__(self, cache: TokenCache, bounds, seed, source, rule):
-        self._args = (cache, bounds, seed, source, rule)
+    def __init__(self, cache: TokenCache, bounds, seed, source, rule, purpose):
+        self._args = (cache, bounds, seed, source, rule, purpose)
         self._hold = sum(p["documents"] for p in cache.parts) <= _HOLD_DOCS
         self._held: list[tuple] | None = None
 
@@ -162,16 +206,17 @@ class _Passes:
 
 def select_source(
     cache: TokenCache, source: str, bounds: Sequence[int], targets: Sequence[int], available: Sequence[int], seed: int,
-    rule: SampleRule | None = None,
+    rule: SampleRule | SplitRule | None = None, purpose: str = SELECT,
 ) -> list[BucketSelection]:
     """Cuts for every bucket of one source so that its selected tokens hit ``targets``.
 
-    ``available``: the tokens selection may take per bucket (with a sample rule: the candidates').
+    ``available``: the tokens selection may take per bucket (with a rule: the candidates').
+    ``purpose``: whose keys order the documents (a held-out split's own, held_out.py).
     """
     nb = len(targets)
     hist = np.zeros((nb + 1, _BINS), dtype=np.int64)  # tokens per (bucket, key bin); row nb: not candidates
     hist_docs = np.zeros((nb + 1, _BINS), dtype=np.int64)
-    parts = _Passes(cache, bounds, seed, source, rule)
+    parts = _Passes(cache, bounds, seed, source, rule, purpose)
     for n, bucket, _, keys in parts:
         bins = (keys >> _SHIFT).astype(np.int64)
         np.add.at(hist, (bucket, bins), n)

@@ -2,7 +2,7 @@
 
 A mixture folder (``manifest.json``): every listed shard opens as a valid MMIDIDX pair, its sha256s
 and counts match the manifest, every sample holds exactly seq_len + 1 tokens (layout ``documents``:
-every entry is one document ending with its only EOS), totals add up.
+every entry is one document ending with its only EOS), totals add up; so for each held-out split's folder.
 A cache folder (``cache.json``), or a folder of caches: every part's sha256s match, its document
 table has one row per entry with the entry's token count, and the totals match the stats.
 """
@@ -100,6 +100,9 @@ def _verify_mixture(folder: str) -> Iterator[str]:
         raise FormatError(f"{folder}/manifest.json: totals say {totals['samples']} samples / "
                           f"{totals['written_tokens']} tokens, the shards hold {samples} / {tokens}.")
     yield f"{folder}: {samples:,} samples, {tokens:,} tokens in {len(manifest['shards'])} shards: ok"
+    for split in (manifest.get("held_out") or {}).values():
+        if isinstance(split, dict) and "folder" in split:  # a held-out split: a mixture folder of its own
+            yield from _verify_mixture(storage.join(folder, split["folder"]))
 
 
 def _check_documents(prefix: str, reader: MMIDXReader, eos_id: int) -> None:

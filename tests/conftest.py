@@ -41,6 +41,19 @@ def runs(tmp_path_factory):
     return {"root": root, "cache": cache, "stage1": s1, "stage2": s2, "built_before_stage2": built_before_stage2}
 
 
+HELD_OUT = {"validation_tokens": 50_000, "test_tokens": 30_000}
+
+
+@pytest.fixture(scope="session")
+def held_out_run(runs):
+    """The stage 1 dry run with held-out validation and test splits (HELD_OUT), on the dry runs' caches."""
+    from pipeline.mixture import run_mixture
+
+    out = runs["root"] / "held-out"
+    m = run_mixture(mixture(STAGE1, total_tokens=1_000_000, **HELD_OUT), SAMPLES, str(out), runs["cache"], IN_PROCESS)
+    return {"root": out, "manifest": m, "cache": runs["cache"]}
+
+
 @pytest.fixture(scope="session")
 def s3_server():
     """A moto S3 server on 127.0.0.1 (started here, stopped at the end), wired into Beam's FileSystems.

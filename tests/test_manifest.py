@@ -244,7 +244,48 @@ def test_the_neox_config_passes_neox_checks(neox):
     args = neox_args(conf, NEOX_FIELDS)
     assert neox_type_errors(args, NEOX_FIELDS) == []
     assert neox_value_errors(args) == []
-    assert not evaluates(args)  # no held-out split yet: nothing is evaluated on training shards
+    assert not evaluates(args)  # no held-out split in this run: nothing is evaluated on training shards
+
+
+def test_with_held_out_splits_neox_evaluates_on_them(held_out_run):
+    """valid/test paths name the held-out shards, never a training shard, and eval-iters is left to the
+    user (GPT-NeoX's default, 100, evaluates); both sets of rules pass."""
+    folder, m = held_out_run["root"], held_out_run["manifest"]
+    conf = json.load(open(folder / NEOX_FILE))
+    assert "eval-iters" not in conf
+    for fields in (NEOX_FIELDS, NEOX_2023_FIELDS):
+        conf_for = conf if fields is NEOX_FIELDS else {k: v for k, v in conf.items() if k != "pack-impl"}
+        args = neox_args(conf_for, fields)
+        assert neox_type_errors(args, fields) == [] and neox_value_errors(args) == []
+        assert evaluates(args)
+    for split in ("valid", "test"):
+        shards = m["held_out"][split]["shards"]
+        assert conf[f"{split}-data-paths"] == [str(folder / split / s["prefix"]) for s in shards]
+        assert conf[f"{split}-data-weights"] == [s["sequences"] for s in shards]
+        assert all(os.path.exists(p + ".bin") for p in conf[f"{split}-data-paths"])
+        assert not set(conf[f"{split}-data-paths"]) & set(conf["train-data-paths"])
+    assert conf["train-data-paths"] == [str(folder / s["prefix"]) for s in m["shards"]]
+    assert evaluates(neox_args({**conf, "eval-iters": 0}, NEOX_FIELDS)) is False  # a user's 0 still wins
+
+
+@pytest.mark.parametrize("split", ["valid", "test"])
+def test_held_out_figures_are_recomputed_from_their_shards(held_out_run, split):
+    """A split's manifest, like a mixture's: tokens per source from its shards and provenance alone."""
+    folder = str(held_out_run["root"] / split)
+    m = json.load(open(os.path.join(folder, "manifest.json")))
+    got = recompute(folder, held_out_run["cache"], m["config"], m["length_bounds"], m["seq_len"] + 1)
+    total = got["total"]
+    assert (m["totals"]["selected_tokens"], m["totals"]["written_tokens"], m["totals"]["tail_tokens"]) == (
+        total["selected"], total["written"], total["tail"])
+    section = held_out_run["manifest"]["held_out"][split]
+    assert section["totals"] == m["totals"] and [s["prefix"] for s in section["shards"]] == [
+        s["prefix"] for s in m["shards"]]
+    for name, s in m["sources"].items():
+        g = got[name]
+        assert (s["achieved_tokens"], s["written_tokens"], s["tail_tokens"], s["copies"], s["documents"]) == (
+            g["selected"], g["written"], g["tail"], g["copies"], g["copies"]), name
+        assert s["achieved_share"] == pytest.approx(share(g["selected"], total["selected"]), abs=1e-9)
+        assert section["sources"][name]["achieved_tokens"] == g["selected"]
 
 
 def test_the_neox_checks_catch_what_the_old_config_did(neox):
