@@ -46,6 +46,8 @@ def _mixture_args(p: argparse.ArgumentParser, out: bool) -> None:
     p.add_argument("--total-tokens", type=int, default=None, help="override the mixture's total tokens")
     p.add_argument("--seed", type=int, default=None, help="override the mixture's seed")
     p.add_argument("--shards", type=int, default=None, help="override the number of output shards")
+    p.add_argument("--validation-tokens", type=int, default=None, help="override the held-out validation tokens")
+    p.add_argument("--test-tokens", type=int, default=None, help="override the held-out test tokens")
     if out:
         p.add_argument("--out", default=None, help="output folder (default: out/NAME)")
 
@@ -93,7 +95,8 @@ def _load(args):
         args.data_root = bundled("samples") or "samples"
         logging.getLogger("mixprep").info("data root: the bundled samples (%s); --data-root names your corpora",
                                           args.data_root)
-    overrides = {"total_tokens": args.total_tokens, "seed": args.seed, "shards": args.shards}
+    overrides = {"total_tokens": args.total_tokens, "seed": args.seed, "shards": args.shards,
+                 "validation_tokens": args.validation_tokens, "test_tokens": args.test_tokens}
     cfg = load_mixture(mixture_path(args.mixture), overrides)
     if args.tokenizer:
         import dataclasses

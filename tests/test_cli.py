@@ -1,6 +1,7 @@
 """The `mixprep` command in-process: a small mixture end to end, progress, counters, and errors."""
 
 import contextlib
+import json
 import io
 import subprocess
 import sys
@@ -162,3 +163,14 @@ def test_tokenize_says_what_each_cache_holds(built):
     lines = dict(line.split(": ", 1) for line in out.strip().splitlines())
     assert lines["c4"].startswith("4 files (0 refused), 469 documents,") and "(469 read, 0 rejected" in lines["c4"]
     assert lines["pile"].startswith("3 files (0 refused), 201 documents,") and "33 excluded" in lines["pile"]
+
+
+def test_held_out_splits_from_the_command_line(built, tmp_path):
+    out = tmp_path / "small"
+    rc, stdout, err = mixprep("run", "--mixture", built["mixture"], "--data-root", SAMPLES, "--out", out,
+                              "--cache", built["cache"], "--validation-tokens", "5000", "--test-tokens", "3000",
+                              IN_PROCESS)
+    assert rc == 0, err[-2000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["validation_tokens"] == 5000 and manifest["config"]["test_tokens"] == 3000
+    assert (out / "valid" / "manifest.json").exists() and (out / "test" / "manifest.json").exists()
