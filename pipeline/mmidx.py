@@ -167,6 +167,17 @@ class _RemoteBlob:
             offset, n = offset + len(chunk), n - len(chunk)
         return b"".join(parts)
 
+    def read_through(self, offset: int, n: int) -> bytes:
+        """Bytes ``offset : offset + n`` read past the block cache. Reads that each start where the
+        last one ended continue one request (Beam's S3 reader keeps its ranged GET open)."""
+        if offset < 0 or offset + n > self._size:
+            raise FormatError(f"{self.path}: range [{offset}, {offset + n}) outside its {self._size} bytes")
+        if self._f is None:
+            self._f = storage.open_read(self.path)
+        if self._f.tell() != offset:
+            self._f.seek(offset)
+        return self._f.read(n)
+
     def close(self) -> None:
         self._blocks.clear()
         if self._f is not None:
@@ -507,6 +518,19 @@ class MMIDXReader:
             return np.frombuffer(self._bin_map.read(int(self._pointers[i]), n_bytes), self.dtype)
         start = int(self._pointers[i]) // self.dtype.itemsize
         return self._tokens[start:start + int(self._lengths[i])]
+
+    def span(self, first: int, last: int) -> np.ndarray:
+        """The tokens of sequences ``first`` to ``last`` (inclusive), back to back, in one read:
+        a view of the mapping, or (remote) one ranged read that continues the previous span's."""
+        n = len(self._lengths)
+        if not 0 <= first <= last < n:
+            raise IndexError(f"sequences {first}..{last} out of range for {n} sequences in {self.prefix}")
+        itemsize = self.dtype.itemsize
+        start = int(self._pointers[first])
+        end = int(self._pointers[last]) + int(self._lengths[last]) * itemsize
+        if self._tokens is None:
+            return np.frombuffer(self._bin_map.read_through(start, end - start), self.dtype)
+        return self._tokens[start // itemsize:end // itemsize]
 
     def get(self, i, offset: int = 0, length=None) -> np.ndarray:
         """Tokens ``offset : offset + length`` of sequence ``i`` (to its end if length is None)."""

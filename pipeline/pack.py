@@ -23,6 +23,8 @@ import collections
 import dataclasses
 import hashlib
 import io
+import mmap
+import tempfile
 from typing import Iterator, Sequence
 
 import apache_beam as beam
@@ -30,6 +32,7 @@ import numpy as np
 from apache_beam.metrics import Metrics
 
 from .cache import TokenCache
+from .errors import FormatError
 from .hashing import PLACE, decision_keys
 from .lifetime import freeze_worker_state
 from .mmidx import MMIDXWriter
@@ -175,11 +178,12 @@ class _WriteShardFn(beam.DoFn):
         refs = refs[np.lexsort((refs["row"], refs["part"], refs["source"], refs["key"]))]
         caches = {s: TokenCache(packing.caches[s]) for s in np.unique(refs["source"]).tolist()}
         storage.make_dirs(out)
-        with MMIDXWriter(storage.join(out, name), np.dtype(packing.dtype)) as writer:
+        dtype = np.dtype(packing.dtype)
+        with MMIDXWriter(storage.join(out, name), dtype) as writer:
             if packing.layout == "documents":
-                tail = write_documents(_pieces(refs, caches), writer)
+                tail = write_documents(_pieces(refs, caches, dtype), writer)
             else:
-                tail = pack_stream(_pieces(refs, caches), packing.seq_len, writer)
+                tail = pack_stream(_pieces(refs, caches, dtype), packing.seq_len, writer)
         info = writer.close()
         for c in caches.values():
             c.close()
@@ -243,20 +247,116 @@ def _per_source(refs: np.ndarray, tail: int, sources: Sequence[str]) -> dict:
 
 
 _RELEASE_EVERY = 1 << 20  # tokens read between releases (each page fault maps ~64 KiB around it)
+# A gap between two needed documents of a part is read through when it costs less than a new request:
+# an object store's ~30 ms to first byte is ~3 MB at ~100 MB/s.
+_SKIP_BYTES = 4 << 20
+_SPAN_BYTES = 8 << 20  # one read's target size: a read holds < 2 x this + the largest document
 
 
-def _pieces(refs: np.ndarray, caches: dict) -> Iterator[np.ndarray]:
-    """The referenced documents' tokens, in order. A shard's documents are scattered over every
-    cache part: without releasing the pages read, a writer's resident memory grows with the input."""
+def _pieces(refs: np.ndarray, caches: dict, dtype: np.dtype) -> Iterator[np.ndarray]:
+    """The referenced documents' tokens, in order.
+
+    A shard's copies are scattered over every cache part, in key order. Reading them in that order
+    is a request per copy on an object store; instead every part's needed documents are read once,
+    in file order, in runs (``_reads``), into a local spill file, and the stream is cut from it.
+    """
+    with tempfile.TemporaryFile(prefix="mixprep-pack-") as spill:
+        offsets = _gather(refs, caches, dtype, spill)
+        if not len(refs):
+            return
+        spill.flush()
+        with mmap.mmap(spill.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            yield from _cut(refs["n"], offsets, mapped, dtype)
+
+
+def _cut(lengths: np.ndarray, offsets: np.ndarray, mapped: mmap.mmap, dtype: np.dtype) -> Iterator[np.ndarray]:
+    """Copies of ``mapped``'s tokens in stream order; the pages read are released every ~1M tokens, so
+    the writer's resident memory does not grow with the shard."""
+    data = np.frombuffer(mapped, dtype)
     read = 0
-    for r in refs:
-        tokens = caches[r["source"]].tokens(int(r["part"]))[int(r["row"])]
-        yield tokens
-        read += len(tokens)
-        if read >= _RELEASE_EVERY:
-            for c in caches.values():
-                c.release_pages()
+    for off, n in zip(offsets.tolist(), lengths.tolist()):
+        yield data[off:off + n].copy()  # a copy: the mapping closes when the shard is written
+        read += n
+        if read >= _RELEASE_EVERY and hasattr(mmap, "MADV_DONTNEED"):
+            mapped.madvise(mmap.MADV_DONTNEED)
             read = 0
+    del data
+
+
+def _gather(refs: np.ndarray, caches: dict, dtype: np.dtype, spill) -> np.ndarray:
+    """Write every distinct document ``refs`` name to ``spill``, part by part in file order; return
+    each reference's token offset in it."""
+    order = np.lexsort((refs["row"], refs["part"], refs["source"]))
+    keyed = refs[order]
+    new = np.ones(len(keyed), dtype=bool)
+    new[1:] = (keyed["source"][1:] != keyed["source"][:-1]) | (keyed["part"][1:] != keyed["part"][:-1]) \
+        | (keyed["row"][1:] != keyed["row"][:-1])
+    docs = keyed[new]  # distinct documents in file order: a copy may repeat in a shard
+    starts = np.zeros(len(docs), dtype=np.int64)
+    parts = np.flatnonzero(np.r_[True, (docs["source"][1:] != docs["source"][:-1])
+                                 | (docs["part"][1:] != docs["part"][:-1])]) if len(docs) else []
+    at = 0
+    for i, j in zip(parts, [*parts[1:], len(docs)]):
+        cache = caches[int(docs["source"][i])]
+        reader = cache.tokens(int(docs["part"][i]))
+        if reader.dtype != dtype:
+            raise FormatError(f"{reader.prefix}: expected {dtype.name} tokens (the mixture's), found {reader.dtype.name}")
+        rows = docs["row"][i:j].astype(np.int64)
+        starts[i:j] = at + _token_offsets(reader, rows)
+        for first, last in _reads(reader.sequence_pointers, reader.sequence_lengths, rows, dtype.itemsize):
+            span = reader.span(first, last)
+            wanted = rows[np.searchsorted(rows, first):np.searchsorted(rows, last, "right")]
+            spill.write(span[_span_mask(reader, first, len(span), wanted)].tobytes())
+        at = int(starts[j - 1]) + int(docs["n"][j - 1])
+        cache.release_pages()
+    offsets = np.empty(len(refs), dtype=np.int64)
+    offsets[order] = starts[np.cumsum(new) - 1]
+    return offsets
+
+
+def _token_offsets(reader, rows: np.ndarray) -> np.ndarray:
+    """Where each of ``rows`` (sorted, distinct) starts once they are written back to back."""
+    lengths = reader.sequence_lengths[rows].astype(np.int64)
+    return np.cumsum(lengths) - lengths
+
+
+def _span_mask(reader, first: int, span_len: int, wanted: np.ndarray) -> np.ndarray:
+    """Which tokens of ``reader.span(first, ...)`` belong to the ``wanted`` rows (3 bytes a token of
+    the span: int64 indices of the wanted tokens took 8 a token and more)."""
+    itemsize = reader.dtype.itemsize
+    begin = (reader.sequence_pointers[wanted] - reader.sequence_pointers[first]) // itemsize
+    edges = np.zeros(span_len + 1, dtype=np.int8)
+    np.add.at(edges, begin, 1)  # a wanted row may start where another ends: add, not assign
+    np.add.at(edges, begin + reader.sequence_lengths[wanted], -1)
+    return np.cumsum(edges[:-1], dtype=np.int8) > 0
+
+
+def _reads(pointers: np.ndarray, lengths: np.ndarray, rows: np.ndarray, itemsize: int) -> list[tuple[int, int]]:
+    """The reads (first row, last row) that cover ``rows`` (sorted, distinct) of one token file.
+
+    Rows whose gaps are at most ``_SKIP_BYTES`` form one run, read front to back: each read starts
+    at the row after the previous read's last, so on an object store a run is one request. A run is
+    cut into reads of about ``_SPAN_BYTES``.
+
+    >>> _reads(np.arange(0, 40, 4), np.full(10, 2), np.array([0, 1, 9]), 1)
+    [(0, 9)]
+    """
+    if not len(rows):
+        return []
+    start = pointers[rows].astype(np.int64)
+    end = start + lengths[rows].astype(np.int64) * itemsize
+    run = np.cumsum(np.r_[0, start[1:] - end[:-1] > _SKIP_BYTES])
+    run_start = start[np.r_[0, np.flatnonzero(np.diff(run)) + 1]][run]
+    chunk = (end - run_start) // _SPAN_BYTES
+    last = np.flatnonzero(np.r_[(run[1:] != run[:-1]) | (chunk[1:] != chunk[:-1]), True])
+    reads = []
+    for n, k in enumerate(last.tolist()):
+        if n == 0 or run[k] != run[last[n - 1]]:
+            first = int(rows[0 if n == 0 else last[n - 1] + 1])  # a run's first row
+        else:
+            first = int(rows[last[n - 1]]) + 1  # where the previous read ended
+        reads.append((first, int(rows[k])))
+    return reads
 
 
 class PackShards(beam.PTransform):
