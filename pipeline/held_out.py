@@ -35,7 +35,7 @@ from .select import TRAIN, BucketSelection, SplitRule, copies_for, doc_arrays, d
 from .sampling import SampleRule
 from . import storage
 
-__all__ = ["HeldOut", "held", "split_rule", "held_out_targets", "remaining", "select_held_out", "split_packing",
+__all__ = ["HeldOut", "held", "split_rule", "held_out_targets", "source_split_tokens", "remaining", "select_held_out", "split_packing",
            "split_plans", "documents_per_split", "SPLIT_FOLDERS", "TRAIN"]
 
 SPLIT_FOLDERS = ("valid", "test")  # every split a mixture may have, in drawing order; each is packed into out/SPLIT/
@@ -71,6 +71,13 @@ def held_out_targets(cfg: MixtureConfig, available: dict[str, tuple[list, list]]
         out[split] = {s.name: split_exact(t, [round(x) for x in available[s.name][0]])
                       for s, t in zip(sources, per_source)}
     return out
+
+
+def source_split_tokens(cfg: MixtureConfig, source: str) -> list[int]:
+    """The tokens each held-out split asks of ``source`` (split_exact over the weights, as ``held_out_targets``)."""
+    sources = [s for s in cfg.sources if s.weight > 0]
+    at = [s.name for s in sources].index(source)
+    return [split_exact(tokens, [s.weight for s in sources])[at] for tokens in cfg.held_out_tokens.values()]
 
 
 def remaining(candidates: tuple[list, list], held_out: HeldOut, source: str, before: str | None = None) -> tuple:

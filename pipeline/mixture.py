@@ -36,11 +36,11 @@ from .crashpoints import crash_point
 from .errors import OutputError, SourceError
 from .megatron import write_megatron_args
 from .held_out import (SPLIT_FOLDERS, TRAIN, HeldOut, documents_per_split, held_out_targets, remaining,
-                       select_held_out, split_packing, split_plans, split_rule)
+                       select_held_out, source_split_tokens, split_packing, split_plans, split_rule)
 from .manifest import (NEOX_FILE, TOKENIZER_FILE, build_manifest, held_out_section, neox_config, split_manifest,
                        summary_table)
 from .pack import PROVENANCE_DIR, Packing, PackShards, shard_names
-from .plan import bucket_targets, make_plan
+from .plan import bucket_targets, make_plan, split_exact
 from .report import write_report
 from .runners import one_job
 from .estimate import length_groups, sample_rules
@@ -234,9 +234,15 @@ def _top_up(cfg, p, rule: SampleRule, cache: TokenCache, candidates, groups, nee
     """``rule`` raised so that its candidates meet the plan (topup.py), or None: tokenize whole."""
     bounds = cfg.bucket_bounds
     short = [b.index for b in p.buckets if needs[b.index] > candidates[0][b.index]]
-    rates = predict_top_up(rule.rates, groups, short, SampleView.of(cache, bounds, rule), bounds,
-                           lambda available: bucket_targets(p.target_tokens, available, bounds, cfg.long_policy(p.source)),
-                           MIN_HOLDS)
+    held = source_split_tokens(cfg, p.source)
+
+    def needs_of(available) -> list[int]:  # as _needs counts them: training's targets and the splits'
+        out = bucket_targets(p.target_tokens, available, bounds, cfg.long_policy(p.source))
+        for tokens in held:
+            out = [a + b for a, b in zip(out, split_exact(tokens, [round(x) for x in available]))]
+        return out
+
+    rates = predict_top_up(rule.rates, groups, short, SampleView.of(cache, bounds, rule), bounds, needs_of, MIN_HOLDS)
     return None if rates is None else dataclasses.replace(rule, rates=rates)
 
 

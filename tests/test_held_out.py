@@ -2,6 +2,7 @@
 provenance of every split; exact per source up to whole documents; deterministic; the default unchanged."""
 
 import collections
+import dataclasses
 import hashlib
 import json
 import os
@@ -203,3 +204,23 @@ def test_megatron_args_name_each_split(held_out_run):
                                           tokenizer=None, mid_level_dataset_surplus=0.005)
     assert config.split is None
     assert config.blend_per_split[1][0] == [os.path.join(root, "valid", held["valid"]["shards"][0]["prefix"])]
+
+
+def test_held_out_splits_of_sampled_sources_stay_disjoint(tmp_path):
+    """Sources 6-9x larger than the mixture takes are tokenized as a sample (sampling.py), topped up for
+    what training and the splits need together (not tokenized whole); no document is in two splits."""
+    from test_sampling import corpus
+    from test_sampling import mixture as sampled_mixture
+
+    corpus(tmp_path / "data", "a", 4, 8000, 1)
+    corpus(tmp_path / "data", "b", 4, 8000, 2)
+    cfg = sampled_mixture(tmp_path, 400_000)
+    cfg = dataclasses.replace(cfg, validation_tokens=20_000, test_tokens=10_000)
+    out = tmp_path / "out"
+    m = run_mixture(cfg, str(tmp_path / "data"), str(out), str(tmp_path / "cache"), IN_PROCESS)
+    assert all(s["tokenized"]["sampled"] for s in m["sources"].values())
+    assert m["totals"]["selected_tokens"] == 400_000
+    docs = {split: {c[:3] for c in copies(os.path.join(out, sub))} for split, sub in SPLITS.items()}
+    assert docs["valid"] and docs["test"]
+    assert not docs["train"] & docs["valid"] and not docs["train"] & docs["test"] and not docs["valid"] & docs["test"]
+    assert all(d["in_two_splits"] == 0 for d in m["held_out"]["documents"].values())
