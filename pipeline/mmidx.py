@@ -532,6 +532,16 @@ class MMIDXReader:
             return np.frombuffer(self._bin_map.read_through(start, end - start), self.dtype)
         return self._tokens[start // itemsize:end // itemsize]
 
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """The tokens of ``rows`` (any order), back to back, gathered from the local mapping in one
+        step (8 bytes of index a token: pass rows by the million tokens, not a whole file's)."""
+        if self._tokens is None:
+            return np.concatenate([self[int(i)] for i in rows]) if len(rows) else np.empty(0, self.dtype)
+        lengths = self._lengths[rows].astype(np.int64)
+        begin = self._pointers[rows] // self.dtype.itemsize
+        within = np.arange(int(lengths.sum()), dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        return self._tokens[np.repeat(begin, lengths) + within]
+
     def get(self, i, offset: int = 0, length=None) -> np.ndarray:
         """Tokens ``offset : offset + length`` of sequence ``i`` (to its end if length is None)."""
         seq = self[i]

@@ -7,8 +7,10 @@ tokens (each ends with EOS) in key order. Layout ``samples`` cuts it into entrie
 ``documents`` writes each copy as one entry, in the same order, and drops nothing: the trainer packs
 (Megatron's GPTDataset concatenates a shard's entries and cuts its own windows).
 
-What crosses the shuffle is compact numpy arrays of references (24 bytes a copy), one array per
-(cache part, shard), never token arrays: the local runner holds grouped data in memory.
+What crosses the shuffle is the path of a file of references (24 bytes a copy), one file per
+(cache part, shard) under ``out/_refs`` (``REFS_DIR``), never token arrays nor the references
+themselves: the local runner holds everything it groups in the driver's memory. A shard's writer
+deletes its files once the shard is written.
 
 Provenance: beside each shard, ``_provenance/NAME.refs.npy`` holds the shard's copies in stream order
 (``PROVENANCE_DTYPE``: source index, cache part, row, tokens; 14 bytes a copy). The running sum of
@@ -20,10 +22,12 @@ indices refer to.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import hashlib
 import io
 import mmap
+import os
 import tempfile
 from typing import Iterator, Sequence
 
@@ -125,7 +129,43 @@ class _RouteCopiesFn(beam.DoFn):
                 out[int(s)].append(refs[shards == s])
         Metrics.counter(f"mix:{name}", "copies").inc(int(copies.sum()))
         for s, chunks in sorted(out.items()):
-            yield s, np.concatenate(chunks)
+            yield s, _save_refs(packing, s, src, part, np.concatenate(chunks))
+
+
+REFS_DIR = "_refs"  # routed references, a file per (shard, cache part), until the shard is written
+
+
+def _refs_path(packing: Packing, shard: int, src: int, part: int) -> str:
+    return storage.join(packing.out_dir, REFS_DIR, f"{shard:05d}", f"{src:03d}-{part:05d}.npy")
+
+
+def _save_refs(packing: Packing, shard: int, src: int, part: int, refs: np.ndarray) -> str:
+    """Write one (shard, part)'s references beside the output; the shuffle carries the path. The
+    local runner holds everything it groups in the driver: references grew it with the input."""
+    path = _refs_path(packing, shard, src, part)
+    buf = io.BytesIO()
+    np.save(buf, refs, allow_pickle=False)
+    with atomic_writer(path, "wb") as f:
+        f.write(buf.getvalue())
+    return path
+
+
+def _load_refs(chunk) -> np.ndarray:
+    if not isinstance(chunk, str):
+        return chunk  # _every_shard's empty array
+    with storage.open_read(chunk) as f:
+        return np.load(io.BytesIO(f.read()), allow_pickle=False)
+
+
+def _drop_refs(chunks) -> None:
+    paths = [c for c in chunks if isinstance(c, str)]
+    for path in paths:
+        storage.delete(path)
+    if paths and not storage.is_remote(paths[0]):  # a local run leaves no empty folders
+        shard_dir = os.path.dirname(paths[0])
+        for folder in (shard_dir, os.path.dirname(shard_dir)):
+            with contextlib.suppress(OSError):  # not empty yet: another shard's files
+                os.rmdir(folder)
 
 
 def pack_stream(pieces, seq_len: int, writer: MMIDXWriter) -> int:
@@ -172,9 +212,11 @@ class _WriteShardFn(beam.DoFn):
         if storage.exists(sidecar) and read_json(sidecar).get("plan_hash") == plan_hash and all(
             storage.exists(storage.join(out, name + ext)) for ext in (".bin", ".idx")
         ) and storage.exists(storage.join(out, PROVENANCE_DIR, name + ".refs.npy")):
+            _drop_refs(chunks)
             yield read_json(sidecar)  # finished by an earlier run of the same plan
             return
-        refs = np.concatenate(list(chunks)) if chunks else np.empty(0, REF_DTYPE)
+        chunks = list(chunks)
+        refs = np.concatenate([_load_refs(c) for c in chunks]) if chunks else np.empty(0, REF_DTYPE)
         refs = refs[np.lexsort((refs["row"], refs["part"], refs["source"], refs["key"]))]
         caches = {s: TokenCache(packing.caches[s]) for s in np.unique(refs["source"]).tolist()}
         storage.make_dirs(out)
@@ -204,6 +246,7 @@ class _WriteShardFn(beam.DoFn):
             "provenance": provenance,
         }
         write_json(sidecar, record)
+        _drop_refs(chunks)  # after the sidecar: a writer retried before it reads them again
         Metrics.counter("mix", "samples").inc(info.sequences)
         yield record
 
@@ -303,15 +346,32 @@ def _gather(refs: np.ndarray, caches: dict, dtype: np.dtype, spill) -> np.ndarra
             raise FormatError(f"{reader.prefix}: expected {dtype.name} tokens (the mixture's), found {reader.dtype.name}")
         rows = docs["row"][i:j].astype(np.int64)
         starts[i:j] = at + _token_offsets(reader, rows)
-        for first, last in _reads(reader.sequence_pointers, reader.sequence_lengths, rows, dtype.itemsize):
-            span = reader.span(first, last)
-            wanted = rows[np.searchsorted(rows, first):np.searchsorted(rows, last, "right")]
-            spill.write(span[_span_mask(reader, first, len(span), wanted)].tobytes())
+        if storage.is_remote(reader.prefix):
+            _copy_runs(reader, rows, spill)
+        else:
+            _copy_rows(reader, rows, spill)
         at = int(starts[j - 1]) + int(docs["n"][j - 1])
         cache.release_pages()
     offsets = np.empty(len(refs), dtype=np.int64)
     offsets[order] = starts[np.cumsum(new) - 1]
     return offsets
+
+
+def _copy_runs(reader, rows: np.ndarray, spill) -> None:
+    """Object store: ``rows``' tokens read in runs (``_reads``), gaps read through and dropped."""
+    for first, last in _reads(reader.sequence_pointers, reader.sequence_lengths, rows, reader.dtype.itemsize):
+        span = reader.span(first, last)
+        wanted = rows[np.searchsorted(rows, first):np.searchsorted(rows, last, "right")]
+        spill.write(span[_span_mask(reader, first, len(span), wanted)].tobytes())
+
+
+def _copy_rows(reader, rows: np.ndarray, spill) -> None:
+    """Local disk: ``rows``' tokens gathered from the mapping, ~1M tokens at a time. Reading gaps
+    through would read every part whole for every shard: time grows with shards x input."""
+    ends = np.cumsum(reader.sequence_lengths[rows].astype(np.int64))
+    cuts = np.searchsorted(ends, np.arange(_RELEASE_EVERY, int(ends[-1]), _RELEASE_EVERY), "right")
+    for chunk in np.split(rows, cuts):
+        spill.write(reader.take(chunk).tobytes())
 
 
 def _token_offsets(reader, rows: np.ndarray) -> np.ndarray:

@@ -743,6 +743,152 @@ def markdown(r: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+# --- millions of documents (--scale) -------------------------------------------------------------
+
+SCALE_TOKENS_PER_DOC = 34  # make_corpus.py's documents: ~33 tokens + EOS with the project's tokenizer
+SCALE_PHASES = ("tokenize", "plan/select", "pack", "manifest")
+
+
+class PhaseSampler:
+    """Every `interval` s: which phase a `mixprep run` is in (from the files it has written) and the
+    RSS of its driver and of every descendant process; keeps wall time and peak RSS per phase."""
+
+    def __init__(self, pid: int, cache: Path, out: Path, shards: int, interval: float = 0.1):
+        self.pid, self.cache, self.out, self.shards, self.interval = pid, cache, out, shards, interval
+        self.started = time.perf_counter()
+        self.ends: dict[str, float] = {}
+        self.peaks: dict[str, dict[int, int]] = {p: {} for p in SCALE_PHASES}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.ends.setdefault("manifest", time.perf_counter() - self.started)
+
+    def phase(self) -> str:
+        """The first phase whose end marker is not there yet; each marker is checked once it matters."""
+        marks = (("tokenize", lambda: any(self.cache.glob("*/*/cache.json"))),
+                 ("plan/select", lambda: (self.out / "_plan.json").exists() or (self.out / "_shards").exists()),
+                 ("pack", lambda: len(list((self.out / "_shards").glob("*.json"))) >= self.shards))
+        for name, done in marks:
+            if name not in self.ends:
+                if not done():
+                    return name
+                self.ends[name] = time.perf_counter() - self.started
+        return "manifest"
+
+    def _run(self):
+        import psutil
+
+        while not self._stop.is_set():
+            phase = self.phase()
+            try:
+                root = psutil.Process(self.pid)
+                procs = [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                procs = []
+            for proc in procs:
+                try:
+                    rss = proc.memory_info().rss
+                except psutil.NoSuchProcess:
+                    continue
+                peaks = self.peaks[phase]
+                peaks[proc.pid] = max(peaks.get(proc.pid, 0), rss)
+            self._stop.wait(self.interval)
+
+    def rows(self) -> dict:
+        """Per phase: seconds, the driver's peak RSS, each worker's (largest first)."""
+        out, begin = {}, 0.0
+        for name in SCALE_PHASES:
+            end = self.ends.get(name, begin)
+            peaks = self.peaks[name]
+            workers = sorted((v for k, v in peaks.items() if k != self.pid), reverse=True)
+            out[name] = {"seconds": round(end - begin, 2), "driver_rss": peaks.get(self.pid, 0), "worker_rss": workers}
+            begin = end
+        return out
+
+
+def scale_run(corpus: Path, docs: int, work: Path, workers: int) -> dict:
+    """`mixprep run` of make_corpus.py's one-source mixture over ``docs`` documents, 80% taken."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    from make_corpus import make_corpus
+    from pipeline.config import load_mixture
+
+    root = make_corpus(corpus, docs, 250_000, 20, str(REPO / "tokenizer" / "tokenizer.json"))
+    mixture = root / "one-source.yaml"
+    total = int(0.8 * SCALE_TOKENS_PER_DOC * docs)
+    shards = load_mixture(str(mixture), {"total_tokens": total}).num_shards
+    out, cache = work / f"out-{docs}", work / f"cache-{docs}"
+    for d in (out, cache):
+        shutil.rmtree(d, ignore_errors=True)
+    cmd = [str(Path(sys.executable).parent / "mixprep"), "run", "--mixture", str(mixture), "--data-root", str(root),
+           "--out", str(out), "--cache", str(cache), "--total-tokens", str(total),
+           f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
+    log(f"scale {docs:,} documents: {' '.join(cmd)}")
+    t = time.perf_counter()
+    with open(work / f"scale-{docs}.log", "w") as logf:
+        proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT)
+        with PhaseSampler(proc.pid, cache, out, shards) as sampler:
+            rc = proc.wait()
+    if rc != 0:
+        raise SystemExit(f"scale run failed (exit {rc}); see {work / f'scale-{docs}.log'}")
+    row = {"documents": docs, "tokens": total, "shards": shards, "seconds": round(time.perf_counter() - t, 2),
+           "phases": sampler.rows()}
+    for name, p in row["phases"].items():
+        log(f"  {name}: {p['seconds']:.1f} s, driver {p['driver_rss'] / 2**20:.0f} MiB, workers "
+            + ", ".join(f"{w / 2**20:.0f}" for w in p["worker_rss"]) + " MiB")
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.rmtree(cache, ignore_errors=True)
+    return row
+
+
+def scale_markdown(rows: list[dict]) -> str:
+    """One table: per phase and input size, wall time and peak RSS (driver, largest worker)."""
+    mib = lambda b: f"{b / 2**20:.0f}"  # noqa: E731
+    head = "| phase | " + " | ".join(f"{r['documents'] / 1e6:g}M docs: s, driver MiB, workers MiB" for r in rows) + " |"
+    lines = [head, "|---|" + "---:|" * len(rows)]
+    for name in SCALE_PHASES:
+        cells = [f"{r['phases'][name]['seconds']:.1f}, {mib(r['phases'][name]['driver_rss'])}, "
+                 + "/".join(mib(w) for w in r["phases"][name]["worker_rss"][:4]) for r in rows]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append("| whole run | " + " | ".join(f"{r['seconds']:.1f} s ({r['shards']} shards)" for r in rows) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def scale_ratios(small: dict, large: dict) -> dict:
+    """Large / small: the largest driver and worker peak over all phases, and time per document."""
+    def peak(row, key):
+        return max((max(p[key]) if key == "worker_rss" and p[key] else p[key] if key == "driver_rss" else 0)
+                   for p in row["phases"].values())
+
+    per_doc = (large["seconds"] / large["documents"]) / (small["seconds"] / small["documents"])
+    return {"driver_rss": peak(large, "driver_rss") / peak(small, "driver_rss"),
+            "worker_rss": peak(large, "worker_rss") / peak(small, "worker_rss"),
+            "seconds_per_document": per_doc,
+            **{f"{n}_seconds": large["phases"][n]["seconds"] / max(small["phases"][n]["seconds"], 0.01)
+               for n in SCALE_PHASES}}
+
+
+def scale_bench(docs: int, folder: Path) -> int:
+    """``docs`` and 4 x ``docs`` short documents (make_corpus.py), one source: time and memory per phase."""
+    work = Path(tempfile.mkdtemp(prefix="scale-", dir=folder))
+    workers = os.cpu_count() or 1
+    rows = [scale_run(folder / f"corpus-{n}", n, work, workers) for n in (docs, 4 * docs)]
+    ratios = scale_ratios(*rows)
+    text = scale_markdown(rows) + "\n4x / 1x: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()) + "\n"
+    stem = folder / f"scale-{docs}-{time.strftime('%Y-%m-%dT%H%M%S')}"
+    stem.with_suffix(".json").write_text(json.dumps({"runs": rows, "ratios": ratios}, indent=1))
+    stem.with_suffix(".md").write_text(text)
+    print(text)
+    shutil.rmtree(work, ignore_errors=True)
+    return 0 if ratios["driver_rss"] <= 1.2 and ratios["worker_rss"] <= 1.2 and ratios["seconds_per_document"] <= 1.0 else 1
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mb", type=int, default=int(os.environ.get("BENCH_MB", 300)), help="corpus size in MB of text")
@@ -752,7 +898,13 @@ def main(argv=None) -> int:
                     help="runs of each measurement; the tables show medians")
     ap.add_argument("--pairs", type=int, default=None,
                     help="paired pipeline runs (default: --repeat), e.g. --repeat 1 --pairs 3 for the targets alone")
+    ap.add_argument("--scale", type=int, default=0, metavar="N",
+                    help="instead: a one-source mixture of N and 4N short documents (make_corpus.py), "
+                         "wall time and peak RSS of the driver and each worker per phase")
     args = ap.parse_args(argv)
+    if args.scale:
+        args.dir.mkdir(parents=True, exist_ok=True)
+        return scale_bench(args.scale, args.dir)
     skip = set(filter(None, args.skip.split(",")))
     cores = os.cpu_count() or 1
     corpus = args.dir / f"corpus-{args.mb}MB"

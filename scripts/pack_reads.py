@@ -74,7 +74,7 @@ class ShardTimer:
 
 
 class LocalReads:
-    """Reads of token files on local disk: ``MMIDXReader`` item reads (a copy each) and spans."""
+    """Reads of token files: ``MMIDXReader`` item reads (a copy each), spans and gathers (``take``)."""
 
     def __init__(self):
         self.items = self.spans = 0
@@ -82,7 +82,8 @@ class LocalReads:
     def install(self) -> None:
         from pipeline import mmidx
 
-        getitem, span, log = mmidx.MMIDXReader.__getitem__, getattr(mmidx.MMIDXReader, "span", None), self
+        getitem, log = mmidx.MMIDXReader.__getitem__, self
+        span, take = getattr(mmidx.MMIDXReader, "span", None), getattr(mmidx.MMIDXReader, "take", None)
 
         def counted_item(reader, i):
             log.items += 1
@@ -95,6 +96,12 @@ class LocalReads:
                 return span(reader, first, last)
 
             mmidx.MMIDXReader.span = counted_span
+        if take is not None:
+            def counted_take(reader, rows):
+                log.spans += 1
+                return take(reader, rows)
+
+            mmidx.MMIDXReader.take = counted_take
 
 
 def moto(data_root: str) -> tuple[object, list[str], str]:
