@@ -11,12 +11,15 @@ CACHE         ?= $(OUT)/cache
 STAGE1_TOKENS ?= 1000000
 STAGE2_TOKENS ?= 2000000
 SHARDS        ?= 4
+# Dry runs use the bundled test tokenizer (`--tokenizer small`); the mixtures name GPT-NeoX-20B's.
+TOKENIZER     ?= small
 RUNNER        ?= DirectRunner
 DASK_SCHEDULER ?=
 BEAM_ARGS     ?=
 PYTEST_ARGS   ?=
 MIXPREP        = $(BIN)/mixprep
 RUN_FLAGS      = --data-root $(DATA_ROOT) --cache $(CACHE) $(if $(SHARDS),--shards $(SHARDS)) --runner=$(RUNNER) \
+                 $(if $(TOKENIZER),--tokenizer $(TOKENIZER)) \
                  $(if $(DASK_SCHEDULER),--dask_client_address=$(DASK_SCHEDULER)) $(BEAM_ARGS)
 size_flag      = $(if $(or $(TOTAL_TOKENS),$(1)),--total-tokens $(or $(TOTAL_TOKENS),$(1)))
 EXTRA_DEPS     =
@@ -31,6 +34,7 @@ CACHE         := gs://$(BUCKET)/cache
 STAGE1_TOKENS :=
 STAGE2_TOKENS :=
 SHARDS        :=
+TOKENIZER     :=
 EXTRA_DEPS     = gcp-deps
 RUN_FLAGS     += --project=$(PROJECT) --region=$(REGION) --temp_location=gs://$(BUCKET)/tmp \
                  --staging_location=gs://$(BUCKET)/staging --setup_file=./setup.py

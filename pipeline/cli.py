@@ -42,7 +42,8 @@ def _mixture_args(p: argparse.ArgumentParser, out: bool) -> None:
     p.add_argument("--data-root", default=None,
                    help="folder or URI the sources' roots are relative to (default: the bundled samples)")
     p.add_argument("--cache", default=None, help="token cache root (default: OUT/../cache, or out/cache)")
-    p.add_argument("--tokenizer", default=None, help="tokenizer.json path or hub id, instead of the config's")
+    p.add_argument("--tokenizer", default=None,
+                   help="tokenizer.json path or hub id instead of the mixture's; `small`: the bundled test tokenizer")
     p.add_argument("--total-tokens", type=int, default=None, help="override the mixture's total tokens")
     p.add_argument("--seed", type=int, default=None, help="override the mixture's seed")
     p.add_argument("--shards", type=int, default=None, help="override the number of output shards")
@@ -88,7 +89,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _load(args):
-    from .bundled import bundled, mixture_path
+    from .bundled import bundled, mixture_path, tokenizer_argument
     from .config import load_mixture
 
     if args.data_root is None:
@@ -96,14 +97,9 @@ def _load(args):
         logging.getLogger("mixprep").info("data root: the bundled samples (%s); --data-root names your corpora",
                                           args.data_root)
     overrides = {"total_tokens": args.total_tokens, "seed": args.seed, "shards": args.shards,
-                 "validation_tokens": args.validation_tokens, "test_tokens": args.test_tokens}
-    cfg = load_mixture(mixture_path(args.mixture), overrides)
-    if args.tokenizer:
-        import dataclasses
-
-        tok = args.tokenizer if not os.path.exists(args.tokenizer) else os.path.abspath(args.tokenizer)
-        cfg = dataclasses.replace(cfg, tokenizer=tok)
-    return cfg
+                 "validation_tokens": args.validation_tokens, "test_tokens": args.test_tokens,
+                 "tokenizer": tokenizer_argument(args.tokenizer) if args.tokenizer else None}
+    return load_mixture(mixture_path(args.mixture), overrides)
 
 
 # --- errors ----------------------------------------------------------------------------------
@@ -234,10 +230,10 @@ def _dispatch(args, beam_args: list[str], tty: bool = False) -> int:
         return 0
     cfg = _load(args)
     if args.command == "stats" and args.published is not None:
-        from .bundled import bundled
+        from .bundled import PUBLISHED_SIZES, bundled
         from .stats import load_published_sizes, published_fit, published_table
 
-        sizes = args.published or os.path.join(bundled("mixtures") or "mixtures", "published-sizes.yaml")
+        sizes = args.published or os.path.join(bundled("mixtures") or "mixtures", PUBLISHED_SIZES)
         print(published_table(cfg, published_fit(cfg, load_published_sizes(sizes))))
         return 0
     if args.command == "stats":
@@ -259,7 +255,8 @@ def _dispatch(args, beam_args: list[str], tty: bool = False) -> int:
             refused = len(a.get("files_refused", ()))
             print(f"{name}: {a.get('files_read', len(c.parts)):,} files ({refused:,} refused), "
                   f"{st['documents']:,} documents, {st['tokens']:,} tokens "
-                  f"({a['read']:,} read, {a['rejected']:,} rejected, {a['excluded_subset']:,} excluded) -> {c.directory}")
+                  f"({a['read']:,} read, {a['rejected']:,} rejected, {a['excluded_subset']:,} excluded) "
+                  f"-> {c.directory}")
         return 0
     from .mixture import run_mixture
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from .bundled import SMALL_TOKENIZER, small_tokenizer_path
 from .errors import ConfigError
 from .sources.kinds import KINDS
 from .sources.spec import DatasetRef, SourceSpec
@@ -101,7 +102,8 @@ class MixtureConfig:
     name: str = _help("the mixture's name; shards are named NAME-NNNNN-of-MMMMM")
     total_tokens: int = _help("tokens in the mixture (before cutting into samples)")
     seq_len: int = _help("context length; every sample holds seq_len + 1 tokens")
-    tokenizer: str = _help("path to a HF tokenizer.json (relative to this file) or a hub id")
+    tokenizer: str = _help("a HF tokenizer.json (a path relative to this file), a hub id, or `small` (the bundled "
+                           "test tokenizer)")
     sources: tuple[SourceConfig, ...] = _help("the sources and their shares")
     seed: int = _help("seeds every keep/repeat/order decision", 1234)
     layout: str = _help(f"what one shard entry is: {'; '.join(f'{k}: {v}' for k, v in LAYOUTS.items())}",
@@ -119,11 +121,14 @@ class MixtureConfig:
         "(by default only a sample of such a source is tokenized; whole caches serve later, larger mixtures)", False)
     description: str = _help("free text", "")
     origin: str = _help("the file this config was loaded from (not part of the config itself)", "")
+    named_tokenizer: str = _help("the tokenizer the file names, when an override replaced it (set by mixprep)", "")
 
     @property
     def tokenizer_path(self) -> str:
         """The tokenizer as a loadable path: relative paths are relative to the config's folder."""
         t = self.tokenizer
+        if t == SMALL_TOKENIZER:  # the bundled test tokenizer, by name: the config stays the same on every machine
+            return small_tokenizer_path()
         if _looks_like_hub_id(t) or os.path.isabs(t) or not self.origin:
             return t
         return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(self.origin)), t))
@@ -165,6 +170,7 @@ class MixtureConfig:
         """The resolved config as JSON-ready data (the same on every machine: no local paths)."""
         d = _to_jsonable(dataclasses.asdict(self))
         d.pop("origin")
+        d.pop("named_tokenizer")
         for key in ("validation_tokens", "test_tokens"):  # absent when 0: a mixture without them hashes as before
             if not d[key]:
                 d.pop(key)
@@ -199,10 +205,13 @@ def load_mixture(path: str, overrides: dict[str, Any] | None = None) -> MixtureC
         raise ConfigError(f"{path}: cannot be read ({e}).") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of keys at the top level.")
-    if "origin" in raw:
-        raise ConfigError(f"{path}: 'origin' is set by mixprep, not by the file.")
+    for key in ("origin", "named_tokenizer"):
+        if key in raw:
+            raise ConfigError(f"{path}: {key!r} is set by mixprep, not by the file.")
+    named = raw.get("tokenizer")
     raw = {**raw, **{k: v for k, v in (overrides or {}).items() if v is not None}}
-    cfg = dataclasses.replace(_build(MixtureConfig, raw, path, ""), origin=path)
+    cfg = dataclasses.replace(_build(MixtureConfig, raw, path, ""), origin=path,
+                              named_tokenizer=named if isinstance(named, str) and named != raw["tokenizer"] else "")
     tok = cfg.tokenizer_path
     if not _looks_like_hub_id(tok) and not os.path.exists(tok):
         raise ConfigError(

@@ -148,16 +148,21 @@ class _Caches:
             c.close()
 
 
-def _load_tokenizer(manifest: dict, path: str | None):
-    """The manifest's tokenizer: ``path`` (checked by sha256), else its recorded name if it is a file here."""
+def _load_tokenizer(manifest: dict, path: str | None, out: str = ""):
+    """The manifest's tokenizer: ``path`` (checked by sha256), else the copy the run left beside its
+    shards, else its recorded name if that is a file here (or ``small``, the bundled test tokenizer)."""
+    from .bundled import SMALL_TOKENIZER, small_tokenizer_path
+    from .manifest import TOKENIZER_FILE
     from .tokenizer import load_tokenizer
 
     want = manifest["tokenizer"]["sha256"]
     if path is None:
         name = manifest["tokenizer"]["name"]
-        if not os.path.isfile(name):
+        found = [p for p in (os.path.join(out, TOKENIZER_FILE) if out and not storage.is_remote(out) else "",
+                             small_tokenizer_path() if name == SMALL_TOKENIZER else name) if p and os.path.isfile(p)]
+        if not found:
             return None
-        path = name
+        path = found[0]
     tok = load_tokenizer(path)
     if tok.sha256 != want:
         raise MixprepError(f"tokenizer {path} (sha256 {tok.sha256[:16]}…) is not the one this mixture was "
@@ -190,7 +195,7 @@ def inspect_sample(out: str, index: int, cache_root: str, tokenizer: str | None 
     m = prov.manifest
     k, j, pieces = sample_pieces(prov, index)
     caches = _Caches(m, cache_root)
-    tok = _load_tokenizer(m, tokenizer) if text else None
+    tok = _load_tokenizer(m, tokenizer, out) if text else None
     try:
         with MMIDXReader(storage.join(out, prov.shards[k])) as shard:
             sample = np.asarray(shard[j])

@@ -31,6 +31,7 @@ from .cache import TokenCache
 from .config import MixtureConfig, config_hash
 from .plan import SourcePlan
 from .select import BucketSelection
+from .bundled import tokenizer_warnings
 from .tokenizer import TokenizerInfo
 
 __all__ = ["build_manifest", "split_manifest", "held_out_section", "neox_config", "summary_table", "MANIFEST_VERSION",
@@ -154,7 +155,10 @@ def build_manifest(
         "config": cfg.to_dict(),
         "config_hash": config_hash(cfg),
         "plan_hash": plan_hash,
-        "tokenizer": {**tokenizer.info(), "name": cfg.tokenizer},  # as written: no machine's paths
+        "tokenizer": {**tokenizer.info(), "name": cfg.tokenizer,  # as written: no machine's paths
+                      "named_by_mixture": cfg.named_tokenizer or cfg.tokenizer,
+                      "warnings": tokenizer_warnings(cfg.named_tokenizer, cfg.tokenizer, tokenizer.sha256,
+                                                     cfg.total_tokens)},
         "seq_len": cfg.seq_len,
         "layout": cfg.layout,  # samples: one entry, one sample; documents: one entry, one document copy
         "sample_tokens": cfg.seq_len + 1,

@@ -30,6 +30,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from . import __version__, storage
+from .bundled import tokenizer_warnings
 from .cache import BuildCaches, Readers, TokenCache, remove_covered_samples
 from .config import MixtureConfig, config_hash
 from .crashpoints import crash_point
@@ -160,6 +161,8 @@ def run_mixture(
 def _run_mixture(cfg: MixtureConfig, data_root: str, out: str, cache_root: str, beam_args: Sequence[str], progress,
                  readers: Readers) -> dict:
     tokenizer = load_tokenizer(cfg.tokenizer_path)
+    for warning in tokenizer_warnings(cfg.named_tokenizer, cfg.tokenizer, tokenizer.sha256, cfg.total_tokens):
+        log.warning("%s", warning)  # and in the manifest's tokenizer section
     files = mixed_source_files(cfg, data_root, beam_args)
     rules = sample_rules(cfg, files, tokenizer)
     candidates = None

@@ -166,7 +166,7 @@ def smoke(python: str, log) -> str | None:
             folder = os.path.join(out, stage)
             steps.append((f"{stage} dry run", [os.path.join(bin_, "mixprep"), "run", "--mixture", f"mixtures/{stage}.yaml",
                                                "--out", folder, "--cache", os.path.join(out, "cache"),
-                                               "--total-tokens", str(tokens), "--shards", "4"]))
+                                               "--total-tokens", str(tokens), "--shards", "4", "--tokenizer", "small"]))
             steps.append((f"mixprep verify {stage}", [os.path.join(bin_, "mixprep"), "verify", folder]))
         for what, cmd in steps:
             t0 = time.monotonic()

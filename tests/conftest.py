@@ -22,10 +22,11 @@ IN_PROCESS = ["--runner=DirectRunner", "--direct_running_mode=in_memory"]
 
 
 def mixture(path, **overrides):
-    """A bundled mixture in 3 shards, with ``overrides``."""
+    """A bundled mixture in 3 shards with the bundled test tokenizer (the mixtures name GPT-NeoX-20B's), with
+    ``overrides``."""
     from pipeline.config import load_mixture
 
-    return load_mixture(path, {"shards": 3, **overrides})
+    return load_mixture(path, {"shards": 3, "tokenizer": TOKENIZER, **overrides})
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ import textwrap
 
 import pytest
 
-from conftest import fuzz_examples
+from conftest import TOKENIZER, fuzz_examples
 
 from pipeline.config import load_mixture
 from pipeline.errors import ConfigError
@@ -34,7 +34,7 @@ sources:
 
 
 def test_stage1_is_the_recipe():
-    cfg = load_mixture(STAGE1)
+    cfg = load_mixture(STAGE1, {"tokenizer": TOKENIZER})
     assert (cfg.total_tokens, cfg.seq_len) == (10**12, 2048)
     web = sum(s.weight for s in cfg.sources if s.category == "web")
     assert web == pytest.approx(0.71)
@@ -47,7 +47,7 @@ def test_stage1_is_the_recipe():
 
 
 def test_stage2_is_the_recipe():
-    cfg = load_mixture(STAGE2)
+    cfg = load_mixture(STAGE2, {"tokenizer": TOKENIZER})
     assert (cfg.total_tokens, cfg.seq_len) == (10**11, 4096)
     assert sum(s.weight for s in cfg.sources if s.category == "web") == pytest.approx(0.55)
     assert cfg.source("starcoder").category == "code"

@@ -49,7 +49,7 @@ def test_driver_log_filter():
 def mixprep_run(tmp_path, *flags):
     cmd = [sys.executable, "-m", "pipeline.cli", *flags, "run", "--mixture", f"{ROOT}/mixtures/stage1.yaml",
            "--data-root", SAMPLES, "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache"),
-           "--total-tokens", "100000", "--shards", "1", "--direct_num_workers=2"]
+           "--total-tokens", "100000", "--shards", "1", "--tokenizer", "small", "--direct_num_workers=2"]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stderr.splitlines()

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, SAMPLES
+from conftest import ROOT, SAMPLES, TOKENIZER
 from pipeline.config import load_mixture
 from pipeline.mixture import run_mixture, tokenize_sources
 from pipeline.runners import beam_defaults
@@ -35,7 +35,7 @@ STAGES = {"stage1": ("stage1.yaml", 1_000_000), "stage2": ("stage2.yaml", 2_000_
 
 def mixture(stage: str):
     name, tokens = STAGES[stage]
-    return load_mixture(os.path.join(ROOT, "mixtures", name), {"total_tokens": tokens, "shards": 4})
+    return load_mixture(os.path.join(ROOT, "mixtures", name), {"tokenizer": TOKENIZER, "total_tokens": tokens, "shards": 4})
 
 
 def _start(args: list[str], log: str) -> subprocess.Popen:
@@ -146,7 +146,7 @@ def test_a_worker_killed_while_tokenizing_changes_nothing(cluster, local, tmp_pa
     """SIGKILL one worker once the first cache part is written: the run ends well, with the same bytes."""
     cmd = [sys.executable, "-m", "pipeline.cli", "run", "--mixture", os.path.join(ROOT, "mixtures", "stage1.yaml"),
            "--data-root", SAMPLES, "--out", str(tmp_path / "stage1"), "--cache", str(tmp_path / "cache"),
-           "--total-tokens", "1000000", "--shards", "4", "--runner=DaskRunner",
+           "--total-tokens", "1000000", "--shards", "4", "--tokenizer", TOKENIZER, "--runner=DaskRunner",
            f"--dask_client_address={cluster['address']}"]
     run = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -83,7 +83,7 @@ def check_every_dofn(p):
 
 @pytest.fixture(scope="module")
 def cfg():
-    return load_mixture(os.path.join(ROOT, "mixtures", "stage2.yaml"))
+    return load_mixture(os.path.join(ROOT, "mixtures", "stage2.yaml"), {"tokenizer": TOKENIZER})
 
 
 def test_tokenize_pipeline_for_dataflow(cfg):

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT, SAMPLES
+from conftest import ROOT, SAMPLES, TOKENIZER
 from pipeline.dataset import Collate, MixtureDataset, MixtureSampler, TorchCollate, TorchDataset, make_batch
 from pipeline.errors import FormatError
 from pipeline.mmidx import MMIDXWriter
@@ -408,7 +408,7 @@ def dry_run(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("dry")
     cfg = load_mixture(os.path.join(ROOT, "mixtures", "stage1.yaml"),
-                       {"shards": 2, "total_tokens": 50_000, "seq_len": 128})
+                       {"shards": 2, "total_tokens": 50_000, "seq_len": 128, "tokenizer": TOKENIZER})
     run_mixture(cfg, SAMPLES, str(root / "stage1"), str(root / "cache"),
                 ["--runner=DirectRunner", "--direct_running_mode=in_memory"])
     return str(root / "stage1")

@@ -18,7 +18,7 @@ try:  # shipped compiled in megatron-core's wheels; an sdist install has no Make
 except ImportError as e:
     pytest.skip(f"megatron-core's C++ dataset helpers are not built for this Python: {e}", allow_module_level=True)
 
-from conftest import ROOT, SAMPLES  # noqa: E402
+from conftest import ROOT, SAMPLES, TOKENIZER  # noqa: E402
 from pipeline.config import load_mixture  # noqa: E402
 from pipeline.megatron import ARGS_FILE, read_megatron_args  # noqa: E402
 from pipeline.megatron_check import check_epoch  # noqa: E402
@@ -37,7 +37,7 @@ def runs(tmp_path_factory):
     cache = str(root / "cache")
     out = {}
     for layout in ("documents", "samples"):
-        cfg = load_mixture(STAGE1, {"shards": 3, "total_tokens": 300_000, "seq_len": SEQ_LEN, "layout": layout})
+        cfg = load_mixture(STAGE1, {"tokenizer": TOKENIZER, "shards": 3, "total_tokens": 300_000, "seq_len": SEQ_LEN, "layout": layout})
         folder = str(root / layout)
         manifest = run_mixture(cfg, SAMPLES, folder, cache, IN_PROCESS)
         with warnings.catch_warnings():

@@ -174,7 +174,7 @@ def test_a_second_run_is_byte_identical(runs, tmp_path):
 def test_two_worker_processes_give_the_same_bytes(runs, tmp_path):
     """The CLI with 2 worker processes (multi_processing) writes what the in-process run wrote."""
     out = tmp_path / "mp"
-    cmd = [sys.executable, "-m", "pipeline.cli", "run", "--mixture", STAGE1, "--data-root", SAMPLES,
+    cmd = [sys.executable, "-m", "pipeline.cli", "run", "--mixture", STAGE1, "--data-root", SAMPLES, "--tokenizer", TOKENIZER,
            "--out", str(out), "--cache", str(tmp_path / "cache"), "--total-tokens", "1000000", "--shards", "3",
            "--direct_running_mode=multi_processing", "--direct_num_workers=2"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)

@@ -17,7 +17,7 @@ STAGE1 = os.path.join(ROOT, "mixtures", "stage1.yaml")
 
 
 def cfg():
-    return load_mixture(STAGE1, {"total_tokens": 200_000, "shards": 2})
+    return load_mixture(STAGE1, {"tokenizer": TOKENIZER, "total_tokens": 200_000, "shards": 2})
 
 
 def local_digest(folder):

@@ -8,7 +8,7 @@ import os
 import pytest
 
 import pipeline.mmidx as mmidx
-from conftest import ROOT, SAMPLES
+from conftest import ROOT, SAMPLES, TOKENIZER
 from pipeline.config import load_mixture
 from pipeline.errors import OutputError
 from pipeline.mixture import run_mixture
@@ -20,7 +20,7 @@ STAGE1 = os.path.join(ROOT, "mixtures", "stage1.yaml")
 
 
 def cfg():
-    return load_mixture(STAGE1, {"total_tokens": 400_000, "shards": 3})
+    return load_mixture(STAGE1, {"tokenizer": TOKENIZER, "total_tokens": 400_000, "shards": 3})
 
 
 def digest(folder):

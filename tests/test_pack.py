@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT, SAMPLES
+from conftest import ROOT, SAMPLES, TOKENIZER
 from pipeline.config import load_mixture
 from pipeline.mixture import run_mixture
 from pipeline.mmidx import MMIDXReader
@@ -26,7 +26,7 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("layouts")
     out = {"root": root, "cache": str(root / "cache")}
     for layout in ("documents", "samples"):
-        cfg = load_mixture(STAGE1, {**SIZE, "layout": layout})
+        cfg = load_mixture(STAGE1, {"tokenizer": TOKENIZER, **SIZE, "layout": layout})
         out[layout] = run_mixture(cfg, SAMPLES, str(root / layout), out["cache"], IN_PROCESS)
     return out
 
@@ -65,6 +65,7 @@ def test_two_worker_processes_give_the_same_bytes(runs, tmp_path):
     mixture.write_text(text + "layout: documents\n")
     out = tmp_path / "mp"
     cmd = [sys.executable, "-m", "pipeline.cli", "run", "--mixture", str(mixture), "--data-root", SAMPLES,
+           "--tokenizer", TOKENIZER,
            "--out", str(out), "--cache", str(tmp_path / "cache"), "--total-tokens", "300000", "--shards", "3",
            "--direct_running_mode=multi_processing", "--direct_num_workers=2"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)

@@ -18,7 +18,7 @@ STAGE1 = os.path.join(ROOT, "mixtures", "stage1.yaml")
 
 
 def cfg(**overrides):
-    return load_mixture(STAGE1, {"total_tokens": 200_000, "shards": 2, **overrides})
+    return load_mixture(STAGE1, {"tokenizer": TOKENIZER, "total_tokens": 200_000, "shards": 2, **overrides})
 
 
 def shards(folder):

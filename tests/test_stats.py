@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from conftest import ROOT, SAMPLES
+from conftest import ROOT, SAMPLES, TOKENIZER
 from test_cli import built, mixprep  # noqa: F401  (the shared small mixture)
 from test_sampling import IN_PROCESS, corpus, mixture
 from pipeline.cache import TokenCache, cache_dir
@@ -80,7 +80,7 @@ def test_stage1_at_full_size_fits_the_published_sizes():
     """The bundled stage 1 carries an answer for RefinedWeb: 560B of a 500-650B-token dataset needs up to
     1.12 epochs, and its max_repetition of 1.2 allows them (docs/RECIPE.md)."""
     sizes = load_published_sizes(os.path.join(ROOT, "mixtures", "published-sizes.yaml"))
-    cfg = load_mixture(os.path.join(ROOT, "mixtures", "stage1.yaml"))
+    cfg = load_mixture(os.path.join(ROOT, "mixtures", "stage1.yaml"), {"tokenizer": TOKENIZER})
     fits = {f.name: f for f in published_fit(cfg, sizes)}
     assert set(fits) == {"refinedweb", "c4", "redpajama", "pile"}
     assert all(f.verdict == "fits" for f in fits.values())
@@ -93,7 +93,7 @@ def test_stage1_at_full_size_fits_the_published_sizes():
 
 def test_a_source_that_may_fall_short_is_said_with_what_would_fit(tmp_path):
     sizes = load_published_sizes(os.path.join(ROOT, "mixtures", "published-sizes.yaml"))
-    cfg = load_mixture(os.path.join(ROOT, "mixtures", "stage1.yaml"))
+    cfg = load_mixture(os.path.join(ROOT, "mixtures", "stage1.yaml"), {"tokenizer": TOKENIZER})
     once = dataclasses.replace(cfg, sources=tuple(dataclasses.replace(s, max_repetition=1.0) for s in cfg.sources))
     verdicts = {f.name: f.verdict for f in published_fit(once, sizes)}
     assert verdicts["refinedweb"].startswith("fits if it holds >= 560,000,000,000 tokens")

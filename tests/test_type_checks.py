@@ -32,7 +32,7 @@ RUNNERS = {
 
 @pytest.fixture(scope="module")
 def cfg():
-    return load_mixture(os.path.join(ROOT, "mixtures", "stage2.yaml"))
+    return load_mixture(os.path.join(ROOT, "mixtures", "stage2.yaml"), {"tokenizer": TOKENIZER})
 
 
 def checked_pipeline(runner: str) -> beam.Pipeline:
@@ -103,7 +103,7 @@ RUNTIME_CHECKED = ["--runner=DirectRunner", "--direct_running_mode=in_memory", "
 def test_a_one_job_run_passes_the_runtime_type_check(tmp_path):
     """Stage 1 samples nothing: one job tokenizes, plans and packs, every element checked against
     the hints of the step it enters and leaves."""
-    cfg = load_mixture(os.path.join(ROOT, "mixtures", "stage1.yaml"), {"total_tokens": 300_000, "shards": 2})
+    cfg = load_mixture(os.path.join(ROOT, "mixtures", "stage1.yaml"), {"tokenizer": TOKENIZER, "total_tokens": 300_000, "shards": 2})
     manifest = run_mixture(cfg, SAMPLES, str(tmp_path / "out"), str(tmp_path / "cache"), RUNTIME_CHECKED)
     assert manifest["totals"]["selected_tokens"] == 300_000
 
