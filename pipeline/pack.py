@@ -7,10 +7,10 @@ tokens (each ends with EOS) in key order. Layout ``samples`` cuts it into entrie
 ``documents`` writes each copy as one entry, in the same order, and drops nothing: the trainer packs
 (Megatron's GPTDataset concatenates a shard's entries and cuts its own windows).
 
-What crosses the shuffle is the path of a file of references (24 bytes a copy), one file per
-(cache part, shard) under ``out/_refs`` (``REFS_DIR``), never token arrays nor the references
-themselves: the local runner holds everything it groups in the driver's memory. A shard's writer
-deletes its files once the shard is written.
+What crosses the shuffle is where a shard's references (24 bytes a copy) sit in a cache part's
+file of references under ``out/_refs`` (``REFS_DIR``), never token arrays nor the references
+themselves: the local runner holds everything it groups in the driver's memory. The folder is
+removed once every shard is written.
 
 Provenance: beside each shard, ``_provenance/NAME.refs.npy`` holds the shard's copies in stream order
 (``PROVENANCE_DTYPE``: source index, cache part, row, tokens; 14 bytes a copy). The running sum of
@@ -22,12 +22,10 @@ indices refer to.
 from __future__ import annotations
 
 import collections
-import contextlib
 import dataclasses
 import hashlib
 import io
 import mmap
-import os
 import tempfile
 from typing import Iterator, Sequence
 
@@ -39,7 +37,7 @@ from .cache import TokenCache
 from .errors import FormatError
 from .hashing import PLACE, decision_keys
 from .lifetime import freeze_worker_state
-from .mmidx import MMIDXWriter
+from .mmidx import MMIDXReader, MMIDXWriter
 from .sampling import SampleRule
 from .select import BucketSelection, copies_for, doc_arrays
 from . import storage
@@ -128,44 +126,38 @@ class _RouteCopiesFn(beam.DoFn):
             for s in np.unique(shards):
                 out[int(s)].append(refs[shards == s])
         Metrics.counter(f"mix:{name}", "copies").inc(int(copies.sum()))
-        for s, chunks in sorted(out.items()):
-            yield s, _save_refs(packing, s, src, part, np.concatenate(chunks))
+        yield from _save_refs(packing, src, part, {s: np.concatenate(chunks) for s, chunks in sorted(out.items())})
 
 
-REFS_DIR = "_refs"  # routed references, a file per (shard, cache part), until the shard is written
+REFS_DIR = "_refs"  # routed references, a file per cache part, removed once every shard is written
 
 
-def _refs_path(packing: Packing, shard: int, src: int, part: int) -> str:
-    return storage.join(packing.out_dir, REFS_DIR, f"{shard:05d}", f"{src:03d}-{part:05d}.npy")
-
-
-def _save_refs(packing: Packing, shard: int, src: int, part: int, refs: np.ndarray) -> str:
-    """Write one (shard, part)'s references beside the output; the shuffle carries the path. The
-    local runner holds everything it groups in the driver: references grew it with the input."""
-    path = _refs_path(packing, shard, src, part)
-    buf = io.BytesIO()
-    np.save(buf, refs, allow_pickle=False)
+def _save_refs(packing: Packing, src: int, part: int, by_shard: dict[int, np.ndarray]):
+    """Write one cache part's references, shard after shard, to one file beside the output; yield
+    (shard, (path, first, count)) for the shuffle to carry. The local runner holds everything it
+    groups in the driver: references grew it with the input."""
+    path = storage.join(packing.out_dir, REFS_DIR, f"{src:03d}-{part:05d}.refs")
     with atomic_writer(path, "wb") as f:
-        f.write(buf.getvalue())
-    return path
+        for refs in by_shard.values():
+            f.write(refs.tobytes())
+    first = 0
+    for shard, refs in by_shard.items():
+        yield shard, (path, first, len(refs))
+        first += len(refs)
 
 
 def _load_refs(chunk) -> np.ndarray:
-    if not isinstance(chunk, str):
-        return chunk  # _every_shard's empty array
-    with storage.open_read(chunk) as f:
-        return np.load(io.BytesIO(f.read()), allow_pickle=False)
+    """A shard's references from one part's file (one ranged read), or _every_shard's empty array."""
+    if isinstance(chunk, np.ndarray):
+        return chunk
+    path, first, count = chunk
+    with storage.open_read(path) as f:
+        f.seek(first * REF_DTYPE.itemsize)
+        return np.frombuffer(f.read(count * REF_DTYPE.itemsize), REF_DTYPE)
 
 
-def _drop_refs(chunks) -> None:
-    paths = [c for c in chunks if isinstance(c, str)]
-    for path in paths:
-        storage.delete(path)
-    if paths and not storage.is_remote(paths[0]):  # a local run leaves no empty folders
-        shard_dir = os.path.dirname(paths[0])
-        for folder in (shard_dir, os.path.dirname(shard_dir)):
-            with contextlib.suppress(OSError):  # not empty yet: another shard's files
-                os.rmdir(folder)
+def _drop_refs(_, packing: Packing) -> None:
+    storage.delete_tree(storage.join(packing.out_dir, REFS_DIR))
 
 
 def pack_stream(pieces, seq_len: int, writer: MMIDXWriter) -> int:
@@ -212,7 +204,6 @@ class _WriteShardFn(beam.DoFn):
         if storage.exists(sidecar) and read_json(sidecar).get("plan_hash") == plan_hash and all(
             storage.exists(storage.join(out, name + ext)) for ext in (".bin", ".idx")
         ) and storage.exists(storage.join(out, PROVENANCE_DIR, name + ".refs.npy")):
-            _drop_refs(chunks)
             yield read_json(sidecar)  # finished by an earlier run of the same plan
             return
         chunks = list(chunks)
@@ -246,7 +237,6 @@ class _WriteShardFn(beam.DoFn):
             "provenance": provenance,
         }
         write_json(sidecar, record)
-        _drop_refs(chunks)  # after the sidecar: a writer retried before it reads them again
         Metrics.counter("mix", "samples").inc(info.sequences)
         yield record
 
@@ -340,18 +330,17 @@ def _gather(refs: np.ndarray, caches: dict, dtype: np.dtype, spill) -> np.ndarra
                                  | (docs["part"][1:] != docs["part"][:-1])]) if len(docs) else []
     at = 0
     for i, j in zip(parts, [*parts[1:], len(docs)]):
-        cache = caches[int(docs["source"][i])]
-        reader = cache.tokens(int(docs["part"][i]))
-        if reader.dtype != dtype:
-            raise FormatError(f"{reader.prefix}: expected {dtype.name} tokens (the mixture's), found {reader.dtype.name}")
-        rows = docs["row"][i:j].astype(np.int64)
-        starts[i:j] = at + _token_offsets(reader, rows)
-        if storage.is_remote(reader.prefix):
-            _copy_runs(reader, rows, spill)
-        else:
-            _copy_rows(reader, rows, spill)
+        # Open one part at a time: a writer touches every part, and each open index is resident.
+        with MMIDXReader(caches[int(docs["source"][i])].prefix(int(docs["part"][i]))) as reader:
+            if reader.dtype != dtype:
+                raise FormatError(f"{reader.prefix}: expected {dtype.name} tokens (the mixture's), found {reader.dtype.name}")
+            rows = docs["row"][i:j].astype(np.int64)
+            starts[i:j] = at + _token_offsets(reader, rows)
+            if storage.is_remote(reader.prefix):
+                _copy_runs(reader, rows, spill)
+            else:
+                _copy_rows(reader, rows, spill)
         at = int(starts[j - 1]) + int(docs["n"][j - 1])
-        cache.release_pages()
     offsets = np.empty(len(refs), dtype=np.int64)
     offsets[order] = starts[np.cumsum(new) - 1]
     return offsets
@@ -448,12 +437,16 @@ class PackShards(beam.PTransform):
         plan = beam.pvalue.AsSingleton(packing)
         routed = parts | "RouteCopies" >> beam.ParDo(_RouteCopiesFn(), plan)
         # Every shard exists even if no copy lands in it (tiny mixtures, many shards).
-        return (
+        records = (
             (routed, every_shard)
             | "AllShards" >> beam.Flatten()
             | "GroupByShard" >> beam.GroupByKey()
             | "WriteShards" >> beam.ParDo(_WriteShardFn(), plan)
         )
+        # Once every shard is written (a writer retried after this would find its shard done).
+        _ = (records | "CountShards" >> beam.combiners.Count.Globally()
+             | "DropReferences" >> beam.Map(_drop_refs, plan))
+        return records
 
 
 def _every_shard(packing: Packing) -> list[tuple[int, np.ndarray]]:

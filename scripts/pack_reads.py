@@ -136,7 +136,9 @@ def measure(args) -> dict:
     from pipeline.config import load_mixture
     from pipeline.mixture import run_mixture
 
-    overrides = {"total_tokens": args.total_tokens} if args.total_tokens else {}
+    overrides = {"tokenizer": os.path.abspath(args.tokenizer)}
+    if args.total_tokens:
+        overrides["total_tokens"] = args.total_tokens
     if args.shards:
         overrides["shards"] = args.shards
     cfg = load_mixture(args.mixture, overrides)
@@ -178,6 +180,8 @@ def main(argv=None) -> int:
     ap.add_argument("--store", choices=("local", "s3"), default="local")
     ap.add_argument("--mixture", default=str(REPO / "mixtures" / "stage1.yaml"))
     ap.add_argument("--data-root", default=str(REPO / "samples"))
+    ap.add_argument("--tokenizer", default=str(REPO / "tokenizer" / "tokenizer.json"),
+                    help="the project's small BPE by default (the dry runs' tokenizer)")
     ap.add_argument("--total-tokens", type=int, default=200_000)
     ap.add_argument("--shards", type=int, default=2)
     print(json.dumps(measure(ap.parse_args(argv))))
