@@ -418,19 +418,22 @@ class MMIDXReader:
     (the mapping is released once no view refers to it).
     """
 
-    def __init__(self, prefix):
+    def __init__(self, prefix, *, check: bool = True):
+        """``check=False`` skips the per-entry checks of pointers and document boundaries (header and
+        sizes are still checked): for a file opened again and again whose reads stay bounds-checked
+        (``span``, ``take``: numpy slices, or ranges of a remote ``.bin``)."""
         self.prefix = os.fspath(prefix)
         self.idx_path, self.bin_path = self.prefix + ".idx", self.prefix + ".bin"
         self._idx_map = self._bin_map = b""
         try:
             self._idx_map = _map_readonly(self.idx_path, ".idx")
             self._bin_map = _map_readonly(self.bin_path, ".bin")
-            self._parse()
+            self._parse(check)
         except BaseException:
             self.close()
             raise
 
-    def _parse(self) -> None:
+    def _parse(self, check: bool = True) -> None:
         idx, path = self._idx_map, self.idx_path
         if len(idx) < _HEADER.size:
             _fail(path, f"at least {_HEADER.size} bytes (the header)", f"{len(idx)} bytes",
@@ -456,8 +459,13 @@ class MMIDXReader:
         self._lengths = np.frombuffer(idx, "<i4", n, _HEADER.size)
         self._pointers = np.frombuffer(idx, "<i8", n, _HEADER.size + 4 * n)
         self._docs = np.frombuffer(idx, "<i8", d, _HEADER.size + 12 * n)
-        self.num_tokens = self._check_pointers()
-        self._check_documents()
+        if check:
+            self.num_tokens = self._check_pointers()
+            self._check_documents()
+        elif len(self._bin_map) % self.dtype.itemsize:
+            _fail(self.bin_path, f"a whole number of {self.dtype.name} tokens", f"{len(self._bin_map)} bytes")
+        else:
+            self.num_tokens = len(self._bin_map) // self.dtype.itemsize
         self._tokens = None if isinstance(self._bin_map, _RemoteBlob) else np.frombuffer(self._bin_map, self.dtype)
 
     def _check_pointers(self) -> int:

@@ -331,7 +331,9 @@ def _gather(refs: np.ndarray, caches: dict, dtype: np.dtype, spill) -> np.ndarra
     at = 0
     for i, j in zip(parts, [*parts[1:], len(docs)]):
         # Open one part at a time: a writer touches every part, and each open index is resident.
-        with MMIDXReader(caches[int(docs["source"][i])].prefix(int(docs["part"][i]))) as reader:
+        # Unchecked: every writer checking every part's whole index made the stage's work grow with
+        # shards x documents (the writer's reads stay bounds-checked).
+        with MMIDXReader(caches[int(docs["source"][i])].prefix(int(docs["part"][i])), check=False) as reader:
             if reader.dtype != dtype:
                 raise FormatError(f"{reader.prefix}: expected {dtype.name} tokens (the mixture's), found {reader.dtype.name}")
             rows = docs["row"][i:j].astype(np.int64)

@@ -111,3 +111,20 @@ def test_s3_reads_are_per_part_and_shard(corpus, s3_server, tmp_path, monkeypatc
     from test_object_store import local_digest, s3_digest
 
     assert s3_digest(s3_server.endpoint, "mixprep-scale-out", "mix") == local_digest(tmp_path / "mix")
+
+
+def test_unchecked_reader_reads_the_same_and_still_refuses_a_torn_bin(tmp_path):
+    """What the shard writers open: no per-entry checks, the same tokens, reads still in bounds."""
+    from pipeline.errors import FormatError
+    from pipeline.mmidx import write_sequences
+
+    prefix = str(tmp_path / "part")
+    seqs = [np.arange(n, dtype=np.uint16) for n in (3, 0, 5, 2)]
+    write_sequences(prefix, seqs, np.uint16)
+    with MMIDXReader(prefix, check=False) as r:
+        assert np.array_equal(r.span(0, 3), np.concatenate(seqs))
+        assert np.array_equal(r.take(np.array([2, 0])), np.concatenate([seqs[2], seqs[0]]))
+    with open(prefix + ".bin", "ab") as f:
+        f.write(b"\0")  # half a token
+    with pytest.raises(FormatError, match="whole number"):
+        MMIDXReader(prefix, check=False)
