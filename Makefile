@@ -40,7 +40,7 @@ RUN_FLAGS     += --project=$(PROJECT) --region=$(REGION) --temp_location=gs://$(
                  --staging_location=gs://$(BUCKET)/staging --setup_file=./setup.py
 endif
 
-.PHONY: venv lock check-newest gcp-deps test samples tokenizer stage1-mixture stage2-mixture dry-run bench fuzz clean
+.PHONY: venv lock check-newest gcp-deps test samples tokenizer stage1-mixture stage2-mixture dry-run bench bench-scale fuzz clean
 
 venv: $(STAMP)
 
@@ -94,6 +94,11 @@ BENCH_DIR   ?= $(HOME)/.cache/mixprep-bench
 BENCH_ARGS  ?=
 bench: $(STAMP)
 	$(BIN)/python scripts/bench.py --mb $(BENCH_MB) --dir $(BENCH_DIR) --repeat $(BENCH_REPEAT) $(BENCH_ARGS)
+
+# Millions of documents: wall time and peak RSS per phase at SCALE_DOCS and 4x that (docs/SCALING.md).
+SCALE_DOCS ?= 5000000
+bench-scale: $(STAMP)
+	$(BIN)/python scripts/bench.py --scale $(SCALE_DOCS) --dir $(BENCH_DIR)
 
 # A long fuzzing campaign (not part of `make test`): config loader and .idx/.bin reader.
 FUZZ_EXAMPLES ?= 20000
