@@ -136,6 +136,9 @@ def _save_refs(packing: Packing, src: int, part: int, by_shard: dict[int, np.nda
     """Write one cache part's references, shard after shard, to one file beside the output; yield
     (shard, (path, first, count)) for the shuffle to carry. The local runner holds everything it
     groups in the driver: references grew it with the input."""
+    by_shard = {s: refs for s, refs in by_shard.items() if len(refs)}
+    if not by_shard:  # a part none of whose documents is selected: no file (an empty object is no upload on S3)
+        return
     path = storage.join(packing.out_dir, REFS_DIR, f"{src:03d}-{part:05d}.refs")
     with atomic_writer(path, "wb") as f:
         for refs in by_shard.values():
