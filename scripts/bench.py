@@ -248,11 +248,11 @@ def train_tokenizer(corpus: Path) -> Path:
 # --- measuring ------------------------------------------------------------------------------------
 
 
-class PeakRSS:
-    """Peak total RSS of a process and all its descendants, sampled every `interval` seconds."""
+class _Sampling:
+    """A thread running the subclass's ``_run`` while the ``with`` block lasts (``_stop`` tells it to end)."""
 
-    def __init__(self, pid: int, interval: float = 0.1):
-        self.pid, self.interval, self.peak, self._stop = pid, interval, 0, threading.Event()
+    def __init__(self):
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self):
@@ -262,6 +262,14 @@ class PeakRSS:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
+
+
+class PeakRSS(_Sampling):
+    """Peak total RSS of a process and all its descendants, sampled every `interval` seconds."""
+
+    def __init__(self, pid: int, interval: float = 0.1):
+        self.pid, self.interval, self.peak = pid, interval, 0
+        super().__init__()
 
     def _run(self):
         while not self._stop.is_set():
@@ -749,7 +757,7 @@ SCALE_TOKENS_PER_DOC = 34  # make_corpus.py's documents: ~33 tokens + EOS with t
 SCALE_PHASES = ("tokenize", "plan/select", "pack", "manifest")
 
 
-class PhaseSampler:
+class PhaseSampler(_Sampling):
     """Every `interval` s: which phase a `mixprep run` is in (from the files it has written) and the
     RSS of its driver and of every descendant process; keeps wall time and peak RSS per phase."""
 
@@ -758,16 +766,10 @@ class PhaseSampler:
         self.started = time.perf_counter()
         self.ends: dict[str, float] = {}
         self.peaks: dict[str, dict[int, int]] = {p: {} for p in SCALE_PHASES}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
+        super().__init__()
 
     def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
+        super().__exit__(*exc)
         self.ends.setdefault("manifest", time.perf_counter() - self.started)
 
     def phase(self) -> str:
