@@ -243,13 +243,11 @@ def _dispatch(args, beam_args: list[str], tty: bool = False) -> int:
         print(stats_table(cfg, source_stats(cfg, args.data_root, cache, args.sample_files, args.sample_docs)))
         return 0
     if args.command == "tokenize":
-        from .mixture import tokenize_sources
-        from .tokenizer import load_tokenizer
+        from .tokenizing import tokenize_mixture
 
         cache = args.cache or os.path.join("out", "cache")
         with _progress(args, tty) as progress:
-            caches = tokenize_sources(cfg, args.data_root, cache, load_tokenizer(cfg.tokenizer_path), beam_args,
-                                      progress)
+            caches = tokenize_mixture(cfg, args.data_root, cache, beam_args, progress)
         for name, c in caches.items():
             a, st = c.manifest["accounting"], c.stats
             refused = len(a.get("files_refused", ()))

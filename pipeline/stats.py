@@ -25,12 +25,12 @@ from typing import Sequence
 
 from .cache import TokenCache
 from .config import MixtureConfig
-from .estimate import estimate_source, sample_rules
 from .plan import bucket_label, bucket_targets, split_exact
-from .sources import normalize_subset
+from .report import median_bin
 from .sampling import FIRST_PASS, MIN_HOLDS
+from .sampling.estimate import estimate_source, sample_rules
 from .select import candidates_by_bucket
-from .sources import SourceFile, list_source_files
+from .sources import SourceFile, list_source_files, normalize_subset
 from .tokenizer import LoadedTokenizer, load_tokenizer
 
 __all__ = ["PublishedFit", "SourceStats", "load_published_sizes", "published_fit", "published_table", "source_stats",
@@ -119,12 +119,8 @@ def _what_a_run_tokenizes(cfg: MixtureConfig, stats: Sequence[SourceStats], file
 
 
 def _median_bin(hist: Sequence[int]) -> str:
-    total, running = sum(hist), 0
-    for k, c in enumerate(hist):
-        running += c
-        if total and 2 * running >= total:
-            return f"[{2 ** k}, {2 ** (k + 1)})"
-    return "-"
+    k = median_bin(hist)
+    return "-" if k is None else f"[{2 ** k}, {2 ** (k + 1)})"
 
 
 def stats_table(cfg: MixtureConfig, stats: Sequence[SourceStats]) -> str:

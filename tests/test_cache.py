@@ -21,7 +21,7 @@ from pipeline.cache import (READ_MARK_SECONDS, READERS, BuildCaches, Readers, To
 from pipeline.storage import write_json
 from pipeline.errors import FormatError
 from pipeline.sampling import SampleRule
-from pipeline.topup import SampleView, Unseen
+from pipeline.sampling.topup import SampleView, Unseen
 from pipeline.sources import SourceSpec, list_source_files, read_documents
 from pipeline.sources.formats import TEXT_PER_FILE_BYTE, format_of
 

@@ -20,10 +20,10 @@ import pytest
 
 from conftest import ROOT, SAMPLES, TOKENIZER
 from pipeline.config import load_mixture
-from pipeline.mixture import run_mixture, tokenize_sources
+from pipeline.mixture import run_mixture
+from pipeline.tokenizing import tokenize_mixture
 from pipeline.runners import beam_defaults
 from pipeline.sources import list_source_files
-from pipeline.tokenizer import load_tokenizer
 
 pytestmark = pytest.mark.slow
 distributed = pytest.importorskip("distributed")
@@ -128,7 +128,7 @@ def test_both_stages_write_the_local_runners_bytes_over_both_workers(cluster, lo
     client, cache = cluster["client"], str(tmp_path / "cache")
     cfg = mixture("stage1")
     start = time.time()
-    tokenize_sources(cfg, SAMPLES, cache, load_tokenizer(cfg.tokenizer_path), on_dask(cluster))
+    tokenize_mixture(cfg, SAMPLES, cache, on_dask(cluster))
     tokenized = compute_share(client, start)
     start = time.time()
     run_mixture(cfg, SAMPLES, str(tmp_path / "stage1"), cache, on_dask(cluster))  # caches found: packs only

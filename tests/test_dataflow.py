@@ -16,7 +16,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from conftest import ROOT, SAMPLES, TOKENIZER
 from pipeline.cache import BuildCaches
 from pipeline.config import load_mixture
-from pipeline.mixture import _PlanStep, tokenize_plan_pack
+from pipeline.mixture import prepare_outputs
+from pipeline.one_pipeline import PlanStep, tokenize_plan_pack_transforms
 from pipeline.pack import Packing, PackShards
 from pipeline.select import BucketSelection
 from pipeline.sources import list_source_files
@@ -121,7 +122,8 @@ def test_one_pipeline_run_for_dataflow(cfg):
     sources = [(s.spec, on_gcs(list_source_files(s.spec, SAMPLES))) for s in cfg.sources if s.weight > 0]
     build = BuildCaches(sources, tok, f"{BUCKET}/cache")
     p = beam.Pipeline(options=PipelineOptions(DATAFLOW))
-    _ = tokenize_plan_pack(p, build, _PlanStep(cfg, tok, build.directories, f"{BUCKET}/out/stage2"), cfg.name)
+    _ = tokenize_plan_pack_transforms(p, build, PlanStep(cfg, tok, build.directories, f"{BUCKET}/out/stage2",
+                                                         prepare_outputs), cfg.name)
     fns = check_every_dofn(p)
     for stage in ("TokenizeFiles", "Plan", "RouteCopies", "WriteShards"):
         assert any(stage in label for label in fns), stage

@@ -11,8 +11,9 @@ import pytest
 from conftest import TOKENIZER
 from pipeline.cache import READERS, TokenCache
 from pipeline.config import load_mixture
-from pipeline.estimate import sample_rules
-from pipeline.mixture import mixed_source_files, run_mixture
+from pipeline.sampling.estimate import sample_rules
+from pipeline.mixture import run_mixture
+from pipeline.run import mixed_source_files
 from pipeline.sampling import FIRST_PASS, MIN_HOLDS, SampleRule, choose_rule, sample_units
 from pipeline.tokenizer import load_tokenizer
 

@@ -5,7 +5,7 @@ import pytest
 
 from pipeline.plan import bucket_targets, split_exact
 from pipeline.config import LongDocPolicy
-from pipeline.topup import (SLACK, UNIT_BINS, SampleView, Unseen, char_bins, predict_top_up, unit_bins, unit_edge)
+from pipeline.sampling.topup import (SLACK, UNIT_BINS, SampleView, Unseen, char_bins, predict_top_up, unit_bins, unit_edge)
 
 BOUNDS = (1024,)
 

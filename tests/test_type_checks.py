@@ -15,7 +15,8 @@ from apache_beam.typehints.decorators import TypeCheckError
 from conftest import ROOT, SAMPLES, TOKENIZER
 from pipeline.cache import BuildCaches
 from pipeline.config import load_mixture
-from pipeline.mixture import _PlanStep, run_mixture, tokenize_plan_pack
+from pipeline.mixture import prepare_outputs, run_mixture
+from pipeline.one_pipeline import PlanStep, tokenize_plan_pack_transforms
 from pipeline.pack import Packing, PackShards
 from pipeline.select import BucketSelection
 from pipeline.sources import list_source_files
@@ -81,7 +82,8 @@ def test_driver_planned_pack_pipeline_type_checks(cfg, runner):
 def test_one_job_pipeline_type_checks(cfg, runner):
     build, out = caches(cfg, runner), f"{RUNNERS[runner][2]}/out/{cfg.name}"
     p = checked_pipeline(runner)
-    _ = tokenize_plan_pack(p, build, _PlanStep(cfg, load_tokenizer(TOKENIZER), build.directories, out), cfg.name)
+    _ = tokenize_plan_pack_transforms(p, build, PlanStep(cfg, load_tokenizer(TOKENIZER), build.directories, out,
+                                                         prepare_outputs), cfg.name)
     p.to_runner_api()
 
 

@@ -29,7 +29,7 @@ from ..sources import (FileTally, RefusedFile, SourceFile, SourceSpec, count_ref
 from ..sources.formats import TEXT_PER_FILE_BYTE, format_of
 from ..storage import atomic_writer, make_dirs, write_json
 from ..tokenizer import Encoder, LoadedTokenizer, TokenizerInfo
-from ..topup import Unseen
+from ..sampling import Unseen
 from .layout import (CACHE_VERSION, DOC_TABLE_SCHEMA, HISTOGRAM_BINS, cache_dir, cache_fingerprint, finished_part,
                      part_name)
 from .token_cache import TokenCache

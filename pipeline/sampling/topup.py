@@ -25,7 +25,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .sampling import sample_units
+from .rule import sample_units
 
 __all__ = ["UNIT_BINS", "CHAR_BINS", "SLACK", "Unseen", "SampleView", "unit_bins", "char_bins", "unit_edge",
            "predict_top_up"]

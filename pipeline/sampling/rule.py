@@ -1,38 +1,8 @@
-"""Tokenize only what a mixture will take, when a source holds far more than it needs.
+"""The sample rule: which documents of a source are tokenized, and which are a bucket's candidates.
 
-A source that holds four or more times the tokens a mixture takes from it, and gives it at least
-MIN_GROUP_DOCS documents of each group of length buckets planned together, is not tokenized whole.
-Every document has a sample unit ``u`` in [0, 1), a stable hash of its id (the same for every seed
-and mixture, so one sampled cache serves every mixture that asks the same of the source), and is
-tokenized only if ``u`` is below its length bucket's rate ``q_b``. The rates come from an estimate
-made before tokenizing (``estimate.estimate_source``: the first documents of a few files): ``q_b`` is
-the bucket's share of the mixture's need over what the bucket holds, aimed low (FIRST_PASS) and
-raised by a top-up where that falls short (below). A document's
-bucket is only known once it is tokenized, so before that its rate is the largest ``q_b`` over the
-buckets its character count allows, given the estimate's spread (1st to 99th percentile) of
-characters per token among documents of about its length.
-
-After tokenizing, bucket b's candidates are its cached documents with ``u < q_b``: a uniform sample
-of the bucket at rate ``q_b`` (but for a document near a bucket bound whose characters per token lie
-outside its length's 1st-99th percentile: it may have been given a neighbour's lower rate, and is
-then under-represented; the price of deciding before tokenizing, on a few documents at bucket edges). The plan counts the bucket as holding (candidate tokens) / ``q_b``, and
-selection picks among the candidates exactly as it picks among all documents of a source tokenized
-whole, so every guarantee of select.py holds.
-
-Two passes. The estimate sees a few files, and files differ (a source's files are often written in
-some order: by crawl, by repository), so its error can be tens of percent, and what a first pass
-tokenizes too much is lost. So the first pass aims at FIRST_PASS of the estimated need, without
-margin. Reading every document of the source, it also keeps a histogram of the sample units and
-lengths of the ones it leaves (topup.py); where its candidates fall short of a bucket's target, the
-top-up takes the smallest rates whose candidates, predicted from that histogram, meet the plan, and
-tokenizes only the documents the first pass left (its rule covers the first one: it copies their
-tokens). A source still short is topped up again, up to TOP_UPS times. A top-up that cannot be made
-(the source, as predicted, holds less than MIN_HOLDS times the need) or that still falls short after
-TOP_UPS: the source is tokenized whole.
-
-Every step is a function of the files, the config and the tokenizer, never of what the cache holds:
-a source already tokenized whole (by another mixture) is read through the same rule and yields the
-same candidates, so the shards are the same bytes either way.
+Every document has a sample unit ``u`` in [0, 1) (``sample_units``: a stable hash of its id), and
+bucket b's candidates are the documents with ``u < q_b``. ``choose_rule`` sets the first pass's
+rates from an estimate; the package's docstring (``pipeline/sampling/__init__.py``) tells the whole story.
 """
 
 from __future__ import annotations
@@ -43,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .hashing import mix
+from ..hashing import mix
 
 __all__ = ["MIN_HOLDS", "FIRST_PASS", "TOP_UPS", "SampleRule", "sample_units", "choose_rule"]
 

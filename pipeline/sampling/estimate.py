@@ -17,13 +17,13 @@ from typing import Sequence
 
 import numpy as np
 
-from .cache import HISTOGRAM_BINS
-from .config import MixtureConfig
-from .document import Reject
-from .plan import bucket_targets, split_exact
-from .sampling import FIRST_PASS, MIN_HOLDS, SampleRule, choose_rule
-from .sources import SourceFile, read_documents
-from .tokenizer import Encoder, LoadedTokenizer
+from ..cache import HISTOGRAM_BINS
+from ..config import MixtureConfig
+from ..document import Reject
+from ..plan import bucket_targets, split_exact
+from .rule import FIRST_PASS, MIN_HOLDS, SampleRule, choose_rule
+from ..sources import SourceFile, read_documents
+from ..tokenizer import Encoder, LoadedTokenizer
 
 __all__ = ["estimate_source", "length_groups", "pick_files", "sample_rules"]
 
