@@ -54,6 +54,8 @@ _BUFFER_BYTES = 1 << 20  # token bytes buffered before one hash update + write
 def dtype_for_vocab(vocab_size: int) -> np.dtype:
     """The token dtype Megatron picks for a vocabulary: uint16 below 65,500 ids, else int32.
 
+    The project's one dtype rule: `pipeline.tokenizer` sizes a tokenizer's ids with it too.
+
     >>> dtype_for_vocab(50257), dtype_for_vocab(100277)
     (dtype('uint16'), dtype('int32'))
     """

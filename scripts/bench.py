@@ -389,7 +389,8 @@ def raw_ceilings(tok_path: Path, texts: list[str], cores: int, results: dict) ->
     from tokenizers import Tokenizer
 
     import tiktoken  # noqa: F401 (fails early with a hint if missing)
-    from pipeline.tokenizer import Encoder, _fast_encoding, load_tokenizer
+    from pipeline.tokenizer import Encoder, load_tokenizer
+    from pipeline.tokenizer.fast import _fast_encoding
 
     json_text = tok_path.read_text(encoding="utf-8")
     tok = Tokenizer.from_str(json_text)
@@ -575,7 +576,8 @@ def fast_pairs(mixture: Path, data_root: Path, tok_path: Path, total: int, cores
                n_tokens: int, texts: list[str], repeat: int) -> tuple[dict, dict, list[dict]]:
     """The all-cores run and the one-worker run (fast encoder), each right after the raw fast encoder
     on as many threads (the faster of bare tiktoken and the `Encoder`, as in the raw rows)."""
-    from pipeline.tokenizer import Encoder, _fast_encoding, load_tokenizer
+    from pipeline.tokenizer import Encoder, load_tokenizer
+    from pipeline.tokenizer.fast import _fast_encoding
 
     enc = _fast_encoding(tok_path.read_text(encoding="utf-8")).encoding
     tokenizer = load_tokenizer(str(tok_path))

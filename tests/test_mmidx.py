@@ -69,11 +69,14 @@ def test_megatron_document_mode(tmp_path):
     assert read_all(prefix)[1] == [0, 2, 3]
 
 
-def test_dtype_for_vocab():
-    assert dtype_for_vocab(50257) == np.uint16
-    assert dtype_for_vocab(65499) == np.uint16
-    assert dtype_for_vocab(65500) == np.int32
-    assert dtype_for_vocab(100277) == np.int32
+@pytest.mark.parametrize(
+    "vocab_size, dtype",
+    [(1, np.uint16), (8192, np.uint16), (50257, np.uint16), (50277, np.uint16), (65499, np.uint16),
+     (65500, np.int32), (100277, np.int32)],
+)
+def test_dtype_for_vocab(vocab_size, dtype):
+    """The one dtype rule (load_tokenizer sizes a tokenizer's ids with it too)."""
+    assert dtype_for_vocab(vocab_size) == np.dtype(dtype)
 
 
 def test_int32_round_trip_above_uint16(tmp_path):

@@ -1,4 +1,4 @@
-"""pipeline.tokenizer: loading, dtype, EOS, round trips, and cutting long texts without changing ids."""
+"""pipeline.tokenizer: loading, dtype, EOS, round trips, cutting long texts without changing ids, the fast path."""
 
 import functools
 import json
@@ -19,13 +19,13 @@ from pipeline.errors import ConfigError, MixprepError
 from pipeline.tokenizer import (
     Encoder,
     batches_by_bytes,
+    batches_by_size,
     chunking_blocker,
     is_safe_cut,
     load_tokenizer,
     safe_cut_points,
     split_at_safe_cuts,
     TokenizerInfo,
-    token_dtype,
     utf8_len,
 )
 
@@ -109,14 +109,6 @@ def test_special_token_ids():
 def test_shipped_tokenizer_is_cut_safe_and_so_is_gpt_neox_structure():
     assert chunking_blocker(json.loads(shipped().tokenizer.to_str())) is None
     assert chunking_blocker(json.loads(neox_like().tokenizer.to_str())) is None
-
-
-@pytest.mark.parametrize(
-    "vocab_size, dtype",
-    [(1, np.uint16), (8192, np.uint16), (50277, np.uint16), (65499, np.uint16), (65500, np.int32), (100277, np.int32)],
-)
-def test_token_dtype(vocab_size, dtype):
-    assert token_dtype(vocab_size) == np.dtype(dtype)
 
 
 def test_big_vocabulary_is_stored_as_int32(tmp_path):
@@ -485,6 +477,13 @@ def test_batches_by_bytes():
     assert list(batches_by_bytes([], str)) == []
 
 
+def test_batches_by_size_counts_what_it_is_given():
+    assert list(batches_by_size(["aa", "é", "bbb"], len, max_size=3)) == [["aa", "é"], ["bbb"]]
+    assert list(batches_by_bytes(["aa", "é", "bbb"], str, max_bytes=3)) == [["aa"], ["é"], ["bbb"]]
+    with pytest.raises(ValueError):
+        next(batches_by_size(["a"], len, max_size=0))
+
+
 def test_batches_by_bytes_uses_text_of():
     docs = [{"id": i, "text": "x" * i} for i in range(5)]
     batches = list(batches_by_bytes(docs, lambda d: d["text"], max_bytes=4))
@@ -498,7 +497,8 @@ tiktoken = pytest.importorskip("tiktoken")
 from pipeline.document import Document  # noqa: E402
 from pipeline.sources import SourceSpec, list_source_files, read_documents  # noqa: E402
 from pipeline.sources.kinds import KINDS  # noqa: E402
-from pipeline.tokenizer import PROBE_TEXT, _fast_encoding, _fast_pattern, fast_encoder_blocker  # noqa: E402
+from pipeline.tokenizer.fast import PROBE_TEXT, _fast_encoding, _fast_pattern, fast_encoder_blocker  # noqa: E402
+from pipeline.tokenizer.structure import pipeline_blocker  # noqa: E402
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 VARIED = [
@@ -666,6 +666,17 @@ def test_threads_give_the_same_ids(monkeypatch):
 def test_fast_encoder_blocker_names_the_reason(changes, reason):
     base = json.loads(shipped().tokenizer.to_str())
     assert reason in fast_encoder_blocker(_with(base, **changes))
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"model__type": "WordPiece"}, {"model__dropout": 0.1}, {"normalizer": {"type": "NFKC"}},
+     {"pre_tokenizer__use_regex": False}, {"pre_tokenizer__add_prefix_space": True},
+     {"post_processor": {"type": "TemplateProcessing", "single": [], "pair": [], "special_tokens": {}}}],
+)
+def test_both_blockers_share_the_structure_checks(changes):
+    config = _with(json.loads(shipped().tokenizer.to_str()), **changes)
+    assert chunking_blocker(config) == fast_encoder_blocker(config) == pipeline_blocker(config)
 
 
 def test_fast_encoder_blocker_on_space_run_shapes():

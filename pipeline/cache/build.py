@@ -28,7 +28,7 @@ from ..sources import (FileTally, RefusedFile, SourceFile, SourceSpec, count_ref
                        refused_files)
 from ..sources.formats import TEXT_PER_FILE_BYTE, format_of
 from ..storage import atomic_writer, make_dirs, write_json
-from ..tokenizer import Encoder, LoadedTokenizer, TokenizerInfo
+from ..tokenizer import Encoder, LoadedTokenizer, TokenizerInfo, batches_by_size
 from ..sampling import Unseen
 from .layout import (CACHE_VERSION, DOC_TABLE_SCHEMA, HISTOGRAM_BINS, cache_dir, cache_fingerprint, finished_part,
                      part_name)
@@ -294,19 +294,15 @@ class _RejectsFile:
 
 def _document_batches(items: Iterator[Document | Reject], on_reject) -> Iterator[list[Document]]:
     """Group documents into batches of at most ``_BATCH_CHARS`` characters (a huge one alone)."""
-    batch: list[Document] = []
-    chars = 0
-    for item in items:
-        if isinstance(item, Reject):
-            on_reject(item)
-            continue
-        if batch and chars + len(item.text) > _BATCH_CHARS:
-            yield batch
-            batch, chars = [], 0
-        batch.append(item)
-        chars += len(item.text)
-    if batch:
-        yield batch
+
+    def documents() -> Iterator[Document]:
+        for item in items:
+            if isinstance(item, Reject):
+                on_reject(item)
+            else:
+                yield item
+
+    return batches_by_size(documents(), lambda doc: len(doc.text), _BATCH_CHARS)
 
 
 
