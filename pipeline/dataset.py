@@ -60,16 +60,15 @@ import re
 import numpy as np
 
 from pipeline.errors import FormatError
+from pipeline.layout import manifest_path, parse_shard_name, shard_prefix
 from pipeline.mmidx import MMIDXReader
 
 __all__ = ["MixtureDataset", "MixtureSampler", "make_batch", "Collate", "TorchCollate", "TorchDataset"]
 
-_SHARD_IDX = re.compile(r"^(?P<stem>.+)-(?P<index>\d{5})-of-(?P<total>\d{5})\.idx$")
-
 
 def _read_manifest(folder: str):
     """The folder's manifest.json as a dict, or None if it has none."""
-    path = os.path.join(folder, "manifest.json")
+    path = manifest_path(folder)
     if not os.path.exists(path):
         return None
     try:
@@ -84,22 +83,22 @@ def _read_manifest(folder: str):
 
 def _shard_prefixes(folder: str, manifest) -> list:
     """Shard prefixes in a folder: manifest order if there is one, else name order; checked complete."""
-    found = sorted(filter(None, map(_SHARD_IDX.match, os.listdir(folder))), key=lambda m: m.string)
+    names = [f[: -len(".idx")] for f in sorted(os.listdir(folder))
+             if f.endswith(".idx") and parse_shard_name(f[: -len(".idx")])]
     groups = {}
-    for m in found:
-        groups.setdefault((m["stem"], m["total"]), set()).add(int(m["index"]))
+    for stem, index, total in map(parse_shard_name, names):
+        groups.setdefault((stem, total), set()).add(index)
     for (stem, total), indices in sorted(groups.items()):
-        if missing := sorted(set(range(int(total))) - indices):
+        if missing := sorted(set(range(total)) - indices):
             raise FormatError(
-                f"{folder}: expected shards 00000..{int(total) - 1:05d} of {stem}-*-of-{total}, "
+                f"{folder}: expected shards 00000..{total - 1:05d} of {stem}-*-of-{total:05d}, "
                 f"found {len(indices)}; missing {', '.join(f'{i:05d}' for i in missing[:5])}"
             )
-    names = [m.string[: -len(".idx")] for m in found]
     if manifest is None:
         if not names:
             raise FormatError(f"{folder}: expected *-NNNNN-of-MMMMM.idx shards, found none")
-        return [os.path.join(folder, n) for n in names]
-    path = os.path.join(folder, "manifest.json")
+        return [shard_prefix(folder, n) for n in names]
+    path = manifest_path(folder)
     try:
         listed = [entry["prefix"] for entry in manifest["shards"]]
     except (KeyError, TypeError) as e:
@@ -109,7 +108,7 @@ def _shard_prefixes(folder: str, manifest) -> list:
         ) from e
     if len(listed) != len(names):
         raise FormatError(f"{path}: lists {len(listed)} shards, but {folder} holds {len(names)}")
-    return [os.path.join(folder, p) for p in listed]
+    return [shard_prefix(folder, p) for p in listed]
 
 
 def _eos_id(manifest):

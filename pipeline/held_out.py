@@ -29,6 +29,7 @@ import numpy as np
 from .cache import TokenCache
 from .config import MixtureConfig
 from .hashing import held_out_purpose
+from .layout import SPLIT_FOLDERS  # every split a mixture may have, in drawing order; each packed into out/SPLIT/
 from .pack import Packing
 from .plan import BucketPlan, PlanError, SourcePlan, bucket_label, split_exact
 from .select import TRAIN, BucketSelection, SplitRule, copies_for, doc_arrays, doc_buckets, select_source
@@ -37,8 +38,6 @@ from . import storage
 
 __all__ = ["HeldOut", "held", "split_rule", "held_out_targets", "source_split_tokens", "remaining", "select_held_out", "split_packing",
            "split_plans", "documents_per_split", "SPLIT_FOLDERS", "TRAIN"]
-
-SPLIT_FOLDERS = ("valid", "test")  # every split a mixture may have, in drawing order; each is packed into out/SPLIT/
 
 HeldOut = dict  # {split: {source: (BucketSelection per bucket)}}; splits are drawn in SPLIT_FOLDERS' order
 

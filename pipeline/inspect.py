@@ -19,10 +19,12 @@ import os
 import numpy as np
 
 from . import storage
-from .cache import TokenCache, cache_dir
+from .cache import TokenCache
 from .errors import FormatError, MixprepError
+from .layout import (MANIFEST, TOKENIZER_FILE, cache_dir, is_finished_cache, manifest_path, provenance_rel,
+                     shard_prefix, sidecar_path)
 from .mmidx import MMIDXReader
-from .pack import PROVENANCE_DIR, PROVENANCE_DTYPE
+from .pack import PROVENANCE_DTYPE
 from .storage import read_json
 
 __all__ = ["Piece", "Provenance", "inspect_sample", "inspect_doc", "sample_pieces", "doc_copies"]
@@ -46,9 +48,9 @@ class Provenance:
     """A mixture folder's manifest and per-shard provenance, opened for lookups."""
 
     def __init__(self, out: str):
-        path = storage.join(out, "manifest.json")
+        path = manifest_path(out)
         if not storage.exists(path):
-            raise FormatError(f"{out}: no manifest.json: not a finished mixture folder (run `mixprep run` first, or "
+            raise FormatError(f"{out}: no {MANIFEST}: not a finished mixture folder (run `mixprep run` first, or "
                               "point at the folder it wrote).")
         self.out = out
         self.manifest = read_json(path)
@@ -70,7 +72,7 @@ class Provenance:
         """Shard k's copies in stream order, their stream start offsets, and the source names they index."""
         if k not in self._refs:
             name = self.shards[k]
-            sidecar = storage.join(self.out, "_shards", name + ".json")
+            sidecar = sidecar_path(self.out, name)
             record = read_json(sidecar) if storage.exists(sidecar) else {}
             prov = record.get("provenance")
             if record.get("plan_hash") != self.manifest["plan_hash"] or not prov:
@@ -133,7 +135,7 @@ class _Caches:
                 raise MixprepError(f"source {source!r} is not in this mixture; its sources are "
                                    f"{', '.join(self._manifest['sources'])}.")
             directory = cache_dir(self._root, source, s["cache_fingerprint"])
-            if not storage.exists(storage.join(directory, "cache.json")):
+            if not is_finished_cache(directory):
                 raise FormatError(f"{directory}: the token cache of {source!r} this mixture was built from is not "
                                   "there. Pass the cache folder the run used (`--cache DIR`).")
             self._open[source] = TokenCache(directory)
@@ -152,7 +154,6 @@ def _load_tokenizer(manifest: dict, path: str | None, out: str = ""):
     """The manifest's tokenizer: ``path`` (checked by sha256), else the copy the run left beside its
     shards, else its recorded name if that is a file here (or ``small``, the bundled test tokenizer)."""
     from .bundled import SMALL_TOKENIZER, small_tokenizer_path
-    from .manifest import TOKENIZER_FILE
     from .tokenizer import load_tokenizer
 
     want = manifest["tokenizer"]["sha256"]
@@ -197,11 +198,11 @@ def inspect_sample(out: str, index: int, cache_root: str, tokenizer: str | None 
     caches = _Caches(m, cache_root)
     tok = _load_tokenizer(m, tokenizer, out) if text else None
     try:
-        with MMIDXReader(storage.join(out, prov.shards[k])) as shard:
+        with MMIDXReader(shard_prefix(out, prov.shards[k])) as shard:
             sample = np.asarray(shard[j])
             cached = np.concatenate([caches(p.source).tokens(p.part)[p.row][p.doc_start:p.doc_end] for p in pieces])
             if not np.array_equal(sample.astype(np.int64), cached.astype(np.int64)):
-                raise FormatError(f"{out}/{PROVENANCE_DIR}/{prov.shards[k]}.refs.npy: sample {index}'s tokens differ "
+                raise FormatError(f"{out}/{provenance_rel(prov.shards[k])}: sample {index}'s tokens differ "
                                   "from the cached documents its provenance names: the shard or the caches changed "
                                   "since the run. Check with `mixprep verify`.")
             lines = [f"{m['name']} sample {index} of {prov.samples:,}: shard {prov.shards[k]} entry {j}; "

@@ -29,6 +29,7 @@ from typing import Sequence
 from . import __version__, storage
 from .cache import TokenCache
 from .config import MixtureConfig, config_hash
+from .layout import NEOX_FILE, SPLIT_FOLDERS, TOKENIZER_FILE, split_folder, split_mixture
 from .plan import SourcePlan
 from .select import BucketSelection
 from .bundled import tokenizer_warnings
@@ -38,8 +39,6 @@ __all__ = ["build_manifest", "split_manifest", "held_out_section", "neox_config"
            "NEOX_FILE", "TOKENIZER_FILE"]
 
 MANIFEST_VERSION = 2  # 2: written_share over the written total (1 subtracted the tails twice); subsets; held_out
-NEOX_FILE = "gpt-neox-data.json"
-TOKENIZER_FILE = "tokenizer.json"  # the run's tokenizer.json, copied beside the shards for the trainer
 # What the trainer files say about evaluation without held-out splits (worded before validation_tokens /
 # test_tokens existed: a mixture without them keeps its bytes).
 NO_HELD_OUT = ("no held-out split: every shard is training data. GPT-NeoX takes train, valid and test paths all or "
@@ -190,7 +189,7 @@ def split_manifest(cfg: MixtureConfig, tokenizer: TokenizerInfo, split: str, pla
     so the readers take the split's folder as a mixture folder. ``config`` is the whole mixture's; the
     split's ask is ``totals.requested_tokens``; bucket ``available`` figures are what earlier splits left."""
     tokens = cfg.held_out_tokens[split]
-    as_mixture = dataclasses.replace(cfg, name=f"{cfg.name}-{split}", total_tokens=tokens,
+    as_mixture = dataclasses.replace(cfg, name=split_mixture(cfg.name, split), total_tokens=tokens,
                                      shards=cfg.split_shards(tokens))
     m = build_manifest(as_mixture, tokenizer, plans, selections, caches, shards, plan_hash, None, subsets)
     for s in m["sources"].values():
@@ -204,10 +203,10 @@ def held_out_section(manifests: dict[str, dict], documents: dict[str, dict]) -> 
     """The mixture manifest's ``held_out``: per split its folder, totals, shards and per-source figures;
     per source the distinct documents of every split (``held_out.documents_per_split``)."""
     out = {}
-    for split in ("valid", "test"):
+    for split in SPLIT_FOLDERS:
         m = manifests.get(split)
         out[split] = None if m is None else {
-            "folder": split,
+            "folder": split_folder(split),
             "name": m["name"],
             "plan_hash": m["plan_hash"],
             "totals": m["totals"],
@@ -251,7 +250,7 @@ def neox_config(manifest: dict, out: str) -> dict:
                 [s["tokens"] if documents else s["sequences"] for s in shards])
 
     train = blend(manifest["shards"])
-    held = {k: v for k, v in (manifest.get("held_out") or {}).items() if k in ("valid", "test") and v}
+    held = {k: v for k, v in (manifest.get("held_out") or {}).items() if k in SPLIT_FOLDERS and v}
     evals = {k: blend(v["shards"], v["folder"]) for k, v in held.items()}
     valid = evals.get("valid") or evals.get("test") or train
     test = evals.get("test") or valid

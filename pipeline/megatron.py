@@ -19,13 +19,11 @@ import os
 import shlex
 
 from . import storage
+from .layout import ARGS_FILE, ARGS_JSON, SPLIT_FOLDERS, megatron_cache_dir
 from .storage import atomic_writer, write_json
 
 __all__ = ["megatron_args", "megatron_notes", "write_megatron_args", "blend_from_args", "read_megatron_args",
            "ARGS_FILE", "ARGS_JSON"]
-
-ARGS_FILE, ARGS_JSON = "megatron-args.txt", "megatron-args.json"
-CACHE_DIR = "megatron-cache"  # --data-cache-path: where Megatron writes its index .npy files
 
 
 def _folder(out: str) -> str:
@@ -43,7 +41,7 @@ def tokenizer_model(tokenizer: str) -> str:
 
 
 def _held_out(manifest: dict) -> dict[str, dict]:
-    return {k: v for k, v in (manifest.get("held_out") or {}).items() if k in ("valid", "test") and v}
+    return {k: v for k, v in (manifest.get("held_out") or {}).items() if k in SPLIT_FOLDERS and v}
 
 
 def megatron_args(manifest: dict, out: str, tokenizer: str | None = None) -> list[str]:
@@ -70,7 +68,7 @@ def megatron_args(manifest: dict, out: str, tokenizer: str | None = None) -> lis
         "--seq-length", str(manifest["seq_len"]),
         "--tokenizer-type", "HuggingFaceTokenizer",
         "--tokenizer-model", tokenizer_model(tokenizer or manifest["tokenizer"]["name"]),
-        "--data-cache-path", storage.join(folder, CACHE_DIR),
+        "--data-cache-path", megatron_cache_dir(folder),
     ]
 
 

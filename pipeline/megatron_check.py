@@ -26,10 +26,10 @@ import os
 
 import numpy as np
 
+from .layout import (cache_dir, cache_manifest, manifest_path, megatron_cache_dir, provenance_path, shard_prefix,
+                     sidecar_path)
 from .megatron import read_megatron_args
 from .mmidx import MMIDXReader
-
-PROVENANCE_DIR = "_provenance"  # pack.PROVENANCE_DIR; pack.py imports Beam, which a trainer lacks
 
 __all__ = ["check_epoch", "megatron_epoch", "EpochCheck", "ShardStream"]
 
@@ -99,7 +99,7 @@ def _one_process_group(folder: str):
 
 
 def _manifest(out: str) -> dict:
-    with open(os.path.join(out, "manifest.json"), encoding="utf-8") as f:
+    with open(manifest_path(out), encoding="utf-8") as f:
         return json.load(f)
 
 
@@ -107,12 +107,12 @@ class ShardStream:
     """One shard as our stream: tokens, where each entry starts, which copy holds each position."""
 
     def __init__(self, out: str, prefix: str):
-        self.reader = MMIDXReader(os.path.join(out, prefix))  # checks the pair before we read the .bin
+        self.reader = MMIDXReader(shard_prefix(out, prefix))  # checks the pair before we read the .bin
         self.tokens = np.fromfile(self.reader.bin_path, dtype=self.reader.dtype)
         lengths = self.reader.sequence_lengths.astype(np.int64)
         self.entry_start = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-        refs = np.load(os.path.join(out, PROVENANCE_DIR, prefix + ".refs.npy"))
-        with open(os.path.join(out, "_shards", prefix + ".json"), encoding="utf-8") as f:
+        refs = np.load(provenance_path(out, prefix))
+        with open(sidecar_path(out, prefix), encoding="utf-8") as f:
             self.source_names = json.load(f)["provenance"]["sources"]
         n = refs["n"].astype(np.int64)
         self.refs = refs
@@ -149,8 +149,8 @@ def _cache_parts(cache_root: str, manifest: dict) -> dict:
     """(source, part index) -> MMIDXReader of that token-cache part."""
     out = {}
     for name, s in manifest["sources"].items():
-        folder = os.path.join(cache_root, name, s["cache_fingerprint"][:16])
-        with open(os.path.join(folder, "cache.json"), encoding="utf-8") as f:
+        folder = cache_dir(cache_root, name, s["cache_fingerprint"])
+        with open(cache_manifest(folder), encoding="utf-8") as f:
             for i, part in enumerate(json.load(f)["parts"]):
                 out[name, i] = MMIDXReader(os.path.join(folder, part["part"]))
     return out
@@ -193,7 +193,7 @@ def check_epoch(out: str, cache_root: str | None = None, index_cache: str | None
     """
     manifest = _manifest(out)
     eos = manifest["tokenizer"]["eos_id"]
-    blended = megatron_epoch(out, index_cache or os.path.join(out, "megatron-cache"), seed)
+    blended = megatron_epoch(out, index_cache or megatron_cache_dir(out), seed)
     streams = [ShardStream(out, os.path.basename(d.dataset.path_prefix)) for d in blended.datasets]
     if cache_root is not None:
         for s in streams:

@@ -8,7 +8,7 @@ tokens (each ends with EOS) in key order. Layout ``samples`` cuts it into entrie
 (Megatron's GPTDataset concatenates a shard's entries and cuts its own windows).
 
 What crosses the shuffle is where a shard's references (24 bytes a copy) sit in a cache part's
-file of references under ``out/_refs`` (``REFS_DIR``), never token arrays nor the references
+file of references under ``out/_refs`` (``layout.refs_path``), never token arrays nor the references
 themselves: the local runner holds everything it groups in the driver's memory. The folder is
 removed once every shard is written.
 
@@ -36,28 +36,22 @@ from apache_beam.metrics import Metrics
 from .cache import TokenCache
 from .errors import FormatError
 from .hashing import PLACE, decision_keys
+from .layout import (PROVENANCE_DIR, REFS_DIR, finished_shard, provenance_rel, refs_dir, refs_path, shard_name,
+                     shard_names, shard_prefix, sidecar_path)
 from .lifetime import freeze_worker_state
 from .mmidx import MMIDXReader, MMIDXWriter
 from .sampling import SampleRule
 from .select import BucketSelection, copies_for, doc_arrays
 from . import storage
-from .storage import atomic_writer, read_json, write_json
+from .storage import atomic_writer, write_json
 
-__all__ = ["PackShards", "Packing", "REF_DTYPE", "PROVENANCE_DIR", "PROVENANCE_DTYPE", "shard_name", "shard_names", "pack_stream",
-           "write_documents", "write_provenance"]
+# PROVENANCE_DIR, REFS_DIR, shard_name(s): layout.py's, still imported from here by some callers.
+__all__ = ["PackShards", "Packing", "REF_DTYPE", "PROVENANCE_DIR", "PROVENANCE_DTYPE", "REFS_DIR", "shard_name",
+           "shard_names", "pack_stream", "write_documents", "write_provenance"]
 
 REF_DTYPE = np.dtype([("key", "<u8"), ("source", "<u2"), ("part", "<u4"), ("row", "<u4"), ("n", "<u4")])
 # A shard's copies in stream order, without the placement key (the order already says it).
-PROVENANCE_DIR = "_provenance"
 PROVENANCE_DTYPE = np.dtype([("source", "<u2"), ("part", "<u4"), ("row", "<u4"), ("n", "<u4")])
-
-
-def shard_name(mixture: str, index: int, count: int) -> str:
-    return f"{mixture}-{index:05d}-of-{count:05d}"
-
-
-def shard_names(mixture: str, count: int) -> list[str]:
-    return [shard_name(mixture, i, count) for i in range(count)]
 
 
 def shard_of(keys: np.ndarray, num_shards: int) -> np.ndarray:
@@ -129,9 +123,6 @@ class _RouteCopiesFn(beam.DoFn):
         yield from _save_refs(packing, src, part, {s: np.concatenate(chunks) for s, chunks in sorted(out.items())})
 
 
-REFS_DIR = "_refs"  # routed references, a file per cache part, removed once every shard is written
-
-
 def _save_refs(packing: Packing, src: int, part: int, by_shard: dict[int, np.ndarray]):
     """Write one cache part's references, shard after shard, to one file beside the output; yield
     (shard, (path, first, count)) for the shuffle to carry. The local runner holds everything it
@@ -139,7 +130,7 @@ def _save_refs(packing: Packing, src: int, part: int, by_shard: dict[int, np.nda
     by_shard = {s: refs for s, refs in by_shard.items() if len(refs)}
     if not by_shard:  # a part none of whose documents is selected: no file (an empty object is no upload on S3)
         return
-    path = storage.join(packing.out_dir, REFS_DIR, f"{src:03d}-{part:05d}.refs")
+    path = refs_path(packing.out_dir, src, part)
     with atomic_writer(path, "wb") as f:
         for refs in by_shard.values():
             f.write(refs.tobytes())
@@ -160,7 +151,7 @@ def _load_refs(chunk) -> np.ndarray:
 
 
 def _drop_refs(_, packing: Packing) -> None:
-    storage.delete_tree(storage.join(packing.out_dir, REFS_DIR))
+    storage.delete_tree(refs_dir(packing.out_dir))
 
 
 def pack_stream(pieces, seq_len: int, writer: MMIDXWriter) -> int:
@@ -203,11 +194,8 @@ class _WriteShardFn(beam.DoFn):
         shard, chunks = element
         out, plan_hash = packing.out_dir, packing.plan_hash
         name = shard_name(packing.mixture, shard, packing.num_shards)
-        sidecar = storage.join(out, "_shards", name + ".json")
-        if storage.exists(sidecar) and read_json(sidecar).get("plan_hash") == plan_hash and all(
-            storage.exists(storage.join(out, name + ext)) for ext in (".bin", ".idx")
-        ) and storage.exists(storage.join(out, PROVENANCE_DIR, name + ".refs.npy")):
-            yield read_json(sidecar)  # finished by an earlier run of the same plan
+        if (done := finished_shard(out, name, plan_hash)) is not None:
+            yield done  # finished by an earlier run of the same plan
             return
         chunks = list(chunks)
         refs = np.concatenate([_load_refs(c) for c in chunks]) if chunks else np.empty(0, REF_DTYPE)
@@ -215,7 +203,7 @@ class _WriteShardFn(beam.DoFn):
         caches = {s: TokenCache(packing.caches[s]) for s in np.unique(refs["source"]).tolist()}
         storage.make_dirs(out)
         dtype = np.dtype(packing.dtype)
-        with MMIDXWriter(storage.join(out, name), dtype) as writer:
+        with MMIDXWriter(shard_prefix(out, name), dtype) as writer:
             if packing.layout == "documents":
                 tail = write_documents(_pieces(refs, caches, dtype), writer)
             else:
@@ -224,7 +212,7 @@ class _WriteShardFn(beam.DoFn):
         for c in caches.values():
             c.close()
         per_source = _per_source(refs, tail, packing.sources)
-        provenance = write_provenance(out, PROVENANCE_DIR + "/" + name + ".refs.npy", refs, packing.sources)
+        provenance = write_provenance(out, provenance_rel(name), refs, packing.sources)
         record = {
             "name": name,
             "index": shard,
@@ -239,7 +227,7 @@ class _WriteShardFn(beam.DoFn):
             "sources": per_source,
             "provenance": provenance,
         }
-        write_json(sidecar, record)
+        write_json(sidecar_path(out, name), record)
         Metrics.counter("mix", "samples").inc(info.sequences)
         yield record
 

@@ -1,9 +1,9 @@
 """Live progress of a local run, read from the files the pipeline leaves as it goes.
 
 Beam's local runner gives its counters only at the end of a pipeline, but mixprep's writers leave
-traces as they work: a cache part's summary ``part-NNNNN.json`` when an input file is tokenized (its
-documents and tokens), a shard's sidecar ``_shards/NAME.json`` when a shard is written, and the
-temporary ``.bin`` a writer is filling (``*.bin.tmp-*``: its size is the tokens so far). A thread in
+traces as they work (their names: layout.py): a cache part's summary when an input file is tokenized
+(its documents and tokens), a shard's record when a shard is written, and the temporary ``.bin`` a
+writer is filling (its size is the tokens so far). A thread in
 the driver polls them and prints documents, tokens, throughput and the time left per source: redrawn
 in place on a terminal, one plain line every ``log_every`` seconds otherwise (a log file). At the end
 it prints Beam's counters as a table::
@@ -21,20 +21,16 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
-import glob
 import os
-import re
 import shutil
 import threading
 import time
 from typing import Callable, Sequence, TextIO
 
 from . import storage
+from .layout import finished_shard, in_progress, part_summaries, parts_in_progress, shard_files
 
 __all__ = ["Progress", "counters_table", "format_duration", "format_count"]
-
-_PART_JSON = re.compile(r"part-(\d{5})\.json$")
-_PART_TMP = re.compile(r"part-(\d{5})\.bin\.tmp-")
 
 
 def format_duration(seconds: float | None) -> str:
@@ -177,31 +173,26 @@ class Progress:
     def _finished_parts(directory: str) -> dict[int, dict]:
         out = {}
         try:
-            paths = storage.list_files(directory, "part-*.json")  # local, gs:// or s3://
+            paths = part_summaries(directory)
         except Exception:  # a store that cannot be listed right now: next poll
             return out
-        for path in paths:
-            m = _PART_JSON.search(path)
-            if m:
-                try:
-                    out[int(m.group(1))] = storage.read_json(path)
-                except Exception:
-                    pass  # replaced while we read it: next poll
+        for index, path in paths.items():
+            try:
+                out[index] = storage.read_json(path)
+            except Exception:
+                pass  # replaced while we read it: next poll
         return out
 
     @staticmethod
     def _finished_shards(pack: _Pack, any_plan: bool = False) -> dict[str, dict]:
-        """Shard records of ``pack``'s plan (``any_plan``: of any plan) whose shard is complete."""
+        """Shard records of ``pack``'s plan (``any_plan``: of any plan) whose shard is done, as pack.py decides."""
         out = {}
         for name in pack.shards:
             try:
-                record = storage.read_json(storage.join(pack.out, "_shards", name + ".json"))
-            except Exception:  # not written yet (or being replaced)
+                record = finished_shard(pack.out, name, None if any_plan else pack.plan_hash)
+            except Exception:  # being written or replaced: next poll
                 continue
-            prov = record.get("provenance") or {}
-            # As pack.py decides a shard is done: this plan's sidecar, and its provenance file.
-            if (any_plan or record.get("plan_hash") == pack.plan_hash) and prov.get("file") and storage.exists(
-                    storage.join(pack.out, prov["file"])):
+            if record is not None:
                 out[name] = record
         return out
 
@@ -223,9 +214,8 @@ class Progress:
             in_b = sum(p["file_size"] for p in parts.values())
             ratio = sum(p["shard"]["bin_bytes"] for p in parts.values()) / in_b if in_b else None
         partial_tokens, partial_bytes = 0, 0.0
-        for path in glob.glob(os.path.join(s.directory, "part-*.bin.tmp-*")):
-            m = _PART_TMP.search(path)
-            if not m or int(m.group(1)) in parts:
+        for index, path in parts_in_progress(s.directory):
+            if index in parts:
                 continue
             try:
                 size = os.path.getsize(path)
@@ -233,7 +223,7 @@ class Progress:
                 continue
             partial_tokens += size // itemsize
             if ratio:
-                partial_bytes += min(size / ratio, s.sizes[int(m.group(1))])
+                partial_bytes += min(size / ratio, s.sizes[index])
         total = sum(s.sizes)
         done = sum(s.sizes[i] for i in parts) + partial_bytes
         new = done - sum(s.sizes[i] for i in s.done_at_start if i < len(s.sizes))
@@ -257,7 +247,7 @@ class Progress:
                 break
         for name in p.shards:
             if name not in shards:
-                for path in glob.glob(os.path.join(p.out, name + ".bin.tmp-*")):
+                for path in in_progress(shard_files(p.out, name)[0]):
                     try:
                         tokens += os.path.getsize(path) // itemsize
                     except OSError:

@@ -18,20 +18,13 @@ import math
 from typing import Sequence
 
 from . import storage
-from .cache import cache_dir
 from .errors import FormatError
+from .layout import PLOT_FILES, REPORT_DIR, REPORT_FILE, cache_dir, cache_manifest, manifest_path
 from .storage import atomic_writer, read_json
 
 __all__ = ["write_report", "render_markdown", "load_histograms", "make_plots", "PLOT_FILES"]
 
 log = logging.getLogger("mixprep")
-
-REPORT_DIR = "report"  # the plots, beside report.md
-PLOT_FILES = {
-    "shares": "shares.png",
-    "lengths": "lengths.png",
-    "epochs": "epochs.png",
-}
 
 
 def write_report(out: str, manifest: dict | None = None, cache_root: str | None = None) -> str:
@@ -43,7 +36,7 @@ def write_report(out: str, manifest: dict | None = None, cache_root: str | None 
       cache_root: where the sources' token caches live (their histograms); None skips them.
     """
     if manifest is None:
-        path = storage.join(out, "manifest.json")
+        path = manifest_path(out)
         if not storage.exists(path):
             raise FormatError(f"{out}: no manifest.json: not a finished mixture folder (run `mixprep run` first, "
                               "or point at the folder it wrote).")
@@ -61,7 +54,7 @@ def write_report(out: str, manifest: dict | None = None, cache_root: str | None 
         plot_note = f"Plots skipped: plotting failed ({e!r})."
     text = render_markdown(manifest, histograms, {k: f"{REPORT_DIR}/{v}" for k, v in plots.items()},
                            plot_note, notes)
-    path = storage.join(out, "report.md")
+    path = storage.join(out, REPORT_FILE)
     with atomic_writer(path, "w") as f:
         f.write(text)
     return path
@@ -77,7 +70,7 @@ def load_histograms(manifest: dict, cache_root: str | None) -> tuple[dict[str, d
         if cache_root is None:
             missing.append(name)
             continue
-        path = storage.join(cache_dir(cache_root, name, s["cache_fingerprint"]), "cache.json")
+        path = cache_manifest(cache_dir(cache_root, name, s["cache_fingerprint"]))
         if storage.exists(path):
             cache = read_json(path)
             if cache.get("fingerprint") == s["cache_fingerprint"]:

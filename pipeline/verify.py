@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from . import storage
 from .errors import FormatError
+from .layout import CACHE_MANIFEST, MANIFEST, cache_manifest, cache_of, doc_table, manifest_path, shard_prefix
 from .mmidx import MMIDXReader
 from .storage import read_json
 
@@ -35,18 +36,18 @@ def sha256_file(path: str) -> str:
 
 def verify_path(path: str) -> list[str]:
     """Verify what ``path`` holds; returns one line per checked item, raises FormatError on a fault."""
-    if storage.exists(storage.join(path, "manifest.json")):
+    if storage.exists(manifest_path(path)):
         return list(_verify_mixture(path))
-    if storage.exists(storage.join(path, "cache.json")):
+    if storage.exists(cache_manifest(path)):
         return list(_verify_cache(path))
-    caches = sorted(p[: -len("/cache.json")] for p in _find(path, "cache.json"))
+    caches = sorted(cache_of(p) for p in _find(path, CACHE_MANIFEST))
     if caches:
         return [line for c in caches for line in _verify_cache(c)]
     if storage.exists(path + ".idx"):
         with MMIDXReader(path) as r:
             return [f"{path}: {len(r):,} sequences, {r.num_tokens:,} tokens: ok"]
-    raise FormatError(f"{path}: nothing to verify: expected a mixture folder (manifest.json), a token cache "
-                      "(cache.json), a folder of caches, or a .bin/.idx prefix.")
+    raise FormatError(f"{path}: nothing to verify: expected a mixture folder ({MANIFEST}), a token cache "
+                      f"({CACHE_MANIFEST}), a folder of caches, or a .bin/.idx prefix.")
 
 
 def _find(root: str, name: str) -> Iterator[str]:
@@ -62,6 +63,9 @@ def _find(root: str, name: str) -> Iterator[str]:
 
 
 def _check_sha(path: str, expected: str) -> None:
+    if not storage.exists(path):
+        raise FormatError(f"{path}: missing, though recorded with sha256 {expected}. Rebuild it (rerun the "
+                          "command that wrote it).")
     found = sha256_file(path)
     if found != expected:
         raise FormatError(f"{path}: sha256 {found} does not match the recorded {expected}: the file changed "
@@ -76,11 +80,11 @@ def _open_checked(prefix: str, record: dict) -> MMIDXReader:
 
 
 def _verify_mixture(folder: str) -> Iterator[str]:
-    manifest = read_json(storage.join(folder, "manifest.json"))
+    manifest = read_json(manifest_path(folder))
     width = manifest["sample_tokens"]
     samples = tokens = 0
     for shard in manifest["shards"]:
-        prefix = storage.join(folder, shard["prefix"])
+        prefix = shard_prefix(folder, shard["prefix"])
         with _open_checked(prefix, shard) as r:
             lengths = r.sequence_lengths
             if len(r) != shard["sequences"]:
@@ -97,7 +101,7 @@ def _verify_mixture(folder: str) -> Iterator[str]:
         yield f"{prefix}: {shard['sequences']:,} samples: ok"
     totals = manifest["totals"]
     if samples != totals["samples"] or tokens != totals["written_tokens"]:
-        raise FormatError(f"{folder}/manifest.json: totals say {totals['samples']} samples / "
+        raise FormatError(f"{manifest_path(folder)}: totals say {totals['samples']} samples / "
                           f"{totals['written_tokens']} tokens, the shards hold {samples} / {tokens}.")
     yield f"{folder}: {samples:,} samples, {tokens:,} tokens in {len(manifest['shards'])} shards: ok"
     for split in (manifest.get("held_out") or {}).values():
@@ -117,21 +121,21 @@ def _check_documents(prefix: str, reader: MMIDXReader, eos_id: int) -> None:
 
 
 def _verify_cache(folder: str) -> Iterator[str]:
-    manifest = read_json(storage.join(folder, "cache.json"))
+    manifest = read_json(cache_manifest(folder))
     docs = tokens = 0
     for part in manifest["parts"]:
         prefix = storage.join(folder, part["part"])
         with _open_checked(prefix, part) as r:
-            with storage.open_read(prefix + ".docs.parquet") as f:
+            with storage.open_read(doc_table(prefix)) as f:
                 table = pq.read_table(pa.BufferReader(f.read()), columns=["n_tokens"])
             n = table.column("n_tokens").to_numpy()
             if len(n) != len(r) or not np.array_equal(n.astype(np.int64), r.sequence_lengths.astype(np.int64)):
-                raise FormatError(f"{prefix}.docs.parquet: the document table ({len(n)} rows) does not match "
+                raise FormatError(f"{doc_table(prefix)}: the document table ({len(n)} rows) does not match "
                                   f"the token file ({len(r)} entries) row for row.")
             docs += len(r)
             tokens += r.num_tokens
     stats = manifest["stats"]
     if docs != stats["documents"] or tokens != stats["tokens"]:
-        raise FormatError(f"{folder}/cache.json: stats say {stats['documents']} documents / {stats['tokens']} "
+        raise FormatError(f"{cache_manifest(folder)}: stats say {stats['documents']} documents / {stats['tokens']} "
                           f"tokens, the parts hold {docs} / {tokens}.")
     yield f"{folder}: {manifest['source']}: {docs:,} documents, {tokens:,} tokens in {len(manifest['parts'])} parts: ok"

@@ -5,6 +5,7 @@ import json
 import os
 import types
 
+from pipeline import layout
 from pipeline.progress import Progress, counters_table
 from pipeline.sources import SourceFile
 
@@ -24,7 +25,7 @@ class Tty(io.StringIO):
 
 def part(directory, index, size, docs, tokens):
     """What _TokenizeFileFn leaves when an input file is done."""
-    with open(os.path.join(directory, f"part-{index:05d}.json"), "w") as f:
+    with open(layout.part_summary(layout.part_prefix(str(directory), index)), "w") as f:
         json.dump({"index": index, "file_size": size, "stats": {"documents": docs, "tokens": tokens},
                    "shard": {"bin_bytes": 2 * tokens, "dtype": "uint16"}}, f)
 
@@ -80,20 +81,17 @@ def test_terminal_redraws_in_place(tmp_path):
 
 
 def test_packing_counts_shards_of_this_plan_only(tmp_path):
-    shards = tmp_path / "_shards"
-    shards.mkdir()
-    with open(shards / "m-00000-of-00002.json", "w") as f:
-        json.dump({"plan_hash": "old", "tokens": 900, "tail_tokens": 0, "bin_bytes": 1800}, f)
+    (tmp_path / "_shards").mkdir()
+    shard(tmp_path, "m-00000-of-00002", "old", 900)
     clock = Clock()
     p = Progress(io.StringIO(), clock=clock)
     p.packing(str(tmp_path), ["m-00000-of-00002", "m-00001-of-00002"], "new", 1000)
     clock.t += 2
     assert p.poll()[0]["done"] == 0
-    with open(shards / "m-00000-of-00002.json", "w") as f:
-        json.dump({"plan_hash": "new", "provenance": {"file": "p/0.refs.npy"}, "tokens": 400, "tail_tokens": 10,
-                   "bin_bytes": 800}, f)
-    (tmp_path / "p").mkdir()
-    (tmp_path / "p" / "0.refs.npy").write_bytes(b"")
+    shard(tmp_path, "m-00000-of-00002", "new", 400, tail_tokens=10)
+    os.remove(tmp_path / "m-00000-of-00002.idx")
+    assert p.poll()[0]["done"] == 0  # not done until all its files are there, as the pack stage decides
+    (tmp_path / "m-00000-of-00002.idx").write_bytes(b"")
     (tmp_path / "m-00001-of-00002.bin.tmp-abcdef").write_bytes(b"\0" * 200)
     (row,) = p.poll()
     assert (row["label"], row["done"], row["tokens"]) == (tmp_path.name, 1, 510)
@@ -159,13 +157,14 @@ def test_a_runner_without_counters_is_said_once_and_the_run_goes_on(tmp_path):
     assert stream.getvalue().count(said) == 1 and stream.getvalue().endswith(said)
 
 
-def shard(out, name, plan_hash, tokens):
-    """What the pack stage leaves when a shard is done: its record and its provenance file."""
-    (out / "_provenance").mkdir(exist_ok=True)
-    (out / "_provenance" / f"{name}.refs.npy").write_bytes(b"")
-    (out / "_shards" / f"{name}.json").write_text(json.dumps({
-        "plan_hash": plan_hash, "tokens": tokens, "tail_tokens": 0, "bin_bytes": 2 * tokens,
-        "provenance": {"file": f"_provenance/{name}.refs.npy"}}))
+def shard(out, name, plan_hash, tokens, tail_tokens=0):
+    """What the pack stage leaves when a shard is done: its .bin/.idx, provenance file, then its record."""
+    (out / layout.PROVENANCE_DIR).mkdir(exist_ok=True)
+    for path in [*layout.shard_files(str(out), name), layout.provenance_path(str(out), name)]:
+        open(path, "wb").close()
+    with open(layout.sidecar_path(str(out), name), "w") as f:
+        json.dump({"plan_hash": plan_hash, "tokens": tokens, "tail_tokens": tail_tokens,
+                   "bin_bytes": 2 * tokens, "provenance": {"file": layout.provenance_rel(name)}}, f)
 
 
 def test_shards_this_run_wrote_are_never_shown_as_reused(tmp_path):

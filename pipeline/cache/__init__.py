@@ -1,6 +1,6 @@
-"""Tokenize once, mix many: the per-source token cache.
+"""Tokenize once, mix many: the per-source token cache (its file names: ``pipeline.layout``).
 
-    CACHE/<source>/<fingerprint>/
+    CACHE/<source>/<fingerprint[:16]>/
       part-00000.bin/.idx        tokens of input file 0, one MMIDIDX entry per document (EOS included)
       part-00000.docs.parquet    row i describes entry i: doc_id, subset, n_tokens, doc_hash, n_chars
       part-00000.rejects.jsonl   records rejected while reading file 0 (only when there are some)
@@ -26,15 +26,17 @@ order, not tokenized again. The new cache is the same bytes as one built from sc
 holds all of a sample's documents replaces it on disk (``remove_covered_samples``) unless another
 run is reading it.
 
-The package, one job a module: ``layout`` (the fingerprint, folder and file names, when a part is
-done), ``build`` (the Beam transform that tokenizes files into parts and writes cache.json),
+The package, one job a module: ``fingerprint`` (the format's version and document-table schema, and
+the fingerprint; the folder and file names, and when a part is done, are ``pipeline.layout``'s),
+``build`` (the Beam transform that tokenizes files into parts and writes cache.json),
 ``token_cache`` (a finished cache, read-only, and the lookup of the cache serving a source) and
 ``samples`` (which runs read a sampled cache, and its removal once a larger cache covers it).
 """
 
+from ..layout import READERS_DIR as READERS, cache_dir
 from .build import BuildCache, BuildCaches, deal_in_turn, local_workers
-from .layout import CACHE_VERSION, HISTOGRAM_BINS, cache_dir, cache_fingerprint
-from .samples import READ_MARK_SECONDS, READERS, RUN_ID, Readers, other_readers, remove_covered_samples
+from .fingerprint import CACHE_VERSION, HISTOGRAM_BINS, cache_fingerprint
+from .samples import READ_MARK_SECONDS, RUN_ID, Readers, other_readers, remove_covered_samples
 from .token_cache import TokenCache, sampled_caches
 
 __all__ = ["BuildCache", "BuildCaches", "CACHE_VERSION", "HISTOGRAM_BINS", "READERS", "READ_MARK_SECONDS", "RUN_ID",

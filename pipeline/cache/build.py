@@ -16,11 +16,12 @@ import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import DirectOptions
 
-from .. import storage
 from ..crashpoints import crash_point
 from ..document import Document, Reject
 from ..errors import FormatError
 from ..hashing import doc_hash
+from ..layout import (cache_dir, cache_manifest, doc_table, finished_part, part_name, part_prefix, part_summary,
+                      rejects_file)
 from ..lifetime import freeze_worker_state
 from ..mmidx import MMIDXWriter
 from ..sampling import SampleRule, sample_units
@@ -30,8 +31,7 @@ from ..sources.formats import TEXT_PER_FILE_BYTE, format_of
 from ..storage import atomic_writer, make_dirs, write_json
 from ..tokenizer import Encoder, LoadedTokenizer, TokenizerInfo, batches_by_size
 from ..sampling import Unseen
-from .layout import (CACHE_VERSION, DOC_TABLE_SCHEMA, HISTOGRAM_BINS, cache_dir, cache_fingerprint, finished_part,
-                     part_name)
+from .fingerprint import CACHE_VERSION, DOC_TABLE_SCHEMA, HISTOGRAM_BINS, cache_fingerprint
 from .token_cache import TokenCache
 
 log = logging.getLogger("mixprep")
@@ -161,8 +161,8 @@ class _TokenizeFileFn(beam.DoFn):
         j, index = element
         job = self._jobs[j]
         sf = job.files[index]
-        prefix = storage.join(job.directory, part_name(index))
-        done = finished_part(prefix, job.fingerprint, sf)
+        prefix = part_prefix(job.directory, index)
+        done = finished_part(prefix, job.fingerprint, sf.rel)
         if done is not None:  # a rerun keeps parts that were finished
             Metrics.counter(f"cache:{job.spec.name}", "parts_reused").inc()
             yield j, done
@@ -171,10 +171,10 @@ class _TokenizeFileFn(beam.DoFn):
 
     def _build(self, job: _Job, index: int, sf: SourceFile, prefix: str, earlier_cache: TokenCache | None) -> dict:
         tally, stats = FileTally(), _Stats()
-        rejects = _RejectsFile(prefix + ".rejects.jsonl")
+        rejects = _RejectsFile(rejects_file(prefix))
         make_dirs(job.directory)
         writer = MMIDXWriter(prefix, self._tokenizer.dtype)
-        table = _DocTable(prefix + ".docs.parquet")
+        table = _DocTable(doc_table(prefix))
         not_tokenized, unseen = 0, Unseen()
         earlier = _EarlierPart(earlier_cache, index, sf) if earlier_cache is not None else None
         try:
@@ -228,7 +228,7 @@ class _TokenizeFileFn(beam.DoFn):
             "not_tokenized": not_tokenized,  # forwarded by the reader, left out by the sample rule
             "unseen": unseen.to_dict() if job.rule is not None else None,
         }
-        write_json(prefix + ".json", summary)
+        write_json(part_summary(prefix), summary)
         crash_point(f"cache-part:{job.spec.name}:{index}")
         return summary
 
@@ -369,7 +369,7 @@ class _FinalizeCacheFn(beam.DoFn):
                 for s in summaries
             ],
         }
-        write_json(storage.join(job.directory, "cache.json"), manifest)
+        write_json(cache_manifest(job.directory), manifest)
         # No cleanup of temporaries here: a duplicate attempt of a tokenize step may still be writing
         # them (a runner's retry, Dask's recomputation); the driver removes them once the job has ended.
         yield manifest

@@ -1,4 +1,5 @@
-"""Where a token cache lives and what its files are called: the fingerprint, the folder, the parts."""
+"""What decides a token cache's bytes: its format's version and document-table schema, and the
+fingerprint over its inputs (its folder and file names: ``pipeline.layout``)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,8 @@ import json
 
 import pyarrow as pa
 
-from .. import storage
 from ..sampling import SampleRule
 from ..sources import READER_VERSION, SourceFile, SourceSpec, refused_files
-from ..storage import read_json
 from ..tokenizer import ENCODER_VERSION, LoadedTokenizer
 
 
@@ -43,24 +42,3 @@ def cache_fingerprint(spec: SourceSpec, files: list[SourceFile], tokenizer: Load
         key["unseen"] = 1  # a sampled cache keeps the histogram of the documents it did not tokenize (topup.py)
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
-
-def cache_dir(cache_root: str, source: str, fingerprint: str) -> str:
-    return storage.join(cache_root, source, fingerprint[:16])
-
-
-def part_name(index: int) -> str:
-    return f"part-{index:05d}"
-
-
-
-
-def finished_part(prefix: str, fingerprint: str, sf: SourceFile) -> dict | None:
-    path = prefix + ".json"
-    if not storage.exists(path):
-        return None
-    summary = read_json(path)
-    if summary.get("fingerprint") != fingerprint or summary.get("file") != sf.rel:
-        return None
-    if not (storage.exists(prefix + ".bin") and storage.exists(prefix + ".idx")):
-        return None
-    return summary

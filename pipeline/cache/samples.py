@@ -10,6 +10,7 @@ import socket
 import time
 
 from .. import storage
+from ..layout import CACHE_MANIFEST, reader_mark, readers_dir, source_dir_of
 from ..storage import make_dirs, read_json, write_json
 from .token_cache import TokenCache, sampled_caches
 
@@ -19,7 +20,7 @@ def remove_covered_samples(cache: "TokenCache") -> list[str]:
     """Delete the sampled caches of ``cache``'s files that hold no document it lacks (a top-up's first
     sample; every sample, when ``cache`` is whole): ``find`` serves their rules from ``cache``.
     One that another run is reading (``Readers``) stays. Returns the folders deleted."""
-    folder = cache.directory.rsplit("/", 1)[0]
+    folder = source_dir_of(cache.directory)
     source_fingerprint = cache.manifest.get("source_fingerprint") or cache.manifest["fingerprint"]
     removed = []
     for other in sampled_caches(folder, source_fingerprint):
@@ -28,16 +29,15 @@ def remove_covered_samples(cache: "TokenCache") -> list[str]:
                 log.info("keeping token cache %s although %s covers it: runs %s read it", other.directory,
                          cache.directory, ", ".join(runs))
                 continue
-            storage.delete_tree(other.directory, first="cache.json")  # first: no half-deleted cache looks finished
+            storage.delete_tree(other.directory, first=CACHE_MANIFEST)  # first: no half-deleted cache looks finished
             removed.append(other.directory)
     return removed
 
 
-# Runs sharing a cache root: a run that reads a sampled cache marks it in the cache's readers/ folder
+# Runs sharing a cache root: a run that reads a sampled cache marks it in the cache's readers folder
 # until it ends, and another run that builds a cache covering it does not remove it meanwhile. A mark
 # older than READ_MARK_SECONDS is a crashed run's. (A run that finds a sample in the instant another
 # is removing it can still lose it: it then stops with a missing-file error; rerun it.)
-READERS = "readers"
 READ_MARK_SECONDS = 3 * 24 * 3600
 RUN_ID = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
 
@@ -53,9 +53,9 @@ class Readers:
             self.mark(cache.directory)
 
     def mark(self, directory: str) -> None:
-        path = storage.join(directory, READERS, f"{RUN_ID}.json")
+        path = reader_mark(directory, RUN_ID)
         if path not in self._marks:
-            make_dirs(storage.join(directory, READERS))
+            make_dirs(readers_dir(directory))
             write_json(path, {"run": RUN_ID, "since": time.time()})
             self._marks.append(path)
 
@@ -80,7 +80,7 @@ class Readers:
 def other_readers(directory: str) -> list[str]:
     """The runs other than this one that marked the cache in ``directory`` as read within READ_MARK_SECONDS."""
     now, runs = time.time(), []
-    for path in storage.list_files(storage.join(directory, READERS), "*.json"):
+    for path in storage.list_files(readers_dir(directory), "*.json"):
         try:
             mark = read_json(path)
         except Exception:  # noqa: BLE001 - a mark being written or removed right now

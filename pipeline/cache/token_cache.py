@@ -9,12 +9,13 @@ import pyarrow.parquet as pq
 
 from .. import storage
 from ..errors import FormatError
+from ..layout import CACHE_MANIFEST, cache_dir, cache_manifest, caches_in, doc_table, is_finished_cache, source_dir
 from ..mmidx import MMIDXReader
 from ..sampling import SampleRule
 from ..sources import SourceFile, SourceSpec
 from ..storage import read_json
 from ..tokenizer import LoadedTokenizer
-from .layout import cache_dir, cache_fingerprint
+from .fingerprint import cache_fingerprint
 
 log = logging.getLogger("mixprep")
 
@@ -23,9 +24,9 @@ class TokenCache:
 
     def __init__(self, directory: str):
         self.directory = directory
-        path = storage.join(directory, "cache.json")
+        path = cache_manifest(directory)
         if not storage.exists(path):
-            raise FormatError(f"{directory}: no cache.json: not a finished token cache (run `mixprep tokenize`).")
+            raise FormatError(f"{directory}: no {CACHE_MANIFEST}: not a finished token cache (run `mixprep tokenize`).")
         self.manifest = read_json(path)
         self._readers: dict[int, MMIDXReader] = {}
 
@@ -38,11 +39,11 @@ class TokenCache:
         whole = cache_fingerprint(spec, files, tokenizer)
         for fp in [whole] if rule is None else [whole, cache_fingerprint(spec, files, tokenizer, rule)]:
             directory = cache_dir(cache_root, spec.name, fp)
-            if storage.exists(storage.join(directory, "cache.json")):
+            if is_finished_cache(directory):
                 return cls(directory)
         if rule is None:
             return None
-        covering = [c for c in sampled_caches(storage.join(cache_root, spec.name), whole) if c.rule.covers(rule)]
+        covering = [c for c in sampled_caches(source_dir(cache_root, spec.name), whole) if c.rule.covers(rule)]
         return min(covering, key=lambda c: (c.stats["tokens"], c.directory), default=None)
 
     @property
@@ -63,7 +64,7 @@ class TokenCache:
         return storage.join(self.directory, self.parts[part]["part"])
 
     def doc_table(self, part: int, columns: list[str] | None = None) -> pa.Table:
-        with storage.open_read(self.prefix(part) + ".docs.parquet") as f:
+        with storage.open_read(doc_table(self.prefix(part))) as f:
             return pq.read_table(pa.BufferReader(f.read()) if storage.is_remote(self.directory) else f,
                                  columns=columns)
 
@@ -87,11 +88,11 @@ def sampled_caches(folder: str, source_fingerprint: str) -> list["TokenCache"]:
     """The finished sampled caches in a source's cache ``folder`` of the files whose whole cache has
     ``source_fingerprint`` (same files, reader, tokenizer and cache version)."""
     found = []
-    for path in storage.list_files(folder, "*/cache.json"):
+    for directory in caches_in(folder):
         try:
-            cache = TokenCache(path[: -len("/cache.json")])
+            cache = TokenCache(directory)
         except Exception as e:  # another run's damaged cache is not this run's input
-            log.warning("ignoring token cache %s: %s", path, e)
+            log.warning("ignoring token cache %s: %s", cache_manifest(directory), e)
             continue
         # (A sample from before the unseen histogram cannot serve a top-up: not one of them.)
         if cache.rule is not None and cache.manifest.get("source_fingerprint") == source_fingerprint \
