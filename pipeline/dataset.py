@@ -147,21 +147,21 @@ class MixtureDataset:
             raise FormatError(f"{self.path}: a `layout: {manifest['layout']}` mixture: its entries are whole documents, "
                               "not samples of one length. Train on it with Megatron-LM (megatron-args.txt beside the "
                               "shards), or build the mixture with `layout: samples` for this reader.")
-        self._shards = [MMIDXReader(p) for p in prefixes]
-        counts = np.array([len(s) for s in self._shards], dtype=np.int64)
+        self._readers = [MMIDXReader(p) for p in prefixes]
+        counts = np.array([len(s) for s in self._readers], dtype=np.int64)
         # Shard k holds global samples [starts[k], starts[k+1]).
         self._starts = np.concatenate([[0], np.cumsum(counts)])
         self.seq_len = self._check_samples(seq_len)
-        self.dtype = self._shards[0].dtype
-        for shard in self._shards:
+        self.dtype = self._readers[0].dtype
+        for shard in self._readers:
             if shard.dtype != self.dtype:
                 raise FormatError(f"{shard.idx_path}: expected token dtype {self.dtype} (as in "
-                                  f"{self._shards[0].idx_path}), found {shard.dtype}")
+                                  f"{self._readers[0].idx_path}), found {shard.dtype}")
         self.num_tokens = len(self) * (self.seq_len + 1)
 
     def _check_samples(self, seq_len) -> int:
         if seq_len is None:
-            first = next((s for s in self._shards if len(s)), None)
+            first = next((s for s in self._readers if len(s)), None)
             if first is None:
                 raise FormatError(f"{self.path}: expected samples to infer seq_len from, found none")
             seq_len = int(first.sequence_lengths[0]) - 1
@@ -170,7 +170,7 @@ class MixtureDataset:
                                   f"found {seq_len + 1} tokens in entry 0")
         elif seq_len < 1:
             raise ValueError(f"seq_len must be at least 1, got {seq_len}")
-        for shard in self._shards:
+        for shard in self._readers:
             if (bad := np.flatnonzero(shard.sequence_lengths != seq_len + 1)).size:
                 i = int(bad[0])
                 raise FormatError(
@@ -189,7 +189,7 @@ class MixtureDataset:
         if not 0 <= i < n:
             raise IndexError(f"sample {i} out of range for {n} samples in {self.path}")
         k = int(np.searchsorted(self._starts, i, side="right")) - 1  # skips empty shards
-        return self._shards[k][i - int(self._starts[k])]
+        return self._readers[k][i - int(self._starts[k])]
 
     def sample_order(self, epoch: int, seed: int) -> np.ndarray:
         """The epoch's permutation of sample indices, from PCG64 seeded with ``[seed, epoch]``."""
@@ -210,7 +210,7 @@ class MixtureDataset:
             yield p, self[i]
 
     def close(self) -> None:
-        for shard in self._shards:
+        for shard in self._readers:
             shard.close()
 
     def __reduce__(self):

@@ -3,11 +3,11 @@
 A token cache (``cache_dir``)::
 
     CACHE/<source>/<fingerprint[:16]>/
-      part-NNNNN.bin/.idx          input file NNNNN's tokens (``part_prefix``)
-      part-NNNNN.docs.parquet      its document table (``doc_table``)
+      part-NNNNN.bin/.idx          input file NNNNN's tokens, an entry per document (``part_prefix``)
+      part-NNNNN.docs.parquet      its document table, row i for entry i (``doc_table``)
       part-NNNNN.rejects.jsonl     the records rejected while reading it, when there are some
       part-NNNNN.json              its summary, written last: the part is done (``finished_part``)
-      cache.json                   the cache's manifest, written last: the cache is finished
+      cache.json                   the cache's manifest (inputs, tokenizer, totals), written last: finished
       readers/<run>.json           sampled caches: a run reading it now (``reader_mark``)
 
 A mixture folder (``OUT``; a held-out split's folder ``OUT/<split>/`` is one of its own)::

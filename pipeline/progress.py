@@ -126,7 +126,7 @@ class Progress:
         ``plan_file`` (``{"plan_hash", "tokens"}``, written by that step) appears."""
         # The shard records there now, before the pipeline runs: the pack phase may start and end
         # between two polls, and then only these tell a shard reused from one this run wrote.
-        earlier = self._finished_shards(_Pack(out, list(shards), "", 0, set()), any_plan=True)
+        earlier = self._shard_records(_Pack(out, list(shards), "", 0, set()), any_plan=True)
         with self._lock:
             self._planned = (out, list(shards), plan_file, earlier)
 
@@ -146,7 +146,7 @@ class Progress:
         with self._lock:
             self._sources = []
             self._pack = _Pack(out, list(shards), plan_hash, tokens, set())
-            done = set(self._finished_shards(self._pack))
+            done = set(self._shard_records(self._pack))
             self._pack.done_at_start = done if done_before is None else done & done_before
             self._phase_start = self.clock()
 
@@ -184,7 +184,7 @@ class Progress:
         return out
 
     @staticmethod
-    def _finished_shards(pack: _Pack, any_plan: bool = False) -> dict[str, dict]:
+    def _shard_records(pack: _Pack, any_plan: bool = False) -> dict[str, dict]:
         """Shard records of ``pack``'s plan (``any_plan``: of any plan) whose shard is done, as pack.py decides."""
         out = {}
         for name in pack.shards:
@@ -238,7 +238,7 @@ class Progress:
         }
 
     def _poll_pack(self, p: _Pack, elapsed: float) -> dict:
-        shards = self._finished_shards(p)
+        shards = self._shard_records(p)
         tokens = sum(r["tokens"] + r["tail_tokens"] for r in shards.values())
         itemsize = 2
         for r in shards.values():

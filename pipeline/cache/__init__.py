@@ -1,12 +1,12 @@
-"""Tokenize once, mix many: the per-source token cache (its file names: ``pipeline.layout``).
+"""Tokenize once, mix many: the per-source token cache.
 
-    CACHE/<source>/<fingerprint[:16]>/
-      part-00000.bin/.idx        tokens of input file 0, one MMIDIDX entry per document (EOS included)
-      part-00000.docs.parquet    row i describes entry i: doc_id, subset, n_tokens, doc_hash, n_chars
-      part-00000.rejects.jsonl   records rejected while reading file 0 (only when there are some)
-      part-00000.json            the part's summary: file, counts, stats, sha256s (written last)
-      cache.json                 the whole cache: fingerprint inputs, tokenizer, totals (written last)
-      readers/<run>.json         sampled caches only: a run reading it now (``Readers``)
+A cache is a folder per source and fingerprint (``pipeline.layout`` names its files and draws the
+tree). Each input file makes one part: its tokens (an MMIDIDX pair, one entry per document, EOS
+included), its document table (row i describes entry i: doc_id, subset, n_tokens, doc_hash,
+n_chars), the records rejected reading it (when there are some) and its summary (file, counts,
+stats, sha256s; written last). The cache's manifest, cache.json (fingerprint inputs, tokenizer,
+totals), is written last of all; a sampled cache also holds the marks of the runs reading it
+(``Readers``).
 
 One input file makes one part, so a cache's bytes do not depend on the runner or the worker count,
 and a rerun after a crash keeps every part that was finished. The fingerprint covers the source's
