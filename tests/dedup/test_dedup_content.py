@@ -1,0 +1,81 @@
+"""The exact-duplicate key: the documented normalization, a stable 128-bit hash, exact dedup on the labelled corpus."""
+
+import os
+import subprocess
+import sys
+import unicodedata
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from conftest import ROOT, fuzz_examples
+from pipeline.dedup.content import content_key, content_keys, key_bytes, key_hex, normalize
+from pipeline.dedup.labelled import build_corpus
+
+# blake2b-128 (person "mixprep-content") of "Café au lait": a change to the key breaks every cache's table.
+GOLDEN = "1e3ae5157013c11cc9133eb2cf834c87"
+
+
+def test_normalization_is_nfc_then_whitespace_runs_to_one_space():
+    assert normalize("  Cafe\u0301\t au\r\n\r\n lait\u00a0\u3000\n") == "Caf\u00e9 au lait"
+    assert normalize("a\x1cb") == "a b"  # str.split()'s separators, as documented
+    assert normalize("\ufb01ne") == "\ufb01ne"  # NFC, not NFKC: the ligature stays
+    assert normalize("  a  b ", "raw") == "  a  b "
+    with pytest.raises(ValueError, match="unknown normalization"):
+        normalize("a", "nfkc")
+
+
+def test_the_key_is_fixed_across_processes_and_hash_seeds():
+    code = "from pipeline.dedup.content import content_key; print(content_key('Caf\\u00e9 au lait').hex())"
+    outs = {subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": seed}).stdout.strip() for seed in ("1", "2")}
+    assert outs == {content_key("Café au lait").hex()} == {GOLDEN}
+    assert len(content_key("x")) == 16
+
+
+def test_batch_keys_are_the_single_keys_packed_in_sortable_uint64_pairs():
+    texts = ["b", "a", "", "Cafe\u0301  x", "\ud800 lone surrogate"]
+    keys = content_keys(texts)
+    assert keys.shape == (5, 2) and keys.dtype == np.uint64
+    assert key_bytes(keys) == [content_key(t) for t in texts]
+    assert key_hex(keys) == [content_key(t).hex() for t in texts]
+    order = np.lexsort((keys[:, 1], keys[:, 0]))
+    assert [key_bytes(keys)[i] for i in order] == sorted(content_key(t) for t in texts)
+
+
+_words = st.lists(st.text(st.characters(blacklist_categories=("Zs", "Zl", "Zp", "Cc")), min_size=1), min_size=1)
+_gaps = st.lists(st.sampled_from([" ", "  ", "\t", "\n", "\r\n", "\u00a0", "\u3000", " \n\n "]), min_size=1)
+
+
+@settings(max_examples=fuzz_examples(200), deadline=None)
+@given(_words, _gaps, st.sampled_from(["", " ", "\n"]))
+def test_whitespace_and_composition_variants_share_the_key(words, gaps, edge):
+    plain = " ".join(words)
+    varied = edge + "".join(w + gaps[i % len(gaps)] for i, w in enumerate(words)) + edge
+    assert content_key(varied) == content_key(plain)
+    assert content_key(unicodedata.normalize("NFD", plain)) == content_key(plain)
+    assert normalize(normalize(varied)) == normalize(varied)
+
+
+def test_exact_dedup_finds_every_exact_whitespace_and_unicode_copy_and_nothing_else():
+    corpus = build_corpus(seed=3, bases=60)
+    expected = {}
+    for i, d in enumerate(corpus.docs):
+        expected.setdefault((d.base, d.kind in ("original", "exact", "whitespace", "unicode")), set()).add(i)
+    truth = sorted(sorted(g) for (_, together), g in expected.items() if together)
+    truth += sorted([i] for (_, together), g in expected.items() if not together for i in g)
+
+    def groups(normalization):
+        by_key = {}
+        for i, k in enumerate(key_bytes(content_keys(corpus.texts(), normalization))):
+            by_key.setdefault(k, []).append(i)
+        return sorted(by_key.values())
+
+    assert groups("nfc_whitespace") == sorted(truth)
+    # Raw bytes: only the exact copies share their original's key.
+    raw_truth = {}
+    for i, d in enumerate(corpus.docs):
+        raw_truth.setdefault((d.base, d.kind in ("original", "exact")) if d.kind in ("original", "exact") else i,
+                             []).append(i)
+    assert groups("raw") == sorted(raw_truth.values())
