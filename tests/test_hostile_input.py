@@ -190,17 +190,17 @@ def test_without_skip_a_broken_file_stops_the_run_naming_it(tmp_path):
 
 
 def test_a_file_that_vanishes_after_listing(tmp_path, monkeypatch):
-    import pipeline.mixture as mixture
+    import pipeline.run as run
 
     hostile_corpus(tmp_path / "corpus")
-    real = mixture.list_source_files
+    real = run.list_source_files
 
     def list_then_vanish(spec, data_root):
         files = real(spec, data_root)
         os.remove(tmp_path / "corpus" / "data" / "c.json.gz")
         return files
 
-    monkeypatch.setattr(mixture, "list_source_files", list_then_vanish)
+    monkeypatch.setattr(run, "list_source_files", list_then_vanish)
     manifest = run_mixture(mixture_file(tmp_path), str(tmp_path), str(tmp_path / "out"), str(tmp_path / "cache"), IN_PROCESS)
     corrupt = {c["file"]: c["error"] for c in manifest["sources"]["hostile"]["accounting"]["corrupt_files"]}
     assert "cannot be opened" in corrupt["data/c.json.gz"]
