@@ -429,7 +429,7 @@ def raw_ceilings(tok_path: Path, texts: list[str], cores: int, results: dict) ->
 
     tokenizer = load_tokenizer(str(tok_path))
     for threads in (1, cores):
-        encoder = Encoder(tokenizer, threads=threads)
+        encoder = Encoder(tokenizer, threads=threads, backend="tiktoken")  # the default is gigatoken, if installed
         assert encoder.backend == "tiktoken", encoder.fast_blocker
         out: list[np.ndarray] = []
         _, s = timed(lambda: [out.extend(encoder.encode_batch(b)) for b in calls(texts)])
@@ -627,9 +627,7 @@ def _pipeline_once(name: str, mixture: Path, data_root: Path, tok_path: Path, to
     seconds = time.perf_counter() - t
     if rc != 0:
         raise SystemExit(f"{name} failed (exit {rc}); see {work / (name + '.log')}")
-    forced = (env_extra or {}).get("MIXPREP_ENCODER") == "tokenizers"
-    fell_back = "encoding with `tokenizers`" in (work / f"{name}.log").read_text()
-    backend = "tokenizers" if forced or fell_back else "tiktoken"
+    backend = (env_extra or {}).get("MIXPREP_ENCODER") or os.environ.get("MIXPREP_ENCODER") or "auto"
     row = {"command": " ".join(cmd), "workers": workers, "tokens": n_tokens, "seconds": round(seconds, 3),
            "tok_per_s": n_tokens / seconds, "peak_rss_bytes": peak.peak, "backend": backend}
     by_name = json.loads((out / "manifest.json").read_text())["sources"]

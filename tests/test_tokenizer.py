@@ -71,10 +71,24 @@ def _tmp_dir() -> str:
 TOKENIZERS = {"shipped": shipped, "neox_like": neox_like}
 
 
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+# Every backend, each test skipped where its package is not installed (the fallback is tested apart).
+FAST_BACKENDS = [pytest.param(name, marks=pytest.mark.skipif(not _installed(name), reason=f"{name} not installed"))
+                 for name in ("tiktoken", "gigatoken")]
+ALL_BACKENDS = ["tokenizers", *FAST_BACKENDS]
+
+
 @functools.cache
-def encoder(which: str, chunk_chars: int, max_call_bytes: int = 256) -> Encoder:
+def encoder(which: str, chunk_chars: int, max_call_bytes: int = 256, backend: str = "auto") -> Encoder:
     tok = TOKENIZERS[which]()
-    return Encoder(tok, chunk_chars=chunk_chars, max_call_bytes=max_call_bytes)
+    enc = Encoder(tok, chunk_chars=chunk_chars, max_call_bytes=max_call_bytes, backend=backend)
+    assert backend == "auto" or enc.backend == backend, enc.fast_blocker
+    return enc
 
 
 def whole_ids(tok, text: str) -> list[int]:
@@ -390,8 +404,8 @@ documents = st.lists(st.tuples(_word, st.sampled_from(SEPARATORS)), max_size=60)
 cut_property = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def _check_chunked_equals_whole(which: str, texts: list[str], chunk_chars: int) -> None:
-    enc = encoder(which, chunk_chars)
+def _check_chunked_equals_whole(which: str, texts: list[str], chunk_chars: int, backend: str = "auto") -> None:
+    enc = encoder(which, chunk_chars, backend=backend)
     tok = TOKENIZERS[which]()
     pieces = sum(len(enc.pieces(t)) for t in texts)
     event(f"cuts: {min(pieces - len(texts), 10)}{'+' if pieces - len(texts) >= 10 else ''}")
@@ -399,16 +413,18 @@ def _check_chunked_equals_whole(which: str, texts: list[str], chunk_chars: int) 
     assert [a.tolist() for a in enc.encode_batch(texts)] == [whole_ids(tok, t) for t in texts]
 
 
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
 @cut_property
 @given(texts=st.lists(documents, min_size=1, max_size=3), chunk_chars=st.sampled_from([1, 16, 64]))
-def test_chunked_equals_whole(texts, chunk_chars):
-    _check_chunked_equals_whole("shipped", texts, chunk_chars)
+def test_chunked_equals_whole(backend, texts, chunk_chars):
+    _check_chunked_equals_whole("shipped", texts, chunk_chars, backend)
 
 
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
 @cut_property
 @given(texts=st.lists(documents, min_size=1, max_size=3), chunk_chars=st.sampled_from([1, 16, 64]))
-def test_chunked_equals_whole_with_gpt_neox_structure(texts, chunk_chars):
-    _check_chunked_equals_whole("neox_like", texts, chunk_chars)
+def test_chunked_equals_whole_with_gpt_neox_structure(backend, texts, chunk_chars):
+    _check_chunked_equals_whole("neox_like", texts, chunk_chars, backend)
 
 
 def dense_text(n_pairs: int, seed: int = 0) -> str:
@@ -418,11 +434,12 @@ def dense_text(n_pairs: int, seed: int = 0) -> str:
     return "".join(rng.choice(fragments) + rng.choice(SEPARATORS) for _ in range(n_pairs))
 
 
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
 @pytest.mark.parametrize("which", ["shipped", "neox_like"])
-def test_cutting_at_every_safe_point_of_a_dense_text(which):
+def test_cutting_at_every_safe_point_of_a_dense_text(which, backend):
     tok = TOKENIZERS[which]()
     text = dense_text(60_000)
-    enc = encoder(which, 1, max_call_bytes=1 << 16)  # chunk_chars=1: a cut at every safe point
+    enc = encoder(which, 1, max_call_bytes=1 << 16, backend=backend)  # chunk_chars=1: a cut at every safe point
     assert len(enc.pieces(text)) > 20_000
     assert enc.encode_batch([text])[0].tolist() == whole_ids(tok, text)
 
@@ -490,7 +507,7 @@ def test_batches_by_bytes_uses_text_of():
     assert [[d["id"] for d in b] for b in batches] == [[0, 1, 2], [3], [4]]
 
 
-# --- the fast encoder (tiktoken) gives the ids of `tokenizers` -----------------------------------
+# --- the fast backends (tiktoken, gigatoken) give the ids of `tokenizers` ------------------------
 
 tiktoken = pytest.importorskip("tiktoken")
 
@@ -529,54 +546,62 @@ def _sample_texts() -> list[str]:
 
 
 @functools.cache
-def fast_encoder(which: str) -> Encoder:
-    return Encoder(TOKENIZERS[which](), chunk_chars=1 << 12, max_call_bytes=1 << 16, verify_bytes=0)
+def fast_encoder(which: str, backend: str) -> Encoder:
+    enc = Encoder(TOKENIZERS[which](), chunk_chars=1 << 12, max_call_bytes=1 << 16, verify_bytes=0, backend=backend)
+    assert enc.backend == backend, enc.fast_blocker
+    return enc
 
 
-def _check_fast_equals_tokenizers(which: str, texts: list[str]) -> None:
-    enc = fast_encoder(which)
-    assert enc.backend == "tiktoken", enc.fast_blocker
+def _check_fast_equals_tokenizers(which: str, texts: list[str], backend: str) -> None:
+    enc = fast_encoder(which, backend)
     tok = TOKENIZERS[which]()
     got = [a.tolist() for a in enc.encode_batch(texts)]
     want = [e.ids + [tok.eos_id] for e in tok.tokenizer.encode_batch_fast(texts, add_special_tokens=False)]
     assert got == want
 
 
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
 @pytest.mark.parametrize("which", ["shipped", "neox_like"])
-def test_fast_encoder_is_used_and_matches_on_varied_texts(which):
-    _check_fast_equals_tokenizers(which, VARIED + [PROBE_TEXT, dense_text(5_000, seed=3)])
+def test_fast_encoder_is_used_and_matches_on_varied_texts(which, backend):
+    _check_fast_equals_tokenizers(which, VARIED + [PROBE_TEXT, dense_text(5_000, seed=3)], backend)
 
 
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
 @pytest.mark.parametrize("which", ["shipped", "neox_like"])
-def test_fast_encoder_matches_on_every_sample_document(which):
-    _check_fast_equals_tokenizers(which, _sample_texts())
+def test_fast_encoder_matches_on_every_sample_document(which, backend):
+    _check_fast_equals_tokenizers(which, _sample_texts(), backend)
 
 
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
 @cut_property
 @given(texts=st.lists(documents, min_size=1, max_size=3))
-def test_fast_encoder_property(texts):
-    _check_fast_equals_tokenizers("shipped", texts)
+def test_fast_encoder_property(backend, texts):
+    _check_fast_equals_tokenizers("shipped", texts, backend)
 
 
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
 @cut_property
 @given(texts=st.lists(documents, min_size=1, max_size=3))
-def test_fast_encoder_property_with_gpt_neox_structure(texts):
-    _check_fast_equals_tokenizers("neox_like", texts)
+def test_fast_encoder_property_with_gpt_neox_structure(backend, texts):
+    _check_fast_equals_tokenizers("neox_like", texts, backend)
 
 
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
 @settings(max_examples=300, deadline=None)
 @given(text=st.text(max_size=40))
-def test_fast_encoder_on_arbitrary_unicode(text):
-    _check_fast_equals_tokenizers("neox_like", [text])
+def test_fast_encoder_on_arbitrary_unicode(backend, text):
+    _check_fast_equals_tokenizers("neox_like", [text], backend)
 
 
-def test_unicode_tables_agree_for_every_code_point():
-    """tiktoken's regex classes (\\p{L}, \\p{N}, \\s) and Python's NFC agree with tokenizers' on every character.
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+def test_unicode_tables_agree_for_every_code_point(backend):
+    """The fast backend's regex classes (\\p{L}, \\p{N}, \\s) and Python's NFC (which both fast
+    backends apply before encoding) agree with tokenizers' on every character.
 
     Each character sits in contexts where its class decides the split: after a letter, a digit, a
     space and punctuation; NFC is compared alone and after a base letter.
     """
-    enc, tok = fast_encoder("neox_like"), neox_like()
+    enc, tok = fast_encoder("neox_like", backend), neox_like()
     nfc = normalizers.NFC().normalize_str
     # Planes 0-3 and 14 hold every assigned character; planes 4-13 are unassigned, 15-16 private use.
     # Planes 2-3 (CJK ideograph extensions, one class throughout) are sampled, every third.
@@ -586,17 +611,18 @@ def test_unicode_tables_agree_for_every_code_point():
     for start in range(0, len(chars), 1 << 14):
         block = chars[start:start + (1 << 14)]
         assert [unicodedata.normalize("NFC", "a" + c) for c in block] == [nfc("a" + c) for c in block]
-        texts = ["".join(f"x{c}x 1{c}1  {c}.\n" for c in block[i:i + 256]) for i in range(0, len(block), 256)]
+        texts = ["".join(f"x{c}x 1{c}1  {c}.\na{c} " for c in block[i:i + 256]) for i in range(0, len(block), 256)]
         got = [a.tolist() for a in enc.encode_batch(texts)]
         want = [e.ids + [0] for e in tok.tokenizer.encode_batch_fast(texts, add_special_tokens=False)]
         assert got == want, f"code points from {ord(block[0]):#x}"
 
 
-def test_long_document_with_the_fast_encoder():
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+def test_long_document_with_the_fast_encoder(backend):
     tok = shipped()
     text = make_long_document(600_000, seed=5)
-    enc = Encoder(tok)
-    assert enc.backend == "tiktoken" and len(enc.pieces(text)) > 5
+    enc = Encoder(tok, backend=backend)
+    assert enc.backend == backend and len(enc.pieces(text)) > 5
     assert enc.encode_batch([text])[0].tolist() == whole_ids(tok, text)
 
 
@@ -609,41 +635,72 @@ def test_fast_pattern_treats_space_runs_as_added_tokens():
 GPT2 = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
 
-def test_fast_encoder_falls_back_without_tiktoken(monkeypatch, caplog):
+@pytest.fixture
+def hide_packages(monkeypatch):
+    """`hide_packages("tiktoken", ...)` makes their imports fail, as where they are not installed; the
+    per-process gate caches are cleared before and after, so no other test sees a refused backend."""
     import builtins
 
-    real_import = builtins.__import__
+    from pipeline.tokenizer.giga import _gigatoken_model
 
-    def no_tiktoken(name, *args, **kwargs):
-        if name == "tiktoken":
-            raise ImportError("No module named 'tiktoken'")
-        return real_import(name, *args, **kwargs)
+    def hide(*names: str) -> None:
+        real_import = builtins.__import__
 
-    monkeypatch.setattr(builtins, "__import__", no_tiktoken)
-    _fast_encoding.cache_clear()
-    try:
-        with caplog.at_level(logging.WARNING, logger="pipeline.tokenizer"):
-            enc = Encoder(shipped())
-    finally:
+        def refuse(name, *args, **kwargs):
+            if name.split(".")[0] in names:
+                raise ImportError(f"No module named {name!r}")
+            return real_import(name, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "__import__", refuse)
         _fast_encoding.cache_clear()
+        _gigatoken_model.cache_clear()
+
+    yield hide
+    monkeypatch.undo()
+    _fast_encoding.cache_clear()
+    _gigatoken_model.cache_clear()
+
+
+def test_fast_encoder_falls_back_without_tiktoken_and_gigatoken(hide_packages, caplog):
+    hide_packages("tiktoken", "gigatoken")
+    with caplog.at_level(logging.WARNING, logger="pipeline.tokenizer"):
+        enc = Encoder(shipped())
     assert enc.backend == "tokenizers" and "tiktoken is not installed" in enc.fast_blocker
-    assert "tiktoken is not installed" in caplog.text
+    assert "gigatoken is not installed" in caplog.text and "tiktoken is not installed" in caplog.text
+    assert enc.backend_info()["refused"].keys() == {"gigatoken", "tiktoken"}
     assert enc.encode_batch(["It's fine"])[0].tolist() == whole_ids(shipped(), "It's fine")
 
 
-def test_fast_encoder_can_be_turned_off(monkeypatch):
+def test_fast_encoder_can_be_turned_off_or_forced(monkeypatch):
     monkeypatch.setenv("MIXPREP_ENCODER", "tokenizers")
     assert Encoder(shipped()).backend == "tokenizers"
+    assert Encoder(shipped()).fast_blocker == "not requested (MIXPREP_ENCODER=tokenizers)"
+    monkeypatch.setenv("MIXPREP_ENCODER", "tiktoken")
+    assert Encoder(shipped()).backend == "tiktoken"
+    assert Encoder(shipped(), backend="tokenizers").backend == "tokenizers"  # the argument wins
+    monkeypatch.setenv("MIXPREP_ENCODER", "sentencepiece")
+    with pytest.raises(ConfigError, match="MIXPREP_ENCODER='sentencepiece' is not an encoder backend"):
+        Encoder(shipped())
     monkeypatch.delenv("MIXPREP_ENCODER")
     assert Encoder(shipped(), fast=False).backend == "tokenizers"
-    assert Encoder(shipped()).backend == "tiktoken"
+    assert Encoder(shipped()).backend == ("gigatoken" if _installed("gigatoken") else "tiktoken")
 
 
-def test_threads_give_the_same_ids(monkeypatch):
+def test_a_forced_backend_its_gate_refuses_gives_tokenizers(hide_packages, caplog):
+    hide_packages("gigatoken")
+    with caplog.at_level(logging.WARNING, logger="pipeline.tokenizer"):
+        enc = Encoder(shipped(), backend="gigatoken")
+    assert enc.backend == "tokenizers" and enc.refused == {"gigatoken": enc.refused["gigatoken"]}  # tiktoken not tried
+    assert "gigatoken is not installed" in caplog.text and "trying `tokenizers`" in caplog.text
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+def test_threads_give_the_same_ids(monkeypatch, backend):
     texts = VARIED * 3
-    one = Encoder(shipped(), threads=1, max_call_bytes=1 << 10)
+    one = Encoder(shipped(), threads=1, max_call_bytes=1 << 10, backend=backend)
     monkeypatch.setenv("MIXPREP_ENCODE_THREADS", "3")
-    three = Encoder(shipped(), max_call_bytes=1 << 10)
+    three = Encoder(shipped(), max_call_bytes=1 << 10, backend=backend)
+    assert one.backend == three.backend == backend
     assert (one.threads, three.threads) == (1, 3)
     assert [a.tolist() for a in one.encode_batch(texts)] == [a.tolist() for a in three.encode_batch(texts)]
     three.close()
@@ -691,7 +748,8 @@ def test_fast_encoder_blocker_on_space_run_shapes():
 
 
 def test_inconsistent_merges_fall_back(tmp_path, caplog):
-    """A merge result that BPE does not reach from its own bytes breaks the rank order: tokenizers is used."""
+    """A merge result that BPE does not reach from its own bytes breaks tiktoken's rank order: tiktoken is
+    refused. gigatoken ranks merges as `tokenizers` does: it is admitted, and gives the same ids."""
     config = json.loads(SHIPPED.read_text(encoding="utf-8"))
     vocab, merges = config["model"]["vocab"], config["model"]["merges"]
     assert not {"qz", "jq", "jqz"} & set(vocab)
@@ -703,14 +761,21 @@ def test_inconsistent_merges_fall_back(tmp_path, caplog):
     tok = load_tokenizer(write_config(tmp_path, config))
     assert tok.tokenizer.encode("jqz").ids == [vocab["j"], vocab["qz"]]
     with caplog.at_level(logging.WARNING, logger="pipeline.tokenizer"):
-        enc = Encoder(tok)
+        enc = Encoder(tok, backend="tiktoken")
     assert enc.backend == "tokenizers"
     assert "'jqz' does not encode to itself" in enc.fast_blocker and "jqz" in caplog.text
     assert enc.encode_batch(["jqz"])[0].tolist() == whole_ids(tok, "jqz")
+    if _installed("gigatoken"):
+        enc = Encoder(tok)
+        assert enc.backend == "gigatoken"
+        texts = ["jqz", " jqz jqzjqz qz jq", *VARIED]
+        assert [x.tolist() for x in enc.encode_batch(texts)] == [whole_ids(tok, t) for t in texts]
 
 
-def test_non_monotone_ids_are_mapped_back(tmp_path):
-    """Ids that do not grow in merge order: tiktoken ranks follow the merges, ids are mapped back."""
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+def test_non_monotone_ids_are_mapped_back(tmp_path, backend):
+    """Ids that do not grow in merge order: tiktoken ranks follow the merges, ids are mapped back;
+    gigatoken reads ids and merges apart."""
     config = json.loads(SHIPPED.read_text(encoding="utf-8"))
     vocab, merges = config["model"]["vocab"], config["model"]["merges"]
     a, b = (merges[0][0] + merges[0][1]), (merges[1][0] + merges[1][1])
@@ -718,21 +783,23 @@ def test_non_monotone_ids_are_mapped_back(tmp_path):
     tok = load_tokenizer(write_config(tmp_path, config))
     fast = _fast_encoding(tok.json_bytes.decode())
     assert not isinstance(fast, str) and fast.id_of_rank is not None
-    enc = Encoder(tok, verify_bytes=0)
-    assert enc.backend == "tiktoken"
+    enc = Encoder(tok, verify_bytes=0, backend=backend)
+    assert enc.backend == backend
     texts = VARIED + [dense_text(2_000, seed=9)]
     assert [x.tolist() for x in enc.encode_batch(texts)] == [whole_ids(tok, t) for t in texts]
 
 
-def test_a_mismatch_on_the_first_texts_switches_to_tokenizers(caplog):
-    enc = Encoder(shipped(), verify_bytes=1 << 10)
-    assert enc.backend == "tiktoken"
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+def test_a_mismatch_on_the_first_texts_switches_to_tokenizers(caplog, backend):
+    enc = Encoder(shipped(), verify_bytes=1 << 10, backend=backend)
+    assert enc.backend == backend
     real = enc._fast.encode
     enc._fast.encode = lambda pieces: [a + 1 for a in real(pieces)]  # a broken fast encoder
     with caplog.at_level(logging.ERROR, logger="pipeline.tokenizer"):
         [ids] = enc.encode_batch(["Hello there"])
     assert ids.tolist() == whole_ids(shipped(), "Hello there")
     assert enc.backend == "tokenizers" and "differ" in caplog.text
+    assert f"{backend}'s ids differ" in enc.backend_info()["refused"][backend]
 
 
 def test_encoder_version_is_unchanged():

@@ -7,7 +7,9 @@ One job per module; docs/TOKENIZER.md has the arguments the cuts and the fast pa
 - `structure`: the structure checks shared by the two proofs (byte-level BPE, GPT-2 regex);
 - `cuts`: where a long text may be cut without changing its ids, and `chunking_blocker`;
 - `fast`: the tiktoken encoding built from the same file, and its gate `fast_encoder_blocker`;
-- `encoder`: the `Encoder` (one per worker) and batching by size.
+- `giga`: gigatoken's tokenizer loaded from the same file, and its gate (`gigatoken_blocker`, probes);
+- `encoder`: the `Encoder` (one per worker; `backend`: gigatoken, tiktoken or tokenizers, the first a
+  gate admits, or MIXPREP_ENCODER's) and batching by size.
 
 Usage::
 
@@ -21,6 +23,7 @@ from .cuts import DEFAULT_CHUNK_CHARS, chunking_blocker, is_safe_cut, safe_cut_p
 from .encoder import (DEFAULT_BATCH_BYTES, ENCODER_VERSION, Encoder, batches_by_bytes, batches_by_size,
                       utf8_len)
 from .fast import fast_encoder_blocker
+from .giga import gigatoken_blocker
 from .load import EOS_TOKEN, LoadedTokenizer, TokenizerInfo, load_tokenizer
 from .structure import GPT2_PATTERN
 
@@ -41,5 +44,6 @@ __all__ = [
     "split_at_safe_cuts",
     "chunking_blocker",
     "fast_encoder_blocker",
+    "gigatoken_blocker",
     "GPT2_PATTERN",
 ]

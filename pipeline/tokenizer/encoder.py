@@ -7,9 +7,12 @@ Each worker builds one `Encoder` from a `LoadedTokenizer` in `DoFn.setup()` and 
         for doc, ids in zip(batch, encoder.encode_batch([d.text for d in batch])):
             ...                                            # ids: np.ndarray of tok.dtype, ids[-1] == tok.eos_id
 
-It cuts long texts at safe points (`cuts`) and encodes with tiktoken when the fast path admits the
-tokenizer (`fast`), else with `tokenizers`, logging why; docs/TOKENIZER.md says why the ids are the
-same either way. Threads: tiktoken releases the GIL; the encoder uses `threads` threads (default: the
+It cuts long texts at safe points (`cuts`) and encodes with the first backend whose gate admits the
+tokenizer: gigatoken (`giga`), then tiktoken (`fast`), else `tokenizers`, logging why each faster one
+was refused; docs/TOKENIZER.md says why the ids are the same either way. `Encoder.backend` names the
+one in use, `Encoder.backend_info()` what a manifest records. MIXPREP_ENCODER (or `backend=`) forces
+one: `gigatoken`, `tiktoken` or `tokenizers` (`auto`, the default, tries them in that order).
+Threads: both fast backends release the GIL; the encoder uses `threads` threads (default: the
 environment variable MIXPREP_ENCODE_THREADS, else 1, right for Beam's local runner, which runs one
 worker process per core); a single-process user on an N-core box passes `threads=N`.
 """
@@ -27,6 +30,7 @@ import numpy as np
 from ..errors import ConfigError
 from .cuts import DEFAULT_CHUNK_CHARS, chunking_blocker, split_at_safe_cuts
 from .fast import PROBE_TEXT, _fast_encoding, _TiktokenBackend
+from .giga import _gigatoken_model, _GigatokenBackend, probe_texts, real_sample
 from .load import LoadedTokenizer
 
 # Bump when a change to `Encoder` could change the ids it produces: it is part of the cache fingerprint.
@@ -41,8 +45,11 @@ DEFAULT_BATCH_BYTES = 1 << 20
 # How much of the first texts the fast encoder also encodes with `tokenizers` to compare (~0.1 s).
 DEFAULT_VERIFY_BYTES = 1 << 18
 THREADS_ENV = "MIXPREP_ENCODE_THREADS"
-# MIXPREP_ENCODER=tokenizers turns the fast encoder off (for comparisons, or should a check ever fail).
+# MIXPREP_ENCODER forces a backend (for comparisons, or should a check ever fail); `auto` tries the
+# fast ones in this order, fastest first.
 BACKEND_ENV = "MIXPREP_ENCODER"
+FAST_BACKENDS = ("gigatoken", "tiktoken")
+BACKENDS = (*FAST_BACKENDS, "tokenizers")
 
 
 def utf8_len(text: str) -> int:
@@ -92,10 +99,22 @@ def _default_threads() -> int:
         raise ConfigError(f"{THREADS_ENV}={value!r} is not a whole number of threads") from None
 
 
+def _requested_backend(backend: str | None) -> str:
+    """`backend`, else MIXPREP_ENCODER, else "auto"; checked against the known names."""
+    value = (backend if backend is not None else os.environ.get(BACKEND_ENV, "")).strip().lower() or "auto"
+    if value not in ("auto", *BACKENDS):
+        where = "backend" if backend is not None else BACKEND_ENV
+        raise ConfigError(f"{where}={value!r} is not an encoder backend: use one of auto, {', '.join(BACKENDS)}")
+    return value
+
+
 def _first_difference(a: np.ndarray, b: np.ndarray) -> int:
     n = min(len(a), len(b))
     diff = np.flatnonzero(a[:n] != b[:n])
     return int(diff[0]) if len(diff) else n
+
+
+_FastBackend = _GigatokenBackend | _TiktokenBackend
 
 
 class Encoder:
@@ -107,13 +126,15 @@ class Encoder:
             characters, when `chunking_blocker` allows it.
         max_call_bytes: UTF-8 bytes of text passed to one `encode_batch` call (bounds the memory the
             Encodings hold); a single larger piece goes alone.
-        fast: use tiktoken when it can express the tokenizer exactly (`backend` tells;
-            docs/TOKENIZER.md says why the ids are the same); False, or MIXPREP_ENCODER=tokenizers in the
-            environment: always `tokenizers`.
+        fast: use a fast backend (gigatoken, else tiktoken) when its gate admits the tokenizer
+            (`backend` tells; docs/TOKENIZER.md says why the ids are the same); False: `tokenizers`.
+        backend: force one: "gigatoken", "tiktoken" or "tokenizers" ("auto": the first admitted);
+            default MIXPREP_ENCODER, else "auto". A forced fast backend its gate refuses gives
+            `tokenizers`, with a warning (never the other fast backend).
         threads: encoding threads; default MIXPREP_ENCODE_THREADS, else 1 (one per Beam worker
-            process). tiktoken gets this many; `tokenizers` too (RAYON_NUM_THREADS, set here unless
-            it is set already; it only takes effect if this process has not encoded with it yet).
-        verify_bytes: UTF-8 bytes of the first texts that the fast encoder also encodes with
+            process). A fast backend gets this many; `tokenizers` too (RAYON_NUM_THREADS, set here
+            unless it is set already; it only takes effect if this process has not encoded with it yet).
+        verify_bytes: UTF-8 bytes of the first texts that a fast backend also encodes with
             `tokenizers` to compare; a difference switches to `tokenizers` and logs an error.
     """
 
@@ -124,6 +145,7 @@ class Encoder:
         chunk_chars: int = DEFAULT_CHUNK_CHARS,
         max_call_bytes: int = DEFAULT_BATCH_BYTES,
         fast: bool = True,
+        backend: str | None = None,
         threads: int | None = None,
         verify_bytes: int = DEFAULT_VERIFY_BYTES,
     ):
@@ -131,7 +153,7 @@ class Encoder:
             raise ValueError("chunk_chars and max_call_bytes must be positive")
         self.threads = _default_threads() if threads is None else max(1, int(threads))
         # Rayon sizes its pool from this when `tokenizers` first encodes in this process: one thread
-        # per Beam worker process, as for tiktoken (docs/PERFORMANCE.md has the measurements).
+        # per Beam worker process, as for the fast backends (docs/PERFORMANCE.md has the measurements).
         os.environ.setdefault("RAYON_NUM_THREADS", str(self.threads))
         from tokenizers import Tokenizer
 
@@ -150,7 +172,8 @@ class Encoder:
         self._eos = np.array([tokenizer.eos_id], dtype=tokenizer.dtype)
         self.chunk_chars = chunk_chars
         self.max_call_bytes = max_call_bytes
-        self.chunking_blocker = chunking_blocker(json.loads(self._tok.to_str()))
+        self._config = json.loads(self._tok.to_str())
+        self.chunking_blocker = chunking_blocker(self._config)
         if self.chunking_blocker:
             log.warning(
                 "tokenizer %s: long documents are encoded whole (correct, but slower per character and "
@@ -159,28 +182,45 @@ class Encoder:
                 self.chunking_blocker,
             )
         self._verify_left = verify_bytes
-        self._fast: _TiktokenBackend | None = None
-        self.fast_blocker: str | None = "not requested (fast=False)"
-        if fast and os.environ.get(BACKEND_ENV, "").strip().lower() == "tokenizers":
-            fast, self.fast_blocker = False, f"{BACKEND_ENV}=tokenizers"
-        if fast:
-            built = _fast_encoding(json_text)
-            if isinstance(built, str):
-                self.fast_blocker = built
-            else:
-                backend = _TiktokenBackend(built, self.dtype, self.threads)
-                self.fast_blocker = self._differs(backend, [PROBE_TEXT], "the built-in probe text")
-                if self.fast_blocker is None:
-                    self._fast = backend
-                else:
-                    backend.close()
-            if self.fast_blocker:
-                log.warning("tokenizer %s: encoding with `tokenizers`, not tiktoken: %s", self.name, self.fast_blocker)
+        self._fast: _FastBackend | None = None
+        self.requested = _requested_backend(backend) if fast else "tokenizers"
+        where = "fast=False" if not fast else f"{'backend' if backend is not None else BACKEND_ENV}={self.requested}"
+        self._unrequested = f"not requested ({where})"
+        # Why each fast backend tried is not used, by name, in the order they were tried.
+        self.refused: dict[str, str] = {}
+        tried = {"auto": FAST_BACKENDS, "tokenizers": ()}.get(self.requested, (self.requested,))
+        for name in tried:
+            self._fast, reason = self._admit(name, json_text)
+            if self._fast is not None:
+                break
+            self.refused[name] = reason
+            then = "tiktoken" if name != tried[-1] else "`tokenizers`"
+            log.warning("tokenizer %s: not encoding with %s: %s; trying %s", self.name, name, reason, then)
 
     @property
     def backend(self) -> str:
-        """"tiktoken" or "tokenizers": what encodes now (a failed check switches to "tokenizers")."""
-        return "tokenizers" if self._fast is None else "tiktoken"
+        """"gigatoken", "tiktoken" or "tokenizers": what encodes now (a failed check switches to "tokenizers")."""
+        return "tokenizers" if self._fast is None else self._fast.name
+
+    @property
+    def fast_blocker(self) -> str | None:
+        """Why no fast backend encodes (each refused one's reason), or None when one does."""
+        if self._fast is not None:
+            return None
+        if not self.refused:
+            return self._unrequested
+        return "; ".join(f"{name}: {why}" for name, why in self.refused.items())
+
+    def backend_info(self) -> dict:
+        """What a cache or manifest records about how the ids were made (JSON-ready).
+
+        `backend` and its `version`; `threads`; `requested` (auto or a forced name); `refused`: each
+        faster backend not used, and why (a gate's reason, or a run-time difference).
+        """
+        from importlib.metadata import version
+
+        return {"backend": self.backend, "version": version(self.backend), "threads": self.threads,
+                "requested": self.requested, "refused": dict(self.refused)}
 
     def pieces(self, text: str) -> list[str]:
         """How `encode_batch` cuts `text`: one piece unless it is long and cutting is proven."""
@@ -205,9 +245,31 @@ class Encoder:
         return [np.concatenate([*p, self._eos]) for p in parts]
 
     def close(self) -> None:
-        """Stop the fast encoder's threads, if any (best effort; `DoFn.teardown`)."""
+        """Stop the fast backend's threads, if any (best effort; `DoFn.teardown`)."""
         if self._fast is not None:
             self._fast.close()
+
+    def _admit(self, name: str, json_text: str) -> tuple[_FastBackend | None, str]:
+        """The fast backend `name` if its gate admits this tokenizer, else (None, why not)."""
+        if name == "tiktoken":
+            built = _fast_encoding(json_text)
+            if isinstance(built, str):
+                return None, built
+            backend: _FastBackend = _TiktokenBackend(built, self.dtype, self.threads)
+            checks = [([PROBE_TEXT], "the built-in probe text")]
+        else:
+            model = _gigatoken_model(json_text)
+            if isinstance(model, str):
+                return None, model
+            backend = _GigatokenBackend(model, self.dtype, self.threads)
+            checks = [(probe_texts(self._config), "the built-in probe texts"),
+                      (list(real_sample()), "the bundled sample texts")]
+        for texts, what in checks:
+            reason = self._differs(backend, texts, what)
+            if reason:
+                backend.close()
+                return None, reason
+        return backend, ""
 
     def _encode_slow(self, pieces: Sequence[str]) -> list[np.ndarray]:
         encodings = self._encode_batch(list(pieces), add_special_tokens=False)
@@ -225,17 +287,17 @@ class Encoder:
             reason = self._differs(self._fast, pieces[:n], "a document being encoded")
             if reason:
                 log.error("tokenizer %s: %s; switching to `tokenizers` for good", self.name, reason)
-                self.fast_blocker = reason
+                self.refused[self._fast.name] = reason
                 self._fast.close()
                 self._fast = None
                 return self._encode_slow(pieces)
         try:
             return self._fast.encode(pieces)
-        except UnicodeEncodeError:  # lone surrogates: tiktoken would replace them; `tokenizers` decides
+        except UnicodeEncodeError:  # lone surrogates: the fast backends refuse them; `tokenizers` decides
             return self._encode_slow(pieces)
 
-    def _differs(self, fast: _TiktokenBackend, pieces: Sequence[str], what: str) -> str | None:
-        """Why tiktoken's ids for `pieces` differ from `tokenizers`' (None if they do not)."""
+    def _differs(self, fast: _FastBackend, pieces: Sequence[str], what: str) -> str | None:
+        """Why the fast backend's ids for `pieces` differ from `tokenizers`' (None if they do not)."""
         try:
             fast_ids = fast.encode(pieces)
         except UnicodeEncodeError:  # lone surrogates: `_encode_pieces` leaves these to `tokenizers`
@@ -244,7 +306,7 @@ class Encoder:
             if not np.array_equal(got, want):
                 at = _first_difference(got, want)
                 return (
-                    f"tiktoken's ids differ from tokenizers' on {what} ({len(piece)} characters, "
+                    f"{fast.name}'s ids differ from tokenizers' on {what} ({len(piece)} characters, "
                     f"first at token {at}: {got[at:at + 5].tolist()} vs {want[at:at + 5].tolist()})"
                 )
         return None

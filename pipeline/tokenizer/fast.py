@@ -173,6 +173,8 @@ PROBE_TEXT = "\n".join([
 class _TiktokenBackend:
     """Encodes pieces with the fast encoding; `threads` > 1 encodes pieces of a call concurrently."""
 
+    name = "tiktoken"
+
     def __init__(self, fast: _FastEncoding, dtype: np.dtype, threads: int):
         # The core's own method raises UnicodeEncodeError on lone surrogates (the public one would
         # replace them); encode_ordinary + np.array is ~1.6x faster than encode_to_numpy (measured).

@@ -1,0 +1,179 @@
+"""The gigatoken backend's gate: which backend each tokenizer gets, and that its ids are `tokenizers'`.
+
+The ids themselves are compared for every backend in tests/test_tokenizer.py (cut points, samples,
+every code point); here: what the gate admits and refuses, and what gigatoken does differently
+(literal special tokens, lone surrogates, its own threads) handled as the tiktoken path handles it.
+"""
+
+import json
+import logging
+import multiprocessing as mp
+import sys
+
+import pytest
+
+from test_tokenizer import (SHIPPED, VARIED, _installed, _sample_texts, _with, dense_text, hide_packages,  # noqa: F401
+                            neox_like, shipped, whole_ids, write_config)
+
+from pipeline.tokenizer import Encoder, load_tokenizer
+from pipeline.tokenizer.fast import PROBE_TEXT
+from pipeline.tokenizer.giga import (SAMPLE_BYTES, _expected_vocabulary, _GigaModel, _gigatoken_model, _GigatokenBackend,
+                                     _without_specials, gigatoken_blocker, probe_texts, real_sample)
+
+needs_gigatoken = pytest.mark.skipif(not _installed("gigatoken"), reason="gigatoken not installed")
+TOKENIZERS = {"shipped": shipped, "neox_like": neox_like}
+
+
+@pytest.mark.parametrize("which", ["shipped", "neox_like"])
+def test_the_gate_admits_the_fastest_exact_backend(which):
+    """The bundled tokenizer and a GPT-NeoX-like one (NFC, added tokens of 2..24 spaces): gigatoken
+    where it is installed, else tiktoken; either way the ids of `tokenizers` on every sample document."""
+    tok = TOKENIZERS[which]()
+    enc = Encoder(tok, verify_bytes=0)
+    expected = "gigatoken" if _installed("gigatoken") else "tiktoken"
+    assert enc.backend == expected, enc.fast_blocker
+    assert enc.refused == ({} if expected == "gigatoken" else {"gigatoken": enc.refused["gigatoken"]})
+    info = enc.backend_info()
+    assert info["backend"] == expected and info["requested"] == "auto" and info["threads"] == 1
+    texts = VARIED + _sample_texts() + probe_texts(json.loads(tok.tokenizer.to_str()))
+    got = enc.encode_batch(texts)
+    want = [e.ids + [tok.eos_id] for e in tok.tokenizer.encode_batch_fast(texts, add_special_tokens=False)]
+    assert all(a.dtype == tok.dtype for a in got)
+    assert [a.tolist() for a in got] == want
+
+
+@pytest.mark.parametrize("which", ["shipped", "neox_like"])
+def test_without_gigatoken_the_gate_falls_back_to_tiktoken(which, hide_packages, caplog):
+    hide_packages("gigatoken")
+    with caplog.at_level(logging.WARNING, logger="pipeline.tokenizer"):
+        enc = Encoder(TOKENIZERS[which]())
+    assert enc.backend == "tiktoken"
+    assert enc.refused == {"gigatoken": "gigatoken is not installed (pip install 'mixprep[fast]')"}
+    assert "not encoding with gigatoken: gigatoken is not installed" in caplog.text and "trying tiktoken" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "changes, reason",
+    [
+        ({"model__dropout": 0.1}, "dropout"),  # gigatoken loads it, and ignores it
+        ({"normalizer": {"type": "NFKC"}}, "NFKC"),
+        ({"model__byte_fallback": True}, "byte_fallback"),
+        ({"pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": "\\d"}, "behavior": "Isolated", "invert": False},
+            {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]}},
+         "only a single ByteLevel"),
+        ({"added_tokens__1__special": False}, "not a run of spaces"),
+        ({"pre_tokenizer__add_prefix_space": True}, "add_prefix_space"),
+    ],
+)
+def test_gigatoken_blocker_names_the_reason(changes, reason):
+    assert reason in gigatoken_blocker(_with(json.loads(shipped().tokenizer.to_str()), **changes))
+
+
+@needs_gigatoken
+@pytest.mark.parametrize("which", ["shipped", "neox_like"])
+def test_gigatoken_holds_the_file_s_vocabulary_and_merges(which):
+    """The loading check passes on its merits: gigatoken's vocabulary and merges are the file's."""
+    config = json.loads(TOKENIZERS[which]().tokenizer.to_str())
+    model = _gigatoken_model(TOKENIZERS[which]().json_bytes.decode())
+    vocab, merges = _expected_vocabulary(config)
+    assert model.model.vocab == vocab and model.model.merges == merges
+    assert len(merges) == len(config["model"]["merges"]) > 7000
+
+
+def test_a_vocabulary_that_is_not_byte_level_is_refused(tmp_path):
+    config = json.loads(SHIPPED.read_text(encoding="utf-8"))
+    config["model"]["vocab"]["two words"] = max(config["model"]["vocab"].values()) + 1  # a real space
+    reason = _expected_vocabulary(config)
+    assert reason == "vocabulary entry 'two words' is not byte-level"
+    if _installed("gigatoken"):
+        assert _gigatoken_model(json.dumps(config)) == reason
+        assert Encoder(load_tokenizer(write_config(tmp_path, config))).refused["gigatoken"] == reason
+
+
+@needs_gigatoken
+def test_literal_special_tokens_stay_text():
+    """gigatoken given the file's special tokens matches them in the text (the probe catches it); the
+    backend loads the file without them, and "<|endoftext|>" inside a document is encoded as text."""
+    from gigatoken.gigatoken_rs import load_hf_json
+
+    tok = shipped()
+    config = json.loads(tok.tokenizer.to_str())
+    enc = Encoder(tok, verify_bytes=0)
+    as_given = _GigatokenBackend(_GigaModel(load_hf_json(json.dumps(config)), "?"), tok.dtype, 1)
+    reason = enc._differs(as_given, probe_texts(config), "the built-in probe texts")
+    assert reason and "gigatoken's ids differ" in reason
+    texts = ["<|endoftext|>", "a <|endoftext|>b<|padding|>", " <|endoftext|><|endoftext|> "]
+    got = enc.encode_batch(texts)
+    assert [a.tolist() for a in got] == [whole_ids(tok, t) for t in texts]
+    assert all((a[:-1] != tok.eos_id).all() for a in got)  # EOS only where mixprep appends it
+    assert len(_without_specials(config)["added_tokens"]) == 0 < len(config["added_tokens"])
+
+
+@needs_gigatoken
+def test_lone_surrogates_go_to_tokenizers_as_on_the_tiktoken_path():
+    """Both fast backends refuse a lone surrogate; the call goes to `tokenizers`, which decides (it
+    raises TypeError; the readers reject such documents before they get here)."""
+    tok = shipped()
+    for backend in ("gigatoken", "tiktoken"):
+        enc = Encoder(tok, backend=backend)
+        with pytest.raises(UnicodeEncodeError):
+            enc._fast.encode(["ok", "a\ud800b"])
+        with pytest.raises(TypeError) as err:
+            enc.encode_batch(["ok", "a\ud800b"])
+        with pytest.raises(TypeError) as slow:
+            tok.tokenizer.encode_batch_fast(["ok", "a\ud800b"], add_special_tokens=False)
+        assert str(err.value) == str(slow.value)
+        assert enc.backend == backend  # not a difference: the encoder keeps its backend
+
+
+@needs_gigatoken
+def test_nfc_is_python_s_as_on_the_tiktoken_path():
+    """gigatoken loads the file without its normalizer: on its own it would not compose (so its ids
+    for decomposed text differ), and the backend applies `unicodedata`'s NFC, giving `tokenizers`' ids."""
+    tok = neox_like()
+    model = _gigatoken_model(tok.json_bytes.decode())
+    assert model.nfc and not _gigatoken_model(shipped().json_bytes.decode()).nfc
+    texts = ["e\u0301", "A\u030a \u212b caf\u00e9 cafe\u0301", "\u1100\u1161\u11a8 x\u0958y q\u0307\u0323"]
+    assert all(model.model.encode(t).tolist() != whole_ids(tok, t)[:-1] for t in texts)  # no NFC inside
+    backend = _GigatokenBackend(model, tok.dtype, 1)
+    assert [backend.encode_one(t).tolist() for t in texts] == [whole_ids(tok, t)[:-1] for t in texts]
+    assert _without_specials(json.loads(tok.tokenizer.to_str()))["normalizer"] is None
+
+
+def test_probe_texts_hold_what_gigatoken_does_differently():
+    config = json.loads(neox_like().tokenizer.to_str())
+    texts = probe_texts(config)
+    assert texts[0] == PROBE_TEXT and "<|endoftext|>" in texts and "<|padding|>" in texts
+    joined = "".join(texts)
+    assert " " * 26 in joined and "e\u0301" in joined and "x" * 5000 in joined and "" in texts
+    sample = real_sample()
+    assert len(sample) > 20 and SAMPLE_BYTES * 0.9 < sum(len(t) for t in sample) <= SAMPLE_BYTES
+    assert any("def " in t for t in sample) and any(not t.isascii() for t in sample)
+
+
+def _encode_in_child(tok, texts: list[str], queue) -> None:
+    enc = Encoder(tok, threads=2, verify_bytes=0)
+    queue.put((enc.backend, [a.tolist() for a in enc.encode_batch(texts)]))
+    enc.close()
+
+
+@needs_gigatoken
+@pytest.mark.skipif(sys.platform != "linux", reason="fork")
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+def test_gigatoken_gets_its_threads_in_forked_and_spawned_children(start):
+    """gigatoken's own batch calls run on one thread in a forked child (its rayon pool would hang);
+    the backend's threads are mixprep's own, so a child built after a parent encoded gets them too."""
+    tok = shipped()
+    texts = VARIED * 4 + [dense_text(3_000, seed=4)]
+    parent = Encoder(tok, threads=2, verify_bytes=0)
+    want = [a.tolist() for a in parent.encode_batch(texts)]
+    assert parent.backend == "gigatoken" and parent._fast._pool is not None
+    ctx = mp.get_context(start)
+    queue = ctx.Queue()
+    child = ctx.Process(target=_encode_in_child, args=(tok, texts, queue))
+    child.start()
+    backend, got = queue.get(timeout=120)
+    child.join(timeout=60)
+    parent.close()
+    assert child.exitcode == 0 and backend == "gigatoken" and got == want
