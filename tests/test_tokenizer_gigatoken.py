@@ -8,7 +8,9 @@ every code point); here: what the gate admits and refuses, and what gigatoken do
 import json
 import logging
 import multiprocessing as mp
+import os
 import sys
+from importlib.metadata import version
 
 import pytest
 
@@ -177,3 +179,50 @@ def test_gigatoken_gets_its_threads_in_forked_and_spawned_children(start):
     child.join(timeout=60)
     parent.close()
     assert child.exitcode == 0 and backend == "gigatoken" and got == want
+
+
+# --- what a run used is recorded: cache parts and cache.json (the fingerprint does not change) -----
+
+def _build_pile_cache(cache_root, monkeypatch, backend: str):
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from conftest import SAMPLES
+
+    from pipeline.cache import BuildCaches, TokenCache
+    from pipeline.sources import SourceSpec, list_source_files
+
+    monkeypatch.setenv("MIXPREP_ENCODER", backend)  # the in-process runner builds the DoFn's Encoder here
+    spec = SourceSpec("pile", "pile", root="EleutherAI/pile", exclude=("Pile-CC",))
+    p = TestPipeline(options=PipelineOptions(["--runner=DirectRunner", "--direct_running_mode=in_memory"]))
+    transform = BuildCaches([(spec, list_source_files(spec, SAMPLES), None)], shipped(), str(cache_root))
+    _ = p | transform
+    p.run().wait_until_finish()
+    return TokenCache(transform.directories["pile"])
+
+
+@pytest.mark.parametrize("backend", ["gigatoken", "tiktoken"])
+def test_each_cache_part_records_the_backend_that_built_it(tmp_path, monkeypatch, backend):
+    """Forced backends give the same fingerprint, folder and bytes; cache.json says which one built
+    each part (`parts[].encoder`) and all of them (`encoders`: backend -> parts, version)."""
+    if not _installed(backend):
+        pytest.skip(f"{backend} not installed")
+    fast = _build_pile_cache(tmp_path / backend, monkeypatch, backend)
+    slow = _build_pile_cache(tmp_path / "tokenizers", monkeypatch, "tokenizers")
+    assert fast.manifest["fingerprint"] == slow.manifest["fingerprint"]
+    assert os.path.basename(fast.directory) == os.path.basename(slow.directory)
+    key = lambda part: (part["bin_sha256"], part["idx_sha256"], part["tokens"])  # noqa: E731
+    assert [key(p) for p in fast.manifest["parts"]] == [key(p) for p in slow.manifest["parts"]]
+    n = len(fast.manifest["parts"])
+    for cache, name in ((fast, backend), (slow, "tokenizers")):
+        assert cache.manifest["encoders"] == {name: {"parts": n, "version": version(name)}}
+        assert all(p["encoder"] == {"backends": [name], "backend": name, "version": version(name)}
+                   for p in cache.manifest["parts"])
+
+
+def test_parts_built_before_the_record_count_as_unrecorded():
+    from pipeline.cache.build import encoders_of
+
+    parts = [{"encoder": {"backends": ["gigatoken", "tokenizers"], "backend": "tokenizers", "version": "0.23.0"}},
+             {"encoder": {"backends": ["gigatoken"], "backend": "gigatoken", "version": "0.10.0"}}, {}, {"encoder": None}]
+    assert encoders_of(parts) == {"gigatoken": {"parts": 2, "version": "0.10.0"},
+                                  "tokenizers": {"parts": 1, "version": "0.23.0"}, "unrecorded": {"parts": 2}}

@@ -177,6 +177,7 @@ class _TokenizeFileFn(beam.DoFn):
         table = _DocTable(doc_table(prefix))
         not_tokenized, unseen = 0, Unseen()
         earlier = _EarlierPart(earlier_cache, index, sf) if earlier_cache is not None else None
+        backend = self._encoder.backend  # a failed run-time check can switch it to `tokenizers` mid-part
         try:
             for batch in _document_batches(read_documents(job.spec, sf, tally), rejects.add):
                 hashes = np.array([doc_hash(d.doc_id) for d in batch], dtype=np.uint64)
@@ -227,10 +228,32 @@ class _TokenizeFileFn(beam.DoFn):
             "rejects": rejects.count,
             "not_tokenized": not_tokenized,  # forwarded by the reader, left out by the sample rule
             "unseen": unseen.to_dict() if job.rule is not None else None,
+            "encoder": _encoder_record(self._encoder, backend),  # not in the fingerprint: the ids are the same
         }
         write_json(part_summary(prefix), summary)
         crash_point(f"cache-part:{job.spec.name}:{index}")
         return summary
+
+
+def _encoder_record(encoder: Encoder, first: str) -> dict:
+    """What encoded a part: ``backends`` (the one it started with, and `tokenizers` if a run-time check
+    switched to it), the last one's version, how it was requested and which faster ones were refused."""
+    info = encoder.backend_info()
+    return {"backends": list(dict.fromkeys([first, info["backend"]])), **info}
+
+
+def encoders_of(parts: Iterable[dict]) -> dict:
+    """{backend: {"parts": n, "version": v}} over part summaries (or cache.json's parts); parts built
+    before encoders were recorded count under "unrecorded"."""
+    out: dict = {}
+    for part in parts:
+        record = part.get("encoder") or {}
+        for name in record.get("backends") or ["unrecorded"]:
+            entry = out.setdefault(name, {"parts": 0})
+            entry["parts"] += 1
+            if name == record.get("backend") and record.get("version"):
+                entry["version"] = record["version"]
+    return dict(sorted(out.items()))
 
 
 class _EarlierPart:
@@ -361,11 +384,13 @@ class _FinalizeCacheFn(beam.DoFn):
                 "files": files,  # per file read: its path, size and records read
             },
             "stats": stats.to_dict(),
+            "encoders": encoders_of(summaries),  # which encoder backends built the parts (same ids)
             "unseen": unseen.to_dict() if job.rule is not None else None,  # sampled caches: topup.py
             "parts": [
                 {"part": s["part"], "file": s["file"], "file_size": s["file_size"], "read": s["tally"]["read"],
                  "documents": s["stats"]["documents"], "tokens": s["stats"]["tokens"], "rejects": s["rejects"],
-                 **{k: s["shard"][k] for k in ("bin_sha256", "idx_sha256")}}
+                 **{k: s["shard"][k] for k in ("bin_sha256", "idx_sha256")},
+                 "encoder": {k: s["encoder"][k] for k in ("backends", "backend", "version")} if s.get("encoder") else None}
                 for s in summaries
             ],
         }
