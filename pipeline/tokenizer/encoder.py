@@ -19,7 +19,6 @@ worker process per core); a single-process user on an N-core box passes `threads
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -30,7 +29,7 @@ import numpy as np
 from ..errors import ConfigError
 from .cuts import DEFAULT_CHUNK_CHARS, chunking_blocker, split_at_safe_cuts
 from .fast import PROBE_TEXT, _fast_encoding, _TiktokenBackend
-from .giga import _gigatoken_model, _GigatokenBackend, probe_texts, real_sample
+from .giga import _gigatoken_model, _GigatokenBackend, filled_config, probe_texts, real_sample
 from .load import LoadedTokenizer
 
 # Bump when a change to `Encoder` could change the ids it produces: it is part of the cache fingerprint.
@@ -172,7 +171,7 @@ class Encoder:
         self._eos = np.array([tokenizer.eos_id], dtype=tokenizer.dtype)
         self.chunk_chars = chunk_chars
         self.max_call_bytes = max_call_bytes
-        self._config = json.loads(self._tok.to_str())
+        self._config = filled_config(json_text)  # read only (shared by the encoders of this process)
         self.chunking_blocker = chunking_blocker(self._config)
         if self.chunking_blocker:
             log.warning(

@@ -104,6 +104,20 @@ def _level_bytes(token: str) -> bytes | None:
         return None
 
 
+def _all_level_bytes(tokens: Sequence[str]) -> list[bytes | None]:
+    """`_level_bytes` of each token: one translation of them all when every one is byte-level (each
+    character is one byte, so the bytes split where the characters do), else token by token."""
+    try:
+        joined = "".join(tokens).translate(_to_bytes_table()).encode("latin-1")
+    except UnicodeEncodeError:
+        return [_level_bytes(t) for t in tokens]
+    out, at = [], 0
+    for t in tokens:
+        out.append(joined[at:at + len(t)])
+        at += len(t)
+    return out
+
+
 def _expected_vocabulary(config: Mapping[str, Any]) -> tuple[dict[int, bytes], list[tuple[bytes, bytes]]] | str:
     """The vocabulary (id -> bytes) and merges gigatoken must hold for `config` without its specials."""
     model = config["model"]
@@ -112,8 +126,8 @@ def _expected_vocabulary(config: Mapping[str, Any]) -> tuple[dict[int, bytes], l
     if missing:
         return f"{len(missing)} of the 256 byte symbols are not in the vocabulary"
     vocab: dict[int, bytes] = {}
-    for token, tid in model["vocab"].items():
-        data = _level_bytes(token)
+    tokens = list(model["vocab"])
+    for token, tid, data in zip(tokens, model["vocab"].values(), _all_level_bytes(tokens)):
         if data is None:
             if token not in specials:
                 return f"vocabulary entry {token!r} is not byte-level"
@@ -122,14 +136,22 @@ def _expected_vocabulary(config: Mapping[str, Any]) -> tuple[dict[int, bytes], l
     for tok in config.get("added_tokens") or []:
         if not tok.get("special"):
             vocab[tok["id"]] = tok["content"].encode("utf-8")
-    merges = []
-    for merge in model["merges"]:
-        left, right = merge if isinstance(merge, list) else merge.split(" ")
-        pair = _level_bytes(left), _level_bytes(right)
+    sides = [merge if isinstance(merge, list) else merge.split(" ") for merge in model["merges"]]
+    flat = _all_level_bytes([side for pair in sides for side in pair])
+    merges = list(zip(flat[0::2], flat[1::2]))
+    for (left, right), pair in zip(sides, merges):
         if None in pair:
             return f"merge {left!r} + {right!r} is not byte-level"
-        merges.append(pair)
     return vocab, merges
+
+
+@functools.lru_cache(maxsize=4)
+def filled_config(json_text: str) -> dict:
+    """The tokenizer.json as `tokenizers` reads it back (defaults filled in); once per process, shared:
+    do not change it."""
+    from tokenizers import Tokenizer
+
+    return json.loads(Tokenizer.from_str(json_text).to_str())
 
 
 @functools.lru_cache(maxsize=4)
@@ -139,9 +161,7 @@ def _gigatoken_model(json_text: str) -> _GigaModel | str:
         from gigatoken.gigatoken_rs import load_hf_json
     except ImportError:
         return "gigatoken is not installed (pip install 'mixprep[fast]')"
-    from tokenizers import Tokenizer
-
-    config = json.loads(Tokenizer.from_str(json_text).to_str())  # defaults filled in
+    config = filled_config(json_text)
     blocker = gigatoken_blocker(config)
     if blocker:
         return blocker
