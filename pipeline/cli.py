@@ -209,13 +209,13 @@ def _progress(args, tty: bool):
 
 def _dispatch(args, beam_args: list[str], tty: bool = False) -> int:
     if args.command == "verify":
-        from .verify import verify_path
+        from .outputs.verify import verify_path
 
         for line in verify_path(args.path):
             print(line)
         return 0
     if args.command == "report":
-        from .report import write_report
+        from .outputs.report import write_report
 
         print(write_report(args.out, cache_root=args.cache or _default_cache(args.out)))
         return 0
@@ -243,7 +243,7 @@ def _dispatch(args, beam_args: list[str], tty: bool = False) -> int:
         print(stats_table(cfg, source_stats(cfg, args.data_root, cache, args.sample_files, args.sample_docs)))
         return 0
     if args.command == "tokenize":
-        from .tokenizing import tokenize_mixture
+        from .cache.tokenizing import tokenize_mixture
 
         cache = args.cache or os.path.join("out", "cache")
         with _progress(args, tty) as progress:

@@ -28,16 +28,16 @@ from typing import Sequence
 from . import storage
 from .cache import Readers
 from .config import MixtureConfig
-from .finish import finish
-from .held_out import SPLIT_FOLDERS
+from .outputs.finish import finish
+from .mix.held_out import SPLIT_FOLDERS
 from .one_pipeline import PLAN_FILE, tokenize_plan_pack
 from .pack import PROVENANCE_DIR, PackShards, shard_names
-from .planning import Planned, plan_mixture
+from .mix.planning import Planned, plan_mixture
 from .run import Run
 from .sampling.driver import tokenize_samples
 from .sampling.estimate import sample_rules
 from .storage import make_dirs, remove_temporaries
-from .tokenizing import find_caches
+from .cache.tokenizing import find_caches
 
 __all__ = ["run_mixture", "prepare_outputs"]
 

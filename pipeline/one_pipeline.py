@@ -18,12 +18,12 @@ from . import storage
 from .cache import BuildCaches, TokenCache
 from .config import MixtureConfig, config_hash
 from .pack import PackShards, Packing, shard_names
-from .plan import PlanError
-from .planning import Planned, plan_from_note, plan_mixture
+from .mix.plan import PlanError
+from .mix.planning import Planned, plan_from_note, plan_mixture
 from .run import Run
 from .storage import make_dirs, read_json, remove_temporaries, write_json
 from .tokenizer import LoadedTokenizer
-from .tokenizing import Missing, build_caches, built_caches, tell_tokenizing, tokenize_label
+from .cache.tokenizing import Missing, build_caches, built_caches, tell_tokenizing, tokenize_label
 
 __all__ = ["PLAN_FILE", "PlanStep", "tokenize_plan_pack", "tokenize_plan_pack_transforms"]
 

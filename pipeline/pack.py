@@ -41,7 +41,7 @@ from .layout import (PROVENANCE_DIR, REFS_DIR, finished_shard, provenance_rel, r
 from .lifetime import freeze_worker_state
 from .mmidx import MMIDXReader, MMIDXWriter
 from .sampling import SampleRule
-from .select import BucketSelection, copies_for, doc_arrays
+from .mix.select import BucketSelection, copies_for, doc_arrays
 from . import storage
 from .storage import atomic_writer, write_json
 

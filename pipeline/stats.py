@@ -25,11 +25,11 @@ from typing import Sequence
 
 from .cache import TokenCache
 from .config import MixtureConfig
-from .plan import bucket_label, bucket_targets, split_exact
-from .report import median_bin
+from .mix.plan import bucket_label, bucket_targets, split_exact
+from .outputs.report import median_bin
 from .sampling import FIRST_PASS, MIN_HOLDS
 from .sampling.estimate import estimate_source, sample_rules
-from .select import candidates_by_bucket
+from .mix.select import candidates_by_bucket
 from .sources import SourceFile, list_source_files, normalize_subset
 from .tokenizer import LoadedTokenizer, load_tokenizer
 

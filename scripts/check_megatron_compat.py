@@ -89,7 +89,7 @@ def check_epoch_shares(out: str, cache_root) -> bool:
     """One Megatron epoch of ``out``: no sample joins documents, each source within 0.1 point."""
     import json
 
-    from pipeline.megatron_check import check_epoch
+    from pipeline.outputs.megatron_check import check_epoch
 
     report = check_epoch(out, cache_root=cache_root)
     with open(os.path.join(out, "manifest.json"), encoding="utf-8") as f:

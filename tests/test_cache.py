@@ -26,7 +26,7 @@ from pipeline.sources import SourceSpec, list_source_files, read_documents
 from pipeline.sources.formats import TEXT_PER_FILE_BYTE, format_of
 
 from pipeline.tokenizer import load_tokenizer
-from pipeline.verify import verify_path
+from pipeline.outputs.verify import verify_path
 
 PILE = SourceSpec("pile", "pile", root="EleutherAI/pile", exclude=("Pile-CC",))
 

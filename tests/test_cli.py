@@ -143,7 +143,7 @@ def test_config_errors_and_unknown_errors(tmp_path, monkeypatch):
     def boom(path):
         raise ValueError("boom\nsecond line")
 
-    monkeypatch.setattr("pipeline.verify.verify_path", boom)
+    monkeypatch.setattr("pipeline.outputs.verify.verify_path", boom)
     rc, _, err = mixprep("verify", tmp_path)
     assert rc == 1
     assert err.strip() == "mixprep: unexpected error: ValueError: boom (run again with --debug for the traceback)"

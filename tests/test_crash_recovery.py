@@ -12,7 +12,7 @@ import pytest
 from conftest import ROOT, SAMPLES
 from pipeline.crashpoints import ENV
 from pipeline.mmidx import MMIDXReader
-from pipeline.verify import verify_path
+from pipeline.outputs.verify import verify_path
 
 STAGE1 = os.path.join(ROOT, "mixtures", "stage1.yaml")
 

@@ -21,7 +21,7 @@ import pytest
 from conftest import ROOT, SAMPLES, TOKENIZER
 from pipeline.config import load_mixture
 from pipeline.mixture import run_mixture
-from pipeline.tokenizing import tokenize_mixture
+from pipeline.cache.tokenizing import tokenize_mixture
 from pipeline.runners import beam_defaults
 from pipeline.sources import list_source_files
 

@@ -19,7 +19,7 @@ from pipeline.config import load_mixture
 from pipeline.mixture import prepare_outputs
 from pipeline.one_pipeline import PlanStep, tokenize_plan_pack_transforms
 from pipeline.pack import Packing, PackShards
-from pipeline.select import BucketSelection
+from pipeline.mix.select import BucketSelection
 from pipeline.sources import list_source_files
 from pipeline.tokenizer import LoadedTokenizer, TokenizerInfo, load_tokenizer
 

@@ -15,11 +15,11 @@ from pipeline.cache import TokenCache
 from pipeline.config import config_hash
 from pipeline.dataset import MixtureDataset
 from pipeline.errors import ConfigError
-from pipeline.manifest import NEOX_FILE
-from pipeline.megatron import blend_from_args, read_megatron_args
+from pipeline.outputs.manifest import NEOX_FILE
+from pipeline.outputs.megatron import blend_from_args, read_megatron_args
 from pipeline.mixture import run_mixture
-from pipeline.plan import PlanError
-from pipeline.verify import verify_path
+from pipeline.mix.plan import PlanError
+from pipeline.outputs.verify import verify_path
 
 SPLITS = {"train": "", "valid": "valid", "test": "test"}  # split -> folder under the mixture's
 

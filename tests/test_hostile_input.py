@@ -20,7 +20,7 @@ from pipeline.cache import TokenCache
 from pipeline.config import load_mixture
 from pipeline.errors import SourceError
 from pipeline.mixture import run_mixture
-from pipeline.plan import PlanError
+from pipeline.mix.plan import PlanError
 from pipeline.tokenizer import load_tokenizer
 
 IN_PROCESS = ["--runner=DirectRunner", "--direct_running_mode=in_memory"]

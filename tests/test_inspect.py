@@ -13,7 +13,7 @@ from pipeline.dataset import MixtureDataset
 from pipeline.inspect import Provenance, doc_copies, sample_pieces
 from pipeline.pack import PROVENANCE_DTYPE
 from pipeline.tokenizer import load_tokenizer
-from pipeline.verify import sha256_file
+from pipeline.outputs.verify import sha256_file
 
 
 def caches(built, manifest):

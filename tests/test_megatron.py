@@ -20,10 +20,10 @@ except ImportError as e:
 
 from conftest import ROOT, SAMPLES, TOKENIZER  # noqa: E402
 from pipeline.config import load_mixture  # noqa: E402
-from pipeline.megatron import ARGS_FILE, read_megatron_args  # noqa: E402
-from pipeline.megatron_check import check_epoch  # noqa: E402
+from pipeline.outputs.megatron import ARGS_FILE, read_megatron_args  # noqa: E402
+from pipeline.outputs.megatron_check import check_epoch  # noqa: E402
 from pipeline.mixture import run_mixture  # noqa: E402
-from pipeline.verify import verify_path  # noqa: E402
+from pipeline.outputs.verify import verify_path  # noqa: E402
 
 IN_PROCESS = ["--runner=DirectRunner", "--direct_running_mode=in_memory"]
 STAGE1 = os.path.join(ROOT, "mixtures", "stage1.yaml")

@@ -14,9 +14,9 @@ from conftest import IN_PROCESS, ROOT, SAMPLES, STAGE1, TOKENIZER, mixture
 from pipeline.cache import TokenCache
 from pipeline.dataset import MixtureDataset
 from pipeline.mixture import run_mixture
-from pipeline.plan import PlanError
+from pipeline.mix.plan import PlanError
 from pipeline.tokenizer import load_tokenizer
-from pipeline.verify import verify_path
+from pipeline.outputs.verify import verify_path
 
 
 def shard_stream(folder, manifest):

@@ -10,7 +10,7 @@ import boto3
 from conftest import ROOT, SAMPLES, TOKENIZER
 from pipeline.config import load_mixture
 from pipeline.mixture import run_mixture
-from pipeline.verify import verify_path
+from pipeline.outputs.verify import verify_path
 
 IN_PROCESS = ["--runner=DirectRunner", "--direct_running_mode=in_memory"]
 STAGE1 = os.path.join(ROOT, "mixtures", "stage1.yaml")

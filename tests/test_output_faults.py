@@ -13,7 +13,7 @@ from pipeline.config import load_mixture
 from pipeline.errors import OutputError
 from pipeline.mixture import run_mixture
 from pipeline.mmidx import MMIDXReader
-from pipeline.verify import verify_path
+from pipeline.outputs.verify import verify_path
 
 IN_PROCESS = ["--runner=DirectRunner", "--direct_running_mode=in_memory"]
 STAGE1 = os.path.join(ROOT, "mixtures", "stage1.yaml")

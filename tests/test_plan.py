@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from pipeline.config import LongDocPolicy
-from pipeline.plan import bucket_of, bucket_targets, long_fraction, split_exact
+from pipeline.mix.plan import bucket_of, bucket_targets, long_fraction, split_exact
 
 
 @settings(max_examples=200, deadline=None)
@@ -56,7 +56,7 @@ def test_upweighting_never_lowers_a_source_above_the_cap():
 
 def test_the_rule_can_be_switched_off_per_source(tmp_path):
     from pipeline.config import load_mixture
-    from pipeline.plan import make_plan
+    from pipeline.mix.plan import make_plan
 
     path = tmp_path / "mix.yaml"
     path.write_text("""

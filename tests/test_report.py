@@ -6,7 +6,7 @@ import shutil
 import sys
 
 from test_cli import built, mixprep  # noqa: F401  (the shared small mixture)
-from pipeline.report import PLOT_FILES, render_markdown, write_report
+from pipeline.outputs.report import PLOT_FILES, render_markdown, write_report
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 from conftest import TOKENIZER
 from pipeline.config import load_mixture
 from pipeline.mixture import run_mixture
-from pipeline import select
+from pipeline.mix import select
 from pipeline.cache import TokenCache, cache_dir
-from pipeline.select import _closest_subset, candidates_by_bucket, select_source
+from pipeline.mix.select import _closest_subset, candidates_by_bucket, select_source
 
 IN_PROCESS = ["--runner=DirectRunner", "--direct_running_mode=in_memory"]
 WORDS = ["river", "map", "weather", "stone", "lantern", "orchard", "signal", "harbor", "copper", "meadow",

@@ -18,7 +18,7 @@ from pipeline.config import load_mixture
 from pipeline.mixture import prepare_outputs, run_mixture
 from pipeline.one_pipeline import PlanStep, tokenize_plan_pack_transforms
 from pipeline.pack import Packing, PackShards
-from pipeline.select import BucketSelection
+from pipeline.mix.select import BucketSelection
 from pipeline.sources import list_source_files
 from pipeline.tokenizer import load_tokenizer
 from test_dataflow import BUCKET, DATAFLOW, on_gcs

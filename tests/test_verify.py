@@ -9,7 +9,7 @@ import pytest
 from pipeline import layout
 from pipeline.errors import FormatError
 from pipeline.storage import read_json, write_json
-from pipeline.verify import verify_path
+from pipeline.outputs.verify import verify_path
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import numpy as np
 from ..cache import HISTOGRAM_BINS
 from ..config import MixtureConfig
 from ..document import Reject
-from ..plan import bucket_targets, split_exact
+from ..mix.plan import bucket_targets, split_exact
 from .rule import FIRST_PASS, MIN_HOLDS, SampleRule, choose_rule
 from ..sources import SourceFile, read_documents
 from ..tokenizer import Encoder, LoadedTokenizer

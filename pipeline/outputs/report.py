@@ -17,10 +17,10 @@ import logging
 import math
 from typing import Sequence
 
-from . import storage
-from .errors import FormatError
-from .layout import PLOT_FILES, REPORT_DIR, REPORT_FILE, cache_dir, cache_manifest, manifest_path
-from .storage import atomic_writer, read_json
+from .. import storage
+from ..errors import FormatError
+from ..layout import PLOT_FILES, REPORT_DIR, REPORT_FILE, cache_dir, cache_manifest, manifest_path
+from ..storage import atomic_writer, read_json
 
 __all__ = ["write_report", "render_markdown", "load_histograms", "make_plots", "PLOT_FILES"]
 

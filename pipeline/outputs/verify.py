@@ -17,11 +17,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import storage
-from .errors import FormatError
-from .layout import CACHE_MANIFEST, MANIFEST, cache_manifest, cache_of, doc_table, manifest_path, shard_prefix
-from .mmidx import MMIDXReader
-from .storage import read_json
+from .. import storage
+from ..errors import FormatError
+from ..layout import CACHE_MANIFEST, MANIFEST, cache_manifest, cache_of, doc_table, manifest_path, shard_prefix
+from ..mmidx import MMIDXReader
+from ..storage import read_json
 
 __all__ = ["verify_path", "sha256_file"]
 

@@ -26,14 +26,14 @@ import dataclasses
 import os
 from typing import Sequence
 
-from . import __version__, storage
-from .cache import TokenCache
-from .config import MixtureConfig, config_hash
-from .layout import NEOX_FILE, SPLIT_FOLDERS, TOKENIZER_FILE, split_folder, split_mixture
-from .plan import SourcePlan
-from .select import BucketSelection
-from .bundled import tokenizer_warnings
-from .tokenizer import TokenizerInfo
+from .. import __version__, storage
+from ..cache import TokenCache
+from ..config import MixtureConfig, config_hash
+from ..layout import NEOX_FILE, SPLIT_FOLDERS, TOKENIZER_FILE, split_folder, split_mixture
+from ..mix.plan import SourcePlan
+from ..mix.select import BucketSelection
+from ..bundled import tokenizer_warnings
+from ..tokenizer import TokenizerInfo
 
 __all__ = ["build_manifest", "split_manifest", "held_out_section", "neox_config", "summary_table", "MANIFEST_VERSION",
            "NEOX_FILE", "TOKENIZER_FILE"]

@@ -17,8 +17,8 @@ import dataclasses
 import math
 from typing import Sequence
 
-from .config import LongDocPolicy, MixtureConfig
-from .errors import MixprepError
+from ..config import LongDocPolicy, MixtureConfig
+from ..errors import MixprepError
 
 __all__ = ["PlanError", "BucketPlan", "SourcePlan", "bucket_of", "bucket_label", "split_exact", "bucket_targets", "make_plan"]
 

@@ -4,20 +4,20 @@ manifest (last: its presence means the folder is complete), the report.
 
 from __future__ import annotations
 
-from . import storage
-from .crashpoints import crash_point
-from .held_out import documents_per_split, split_plans
+from .. import storage
+from ..crashpoints import crash_point
+from ..mix.held_out import documents_per_split, split_plans
 from .manifest import NEOX_FILE, TOKENIZER_FILE, build_manifest, held_out_section, neox_config, split_manifest, \
     summary_table
 from .megatron import write_megatron_args
-from .planning import Planned, available
+from ..mix.planning import Planned, available
 from .report import write_report
-from .run import Run
-from .select import rule_tokens, selected_by_subset
-from .storage import atomic_writer, remove_temporaries, write_json
-from .pack import shard_names
-from .errors import OutputError
-from .storage import read_json
+from ..run import Run
+from ..mix.select import rule_tokens, selected_by_subset
+from ..storage import atomic_writer, remove_temporaries, write_json
+from ..pack import shard_names
+from ..errors import OutputError
+from ..storage import read_json
 
 __all__ = ["finish", "written_shards"]
 

@@ -16,16 +16,16 @@ import hashlib
 import json
 from typing import NamedTuple
 
-from . import __version__
-from .cache import TokenCache
-from .config import MixtureConfig, config_hash
+from .. import __version__
+from ..cache import TokenCache
+from ..config import MixtureConfig, config_hash
 from .held_out import SPLIT_FOLDERS, TRAIN, HeldOut, held_out_targets, remaining, select_held_out, split_packing, \
     split_rule
-from .pack import Packing
+from ..pack import Packing
 from .plan import SourcePlan, make_plan
-from .sampling import SampleRule
+from ..sampling import SampleRule
 from .select import BucketSelection, candidates_by_bucket, select_source
-from .tokenizer import TokenizerInfo
+from ..tokenizer import TokenizerInfo
 
 __all__ = ["Candidates", "Planned", "available", "candidates_of", "needs", "plan_from_note", "plan_mixture",
            "plan_sources"]

@@ -26,15 +26,15 @@ from typing import Sequence
 
 import numpy as np
 
-from .cache import TokenCache
-from .config import MixtureConfig
-from .hashing import held_out_purpose
-from .layout import SPLIT_FOLDERS  # every split a mixture may have, in drawing order; each packed into out/SPLIT/
-from .pack import Packing
+from ..cache import TokenCache
+from ..config import MixtureConfig
+from ..hashing import held_out_purpose
+from ..layout import SPLIT_FOLDERS  # every split a mixture may have, in drawing order; each packed into out/SPLIT/
+from ..pack import Packing
 from .plan import BucketPlan, PlanError, SourcePlan, bucket_label, split_exact
 from .select import TRAIN, BucketSelection, SplitRule, copies_for, doc_arrays, doc_buckets, select_source
-from .sampling import SampleRule
-from . import storage
+from ..sampling import SampleRule
+from .. import storage
 
 __all__ = ["HeldOut", "held", "split_rule", "held_out_targets", "source_split_tokens", "remaining", "select_held_out", "split_packing",
            "split_plans", "documents_per_split", "SPLIT_FOLDERS", "TRAIN"]

@@ -24,9 +24,9 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from .cache import TokenCache
-from .hashing import SELECT, decision_keys, held_out_purpose
-from .sampling import SampleRule, sample_units
+from ..cache import TokenCache
+from ..hashing import SELECT, decision_keys, held_out_purpose
+from ..sampling import SampleRule, sample_units
 
 __all__ = ["BucketSelection", "SplitRule", "TRAIN", "select_source", "doc_buckets", "doc_arrays", "candidates_by_bucket", "rule_tokens", "copies_for",
            "selected_by_subset"]
