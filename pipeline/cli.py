@@ -29,6 +29,7 @@ import traceback
 
 from .console import LogFilter, StderrLines, WorkerStderr
 from .errors import MixprepError
+from .layout import REPORT_FILE
 from .lifetime import freeze_long_lived
 
 __all__ = ["main", "user_error"]
@@ -262,7 +263,7 @@ def _dispatch(args, beam_args: list[str], tty: bool = False) -> int:
     cache = args.cache or _default_cache(out)
     with _progress(args, tty) as progress:
         run_mixture(cfg, args.data_root, out, cache, beam_args, progress)
-    print(f"report: {os.path.join(out, 'report.md')}")
+    print(f"report: {os.path.join(out, REPORT_FILE)}")
     return 0
 
 

@@ -21,8 +21,16 @@ import numpy as np
 from . import storage
 from .cache import TokenCache
 from .errors import FormatError, MixprepError
-from .layout import (MANIFEST, TOKENIZER_FILE, cache_dir, is_finished_cache, manifest_path, provenance_rel,
-                     shard_prefix, sidecar_path)
+from .layout import (
+    MANIFEST,
+    TOKENIZER_FILE,
+    cache_dir,
+    is_finished_cache,
+    manifest_path,
+    provenance_rel,
+    shard_prefix,
+    sidecar_path,
+)
 from .mmidx import MMIDXReader
 from .pack import PROVENANCE_DTYPE
 from .storage import read_json

@@ -16,19 +16,17 @@ import apache_beam as beam
 
 from . import storage
 from .cache import BuildCaches, TokenCache
+from .cache.tokenizing import Missing, build_caches, built_caches, tell_tokenizing, tokenize_label
 from .config import MixtureConfig, config_hash
-from .pack import PackShards, Packing, shard_names
+from .layout import plan_path, shard_names
 from .mix.plan import PlanError
 from .mix.planning import Planned, plan_from_note, plan_mixture
+from .pack import Packing, PackShards
 from .run import Run
 from .storage import make_dirs, read_json, remove_temporaries, write_json
 from .tokenizer import LoadedTokenizer
-from .cache.tokenizing import Missing, build_caches, built_caches, tell_tokenizing, tokenize_label
 
-__all__ = ["PLAN_FILE", "PlanStep", "tokenize_plan_pack", "tokenize_plan_pack_transforms"]
-
-# Written by the plan step: the plan's decision (``Planned.note``) and, if planning failed, its error.
-PLAN_FILE = "_plan.json"
+__all__ = ["PlanStep", "tokenize_plan_pack", "tokenize_plan_pack_transforms"]
 
 
 def tokenize_plan_pack(run: Run, found: dict[str, TokenCache], missing: Sequence[Missing], prepare) -> Planned:
@@ -36,7 +34,7 @@ def tokenize_plan_pack(run: Run, found: dict[str, TokenCache], missing: Sequence
     the worker, once the plan is known)."""
     build = build_caches(run, missing)
     directories = {**{n: c.directory for n, c in found.items()}, **build.directories}
-    plan_file = storage.join(run.out, PLAN_FILE)
+    plan_file = plan_path(run.out)  # the plan step's decision (``Planned.note``) or its error
     make_dirs(run.out)  # before tokenizing: an output that cannot be written stops the run now
     storage.delete(plan_file)  # a crashed run's: the progress display would trust it
     remove_temporaries(run.out)  # here, not in the plan step: a retried step must not remove a duplicate's files
@@ -94,10 +92,10 @@ class PlanStep(beam.DoFn):
             planned = plan_mixture(self._cfg, self._tokenizer, caches, {n: None for n in caches}, self._out,
                                    config_sha=self._config_sha)
         except PlanError as e:  # for the driver: the runner wraps what a step raises
-            write_json(storage.join(self._out, PLAN_FILE), {"error": str(e)})
+            write_json(plan_path(self._out), {"error": str(e)})
             raise
         self._prepare(self._out, self._cfg)
-        write_json(storage.join(self._out, PLAN_FILE), planned.note())
+        write_json(plan_path(self._out), planned.note())
         yield planned.packing
         for split, split_pack in planned.splits.items():
             yield beam.pvalue.TaggedOutput(split, split_pack)

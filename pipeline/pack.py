@@ -33,21 +33,28 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
+from . import storage
 from .cache import TokenCache
 from .errors import FormatError
 from .hashing import PLACE, decision_keys
-from .layout import (PROVENANCE_DIR, REFS_DIR, finished_shard, provenance_rel, refs_dir, refs_path, shard_name,
-                     shard_names, shard_prefix, sidecar_path)
+from .layout import (
+    finished_shard,
+    provenance_rel,
+    refs_dir,
+    refs_path,
+    shard_name,
+    shard_names,
+    shard_prefix,
+    sidecar_path,
+)
 from .lifetime import freeze_worker_state
+from .mix.select import BucketSelection, copies_for, doc_arrays
 from .mmidx import MMIDXReader, MMIDXWriter
 from .sampling import SampleRule
-from .mix.select import BucketSelection, copies_for, doc_arrays
-from . import storage
 from .storage import atomic_writer, write_json
 
 # PROVENANCE_DIR, REFS_DIR, shard_name(s): layout.py's, still imported from here by some callers.
-__all__ = ["PackShards", "Packing", "REF_DTYPE", "PROVENANCE_DIR", "PROVENANCE_DTYPE", "REFS_DIR", "shard_name",
-           "shard_names", "pack_stream", "write_documents", "write_provenance"]
+__all__ = ["PackShards", "Packing", "REF_DTYPE", "PROVENANCE_DTYPE", "pack_stream", "write_documents", "write_provenance"]
 
 REF_DTYPE = np.dtype([("key", "<u8"), ("source", "<u2"), ("part", "<u4"), ("row", "<u4"), ("n", "<u4")])
 # A shard's copies in stream order, without the placement key (the order already says it).

@@ -26,10 +26,10 @@ from typing import Sequence
 from .cache import TokenCache
 from .config import MixtureConfig
 from .mix.plan import bucket_label, bucket_targets, split_exact
+from .mix.select import candidates_by_bucket
 from .outputs.report import median_bin
 from .sampling import FIRST_PASS, MIN_HOLDS
 from .sampling.estimate import estimate_source, sample_rules
-from .mix.select import candidates_by_bucket
 from .sources import SourceFile, list_source_files, normalize_subset
 from .tokenizer import LoadedTokenizer, load_tokenizer
 

@@ -61,10 +61,10 @@ def s3_server():
 
     Yields a function ``upload(local_dir, bucket, prefix) -> "s3://bucket/prefix"``.
     """
+    import boto3
     from apache_beam.io.filesystems import FileSystems
     from apache_beam.options.pipeline_options import PipelineOptions
     from moto.server import ThreadedMotoServer
-    import boto3
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()

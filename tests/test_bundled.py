@@ -4,6 +4,7 @@ import hashlib
 import os
 
 from conftest import ROOT, STAGE1, TOKENIZER
+
 from pipeline.bundled import bundled, mixture_path, small_tokenizer_path, tokenizer_warnings
 from pipeline.config import load_mixture
 

@@ -14,19 +14,28 @@ import pytest
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
-
 from conftest import BAD, SAMPLES, TOKENIZER
-from pipeline.cache import (READ_MARK_SECONDS, READERS, BuildCaches, Readers, TokenCache, cache_fingerprint,
-                            deal_in_turn, local_workers, other_readers, remove_covered_samples)
-from pipeline.storage import write_json
+
+from pipeline.cache import (
+    READ_MARK_SECONDS,
+    BuildCaches,
+    Readers,
+    TokenCache,
+    cache_fingerprint,
+    deal_in_turn,
+    local_workers,
+    other_readers,
+    remove_covered_samples,
+)
 from pipeline.errors import FormatError
+from pipeline.layout import READERS_DIR as READERS
+from pipeline.outputs.verify import verify_path
 from pipeline.sampling import SampleRule
 from pipeline.sampling.topup import SampleView, Unseen
 from pipeline.sources import SourceSpec, list_source_files, read_documents
 from pipeline.sources.formats import TEXT_PER_FILE_BYTE, format_of
-
+from pipeline.storage import write_json
 from pipeline.tokenizer import load_tokenizer
-from pipeline.outputs.verify import verify_path
 
 PILE = SourceSpec("pile", "pile", root="EleutherAI/pile", exclude=("Pile-CC",))
 

@@ -1,14 +1,14 @@
 """The `mixprep` command in-process: a small mixture end to end, progress, counters, and errors."""
 
 import contextlib
-import json
 import io
+import json
 import subprocess
 import sys
 
 import pytest
-
 from conftest import BAD, ROOT, SAMPLES, TOKENIZER
+
 from pipeline.cli import main, user_error
 from pipeline.console import StderrLines
 from pipeline.errors import ConfigError

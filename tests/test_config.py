@@ -4,7 +4,6 @@ import os
 import textwrap
 
 import pytest
-
 from conftest import TOKENIZER, fuzz_examples
 
 from pipeline.config import load_mixture
@@ -146,8 +145,9 @@ def test_dataset_mistakes_name_file_and_key(tmp_path, edit, words):
 
 # --- fuzzing: whatever the file holds, the loader answers with a config or a ConfigError ---------
 
-from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
 import yaml  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st
 
 _VALUES = st.recursive(
     st.none() | st.booleans() | st.integers(-10**15, 10**15) | st.floats(allow_nan=True) | st.text(max_size=12),

@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT, SAMPLES
+
 from pipeline.console import BEAM_NOISE, LogFilter, StderrLines
 
 # What local worker processes and the driver print on every start (apache-beam 2.78).

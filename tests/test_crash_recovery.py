@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT, SAMPLES
+
 from pipeline.crashpoints import ENV
 from pipeline.mmidx import MMIDXReader
 from pipeline.outputs.verify import verify_path
@@ -84,7 +84,7 @@ def test_kill_and_rerun_gives_the_same_bytes(reference, tmp_path, crash_at):
     assert digest(cache) == digest(reference / "cache")
     assert verify_path(str(out))[-1].endswith("ok")
     assert not [n for _, _, files in os.walk(out) for n in files if ".tmp-" in n]
-    assert not (out / "_plan.json").exists()  # the killed run's plan note (mixture.PLAN_FILE)
+    assert not (out / "_plan.json").exists()  # the killed run's plan note (layout.PLAN_FILE)
     # Finished cache parts and shards were reused, not redone.
     for p, mtime in kept.items():
         assert os.stat(os.path.join(cache, p)).st_mtime_ns == mtime, p

@@ -17,11 +17,11 @@ import sys
 import time
 
 import pytest
-
 from conftest import ROOT, SAMPLES, TOKENIZER
+
+from pipeline.cache.tokenizing import tokenize_mixture
 from pipeline.config import load_mixture
 from pipeline.mixture import run_mixture
-from pipeline.cache.tokenizing import tokenize_mixture
 from pipeline.runners import beam_defaults
 from pipeline.sources import list_source_files
 

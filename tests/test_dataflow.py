@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 from apache_beam.internal import pickler
 from apache_beam.options.pipeline_options import PipelineOptions
-
 from conftest import ROOT, SAMPLES, TOKENIZER
+
 from pipeline.cache import BuildCaches
 from pipeline.config import load_mixture
+from pipeline.mix.select import BucketSelection
 from pipeline.mixture import prepare_outputs
 from pipeline.one_pipeline import PlanStep, tokenize_plan_pack_transforms
 from pipeline.pack import Packing, PackShards
-from pipeline.mix.select import BucketSelection
 from pipeline.sources import list_source_files
 from pipeline.tokenizer import LoadedTokenizer, TokenizerInfo, load_tokenizer
 

@@ -9,8 +9,8 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import ROOT, SAMPLES, TOKENIZER
+
 from pipeline.dataset import Collate, MixtureDataset, MixtureSampler, TorchCollate, TorchDataset, make_batch
 from pipeline.errors import FormatError
 from pipeline.mmidx import MMIDXWriter
@@ -418,6 +418,7 @@ def train_rank(folder, out, steps, save_at=0, resume=""):
     """One rank of a DDP run (gloo, CPU): a tiny LM, SGD with momentum, losses written per step."""
     import torch
     import torch.distributed as dist
+
     from pipeline.dataset import TorchCollate
 
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])

@@ -9,16 +9,16 @@ import os
 
 import numpy as np
 import pytest
-
 from conftest import HELD_OUT, IN_PROCESS, SAMPLES, STAGE1, mixture
+
 from pipeline.cache import TokenCache
 from pipeline.config import config_hash
 from pipeline.dataset import MixtureDataset
 from pipeline.errors import ConfigError
-from pipeline.outputs.manifest import NEOX_FILE
-from pipeline.outputs.megatron import blend_from_args, read_megatron_args
-from pipeline.mixture import run_mixture
+from pipeline.layout import NEOX_FILE
 from pipeline.mix.plan import PlanError
+from pipeline.mixture import run_mixture
+from pipeline.outputs.megatron import blend_from_args, read_megatron_args
 from pipeline.outputs.verify import verify_path
 
 SPLITS = {"train": "", "valid": "valid", "test": "test"}  # split -> folder under the mixture's

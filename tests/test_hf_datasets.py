@@ -18,8 +18,8 @@ import pytest  # noqa: E402
 from apache_beam.metrics.metric import MetricsFilter  # noqa: E402
 from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 from apache_beam.testing.test_pipeline import TestPipeline  # noqa: E402
-
 from conftest import TOKENIZER  # noqa: E402
+
 from pipeline.cache import BuildCaches, TokenCache  # noqa: E402
 from pipeline.document import Reject  # noqa: E402
 from pipeline.errors import CorruptFileError, SourceError  # noqa: E402

@@ -14,13 +14,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import zstandard
-
 from conftest import ROOT, TOKENIZER
+
 from pipeline.cache import TokenCache
 from pipeline.config import load_mixture
 from pipeline.errors import SourceError
-from pipeline.mixture import run_mixture
 from pipeline.mix.plan import PlanError
+from pipeline.mixture import run_mixture
 from pipeline.tokenizer import load_tokenizer
 
 IN_PROCESS = ["--runner=DirectRunner", "--direct_running_mode=in_memory"]

@@ -5,15 +5,16 @@ import os
 import shutil
 
 import numpy as np
-
 from conftest import TOKENIZER
 from test_cli import built, mixprep  # noqa: F401  (the shared small mixture)
-from pipeline.cache import TokenCache, cache_dir
+
+from pipeline.cache import TokenCache
 from pipeline.dataset import MixtureDataset
 from pipeline.inspect import Provenance, doc_copies, sample_pieces
+from pipeline.layout import cache_dir
+from pipeline.outputs.verify import sha256_file
 from pipeline.pack import PROVENANCE_DTYPE
 from pipeline.tokenizer import load_tokenizer
-from pipeline.outputs.verify import sha256_file
 
 
 def caches(built, manifest):

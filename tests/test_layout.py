@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
+
 from pipeline import layout
 from pipeline.errors import OutputError
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from pipeline.cache import TokenCache
-from pipeline.outputs.manifest import NEOX_FILE, TOKENIZER_FILE
+from pipeline.layout import NEOX_FILE, TOKENIZER_FILE
 from pipeline.mmidx import MMIDXReader
 
 STAGES = ["stage1", "stage2"]

@@ -19,10 +19,12 @@ except ImportError as e:
     pytest.skip(f"megatron-core's C++ dataset helpers are not built for this Python: {e}", allow_module_level=True)
 
 from conftest import ROOT, SAMPLES, TOKENIZER  # noqa: E402
+
 from pipeline.config import load_mixture  # noqa: E402
-from pipeline.outputs.megatron import ARGS_FILE, read_megatron_args  # noqa: E402
-from pipeline.outputs.megatron_check import check_epoch  # noqa: E402
+from pipeline.layout import ARGS_FILE  # noqa: E402
 from pipeline.mixture import run_mixture  # noqa: E402
+from pipeline.outputs.megatron import read_megatron_args  # noqa: E402
+from pipeline.outputs.megatron_check import check_epoch  # noqa: E402
 from pipeline.outputs.verify import verify_path  # noqa: E402
 
 IN_PROCESS = ["--runner=DirectRunner", "--direct_running_mode=in_memory"]

@@ -9,14 +9,14 @@ import sys
 import apache_beam as beam
 import numpy as np
 import pytest
-
 from conftest import IN_PROCESS, ROOT, SAMPLES, STAGE1, TOKENIZER, mixture
+
 from pipeline.cache import TokenCache
 from pipeline.dataset import MixtureDataset
-from pipeline.mixture import run_mixture
 from pipeline.mix.plan import PlanError
-from pipeline.tokenizer import load_tokenizer
+from pipeline.mixture import run_mixture
 from pipeline.outputs.verify import verify_path
+from pipeline.tokenizer import load_tokenizer
 
 
 def shard_stream(folder, manifest):

@@ -8,7 +8,6 @@ import tracemalloc
 
 import numpy as np
 import pytest
-
 from conftest import fuzz_examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

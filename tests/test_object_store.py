@@ -6,8 +6,8 @@ import os
 import time
 
 import boto3
-
 from conftest import ROOT, SAMPLES, TOKENIZER
+
 from pipeline.config import load_mixture
 from pipeline.mixture import run_mixture
 from pipeline.outputs.verify import verify_path

@@ -6,9 +6,9 @@ import hashlib
 import os
 
 import pytest
+from conftest import ROOT, SAMPLES, TOKENIZER
 
 import pipeline.mmidx as mmidx
-from conftest import ROOT, SAMPLES, TOKENIZER
 from pipeline.config import load_mixture
 from pipeline.errors import OutputError
 from pipeline.mixture import run_mixture

@@ -10,8 +10,8 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import ROOT, SAMPLES, TOKENIZER
+
 from pipeline.config import load_mixture
 from pipeline.mixture import run_mixture
 from pipeline.mmidx import MMIDXReader

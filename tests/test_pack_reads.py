@@ -8,11 +8,12 @@ import os
 
 import numpy as np
 import pytest
-
 from conftest import IN_PROCESS, ROOT
+
 from pipeline import pack
 from pipeline.cache import TokenCache
 from pipeline.config import load_mixture
+from pipeline.layout import REFS_DIR
 from pipeline.mixture import run_mixture
 from pipeline.mmidx import MMIDXReader
 
@@ -69,7 +70,7 @@ def test_local_shards_equal_per_copy_reads(corpus, tmp_path):
     for layout in ("samples", "documents"):
         out, cache = tmp_path / layout, tmp_path / "cache"
         manifest = run_mixture(cfg(corpus, layout), str(corpus), str(out), str(cache), IN_PROCESS)
-        assert not (out / pack.REFS_DIR).exists()  # the routed references, removed once shards are written
+        assert not (out / REFS_DIR).exists()  # the routed references, removed once shards are written
         (directory,) = [str(d) for d in (cache / "refinedweb").iterdir() if (d / "cache.json").exists()]
         caches = [directory]
         for shard in manifest["shards"]:

@@ -1,7 +1,8 @@
 """Plan math: pure functions, no Beam."""
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.config import LongDocPolicy
 from pipeline.mix.plan import bucket_of, bucket_targets, long_fraction, split_exact

@@ -6,7 +6,9 @@ import shutil
 import sys
 
 from test_cli import built, mixprep  # noqa: F401  (the shared small mixture)
-from pipeline.outputs.report import PLOT_FILES, render_markdown, write_report
+
+from pipeline.layout import PLOT_FILES
+from pipeline.outputs.report import render_markdown, write_report
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

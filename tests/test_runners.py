@@ -11,8 +11,17 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipeline.errors import ConfigError
-from pipeline.runners import (DASK_RUNNER, JEMALLOC, LOCAL_RUNNER, WORKER_ALLOCATOR_ENV, WORKER_MALLOC, beam_defaults,
-                              one_job, worker_allocator, worker_environment)
+from pipeline.runners import (
+    DASK_RUNNER,
+    JEMALLOC,
+    LOCAL_RUNNER,
+    WORKER_ALLOCATOR_ENV,
+    WORKER_MALLOC,
+    beam_defaults,
+    one_job,
+    worker_allocator,
+    worker_environment,
+)
 
 
 def runner_of(args):

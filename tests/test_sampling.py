@@ -7,14 +7,15 @@ import random
 
 import numpy as np
 import pytest
-
 from conftest import TOKENIZER
-from pipeline.cache import READERS, TokenCache
+
+from pipeline.cache import TokenCache
 from pipeline.config import load_mixture
-from pipeline.sampling.estimate import sample_rules
+from pipeline.layout import READERS_DIR as READERS
 from pipeline.mixture import run_mixture
 from pipeline.run import mixed_source_files
 from pipeline.sampling import FIRST_PASS, MIN_HOLDS, SampleRule, choose_rule, sample_units
+from pipeline.sampling.estimate import sample_rules
 from pipeline.tokenizer import load_tokenizer
 
 IN_PROCESS = ["--runner=DirectRunner", "--direct_running_mode=in_memory"]

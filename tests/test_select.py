@@ -12,15 +12,16 @@ import random
 
 import numpy as np
 import pytest
+from conftest import TOKENIZER
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import TOKENIZER
+from pipeline.cache import TokenCache
 from pipeline.config import load_mixture
-from pipeline.mixture import run_mixture
+from pipeline.layout import cache_dir
 from pipeline.mix import select
-from pipeline.cache import TokenCache, cache_dir
 from pipeline.mix.select import _closest_subset, candidates_by_bucket, select_source
+from pipeline.mixture import run_mixture
 
 IN_PROCESS = ["--runner=DirectRunner", "--direct_running_mode=in_memory"]
 WORDS = ["river", "map", "weather", "stone", "lantern", "orchard", "signal", "harbor", "copper", "meadow",

@@ -8,8 +8,8 @@ import os
 import shutil
 
 import pytest
-
 from conftest import ROOT, SAMPLES, TOKENIZER
+
 from pipeline.config import load_mixture
 from pipeline.mixture import run_mixture
 

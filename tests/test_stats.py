@@ -5,12 +5,13 @@ import json
 import os
 
 import pytest
-
 from conftest import ROOT, SAMPLES, TOKENIZER
 from test_cli import built, mixprep  # noqa: F401  (the shared small mixture)
 from test_sampling import IN_PROCESS, corpus, mixture
-from pipeline.cache import TokenCache, cache_dir
+
+from pipeline.cache import TokenCache
 from pipeline.config import load_mixture
+from pipeline.layout import cache_dir
 from pipeline.mixture import run_mixture
 from pipeline.stats import load_published_sizes, published_fit, published_table, source_stats, stats_table
 

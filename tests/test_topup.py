@@ -3,9 +3,18 @@
 import numpy as np
 import pytest
 
-from pipeline.mix.plan import bucket_targets, split_exact
 from pipeline.config import LongDocPolicy
-from pipeline.sampling.topup import (SLACK, UNIT_BINS, SampleView, Unseen, char_bins, predict_top_up, unit_bins, unit_edge)
+from pipeline.mix.plan import bucket_targets, split_exact
+from pipeline.sampling.topup import (
+    SLACK,
+    UNIT_BINS,
+    SampleView,
+    Unseen,
+    char_bins,
+    predict_top_up,
+    unit_bins,
+    unit_edge,
+)
 
 BOUNDS = (1024,)
 

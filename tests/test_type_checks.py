@@ -11,19 +11,19 @@ import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, TypeOptions
 from apache_beam.typehints.decorators import TypeCheckError
-
 from conftest import ROOT, SAMPLES, TOKENIZER
-from pipeline.cache import BuildCaches
-from pipeline.config import load_mixture
-from pipeline.mixture import prepare_outputs, run_mixture
-from pipeline.one_pipeline import PlanStep, tokenize_plan_pack_transforms
-from pipeline.pack import Packing, PackShards
-from pipeline.mix.select import BucketSelection
-from pipeline.sources import list_source_files
-from pipeline.tokenizer import load_tokenizer
 from test_dataflow import BUCKET, DATAFLOW, on_gcs
 from test_sampling import corpus
 from test_sampling import mixture as sampled_mixture
+
+from pipeline.cache import BuildCaches
+from pipeline.config import load_mixture
+from pipeline.mix.select import BucketSelection
+from pipeline.mixture import prepare_outputs, run_mixture
+from pipeline.one_pipeline import PlanStep, tokenize_plan_pack_transforms
+from pipeline.pack import Packing, PackShards
+from pipeline.sources import list_source_files
+from pipeline.tokenizer import load_tokenizer
 
 RUNNERS = {
     "local": (["--runner=DirectRunner", "--pipeline_type_check"], lambda files: files, "/tmp/mixprep-typecheck"),

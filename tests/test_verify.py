@@ -8,8 +8,8 @@ import pytest
 
 from pipeline import layout
 from pipeline.errors import FormatError
-from pipeline.storage import read_json, write_json
 from pipeline.outputs.verify import verify_path
+from pipeline.storage import read_json, write_json
 
 
 @pytest.fixture

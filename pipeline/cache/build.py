@@ -20,17 +20,32 @@ from ..crashpoints import crash_point
 from ..document import Document, Reject
 from ..errors import FormatError
 from ..hashing import doc_hash
-from ..layout import (cache_dir, cache_manifest, doc_table, finished_part, part_name, part_prefix, part_summary,
-                      rejects_file)
+from ..layout import (
+    cache_dir,
+    cache_manifest,
+    doc_table,
+    finished_part,
+    part_name,
+    part_prefix,
+    part_summary,
+    rejects_file,
+)
 from ..lifetime import freeze_worker_state
 from ..mmidx import MMIDXWriter
-from ..sampling import SampleRule, sample_units
-from ..sources import (FileTally, RefusedFile, SourceFile, SourceSpec, count_refused, count_tally, read_documents,
-                       refused_files)
+from ..sampling import SampleRule, Unseen, sample_units
+from ..sources import (
+    FileTally,
+    RefusedFile,
+    SourceFile,
+    SourceSpec,
+    count_refused,
+    count_tally,
+    read_documents,
+    refused_files,
+)
 from ..sources.formats import TEXT_PER_FILE_BYTE, format_of
 from ..storage import atomic_writer, make_dirs, write_json
 from ..tokenizer import Encoder, LoadedTokenizer, TokenizerInfo, batches_by_size
-from ..sampling import Unseen
 from .fingerprint import CACHE_VERSION, DOC_TABLE_SCHEMA, HISTOGRAM_BINS, cache_fingerprint
 from .token_cache import TokenCache
 

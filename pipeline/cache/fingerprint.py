@@ -12,7 +12,6 @@ from ..sampling import SampleRule
 from ..sources import READER_VERSION, SourceFile, SourceSpec, refused_files
 from ..tokenizer import ENCODER_VERSION, LoadedTokenizer
 
-
 CACHE_VERSION = 3  # 2: n_chars in the document table; sampled caches. 3: file accounting (refused paths)
 HISTOGRAM_BINS = 40  # bin k holds documents of [2**k, 2**(k+1)) tokens
 DOC_TABLE_SCHEMA = pa.schema(

@@ -14,12 +14,12 @@ from __future__ import annotations
 import logging
 from typing import NamedTuple, Sequence
 
-from . import BuildCaches, Readers, TokenCache, remove_covered_samples
 from ..config import MixtureConfig, SourceConfig
 from ..run import Run
 from ..sampling import SampleRule
 from ..sources import SourceFile
 from ..storage import remove_temporaries
+from . import BuildCaches, Readers, TokenCache, remove_covered_samples
 
 __all__ = ["Missing", "build_caches", "built_caches", "find_caches", "tokenize_label", "tokenize_missing",
            "tokenize_mixture"]

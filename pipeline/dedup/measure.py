@@ -39,8 +39,8 @@ def best_of(f, runs: int = 3):
 
 def sample_texts() -> list[str]:
     """Every document of the bundled samples (RefinedWeb, C4, RedPajama, the Pile, StarCoder)."""
-    from ..sources import SourceSpec, list_source_files, read_documents
     from ..document import Document
+    from ..sources import SourceSpec, list_source_files, read_documents
 
     specs = [SourceSpec("refinedweb", "refinedweb", root="tiiuae/falcon-refinedweb"),
              SourceSpec("c4", "c4", root="allenai/c4"),

@@ -29,15 +29,18 @@ import numpy as np
 from ..cache import TokenCache
 from ..config import MixtureConfig
 from ..hashing import held_out_purpose
-from ..layout import SPLIT_FOLDERS  # every split a mixture may have, in drawing order; each packed into out/SPLIT/
+from ..layout import (  # every split a mixture may have, in drawing order; each packed into out/SPLIT/
+    SPLIT_FOLDERS,
+    split_dir,
+    split_mixture,
+)
 from ..pack import Packing
+from ..sampling import SampleRule
 from .plan import BucketPlan, PlanError, SourcePlan, bucket_label, split_exact
 from .select import TRAIN, BucketSelection, SplitRule, copies_for, doc_arrays, doc_buckets, select_source
-from ..sampling import SampleRule
-from .. import storage
 
 __all__ = ["HeldOut", "held", "split_rule", "held_out_targets", "source_split_tokens", "remaining", "select_held_out", "split_packing",
-           "split_plans", "documents_per_split", "SPLIT_FOLDERS", "TRAIN"]
+           "split_plans", "documents_per_split", "TRAIN"]
 
 HeldOut = dict  # {split: {source: (BucketSelection per bucket)}}; splits are drawn in SPLIT_FOLDERS' order
 
@@ -145,8 +148,8 @@ def split_packing(cfg: MixtureConfig, training: Packing, held_out: HeldOut, spli
                              for s in held_out[split][n]) for n in training.sources)
     key = json.dumps({"training": training.plan_hash, "split": split}, sort_keys=True).encode()
     return dataclasses.replace(
-        training, mixture=f"{cfg.name}-{split}", selections=selections, rules=rules,
-        num_shards=cfg.split_shards(cfg.held_out_tokens[split]), out_dir=storage.join(training.out_dir, split),
+        training, mixture=split_mixture(cfg.name, split), selections=selections, rules=rules,
+        num_shards=cfg.split_shards(cfg.held_out_tokens[split]), out_dir=split_dir(training.out_dir, split),
         plan_hash=hashlib.sha256(key).hexdigest())
 
 

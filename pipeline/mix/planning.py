@@ -19,13 +19,13 @@ from typing import NamedTuple
 from .. import __version__
 from ..cache import TokenCache
 from ..config import MixtureConfig, config_hash
-from .held_out import SPLIT_FOLDERS, TRAIN, HeldOut, held_out_targets, remaining, select_held_out, split_packing, \
-    split_rule
+from ..layout import SPLIT_FOLDERS
 from ..pack import Packing
-from .plan import SourcePlan, make_plan
 from ..sampling import SampleRule
-from .select import BucketSelection, candidates_by_bucket, select_source
 from ..tokenizer import TokenizerInfo
+from .held_out import TRAIN, HeldOut, held_out_targets, remaining, select_held_out, split_packing, split_rule
+from .plan import SourcePlan, make_plan
+from .select import BucketSelection, candidates_by_bucket, select_source
 
 __all__ = ["Candidates", "Planned", "available", "candidates_of", "needs", "plan_from_note", "plan_mixture",
            "plan_sources"]

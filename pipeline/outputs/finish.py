@@ -6,20 +6,17 @@ from __future__ import annotations
 
 from .. import storage
 from ..crashpoints import crash_point
+from ..layout import NEOX_FILE, TOKENIZER_FILE, manifest_path, split_dir, written_shards
 from ..mix.held_out import documents_per_split, split_plans
-from .manifest import NEOX_FILE, TOKENIZER_FILE, build_manifest, held_out_section, neox_config, split_manifest, \
-    summary_table
-from .megatron import write_megatron_args
 from ..mix.planning import Planned, available
-from .report import write_report
-from ..run import Run
 from ..mix.select import rule_tokens, selected_by_subset
+from ..run import Run
 from ..storage import atomic_writer, remove_temporaries, write_json
-from ..pack import shard_names
-from ..errors import OutputError
-from ..storage import read_json
+from .manifest import build_manifest, held_out_section, neox_config, split_manifest, summary_table
+from .megatron import write_megatron_args
+from .report import write_report
 
-__all__ = ["finish", "written_shards"]
+__all__ = ["finish"]
 
 
 def finish(run: Run, planned: Planned) -> dict:
@@ -43,7 +40,7 @@ def finish(run: Run, planned: Planned) -> dict:
     write_json(storage.join(out, NEOX_FILE), neox_config(manifest, out))
     write_megatron_args(manifest, out, cfg.tokenizer_path)
     crash_point(f"before-manifest:{cfg.name}")
-    write_json(storage.join(out, "manifest.json"), manifest)  # last: its presence means complete
+    write_json(manifest_path(out), manifest)  # last: its presence means complete
     write_report(out, manifest, run.cache_root)  # report.md + plots, from the manifest and the caches
     print(summary_table(manifest))
     return manifest
@@ -54,7 +51,7 @@ def _finish_splits(run: Run, planned: Planned) -> dict:
     cfg, caches = run.cfg, planned.caches
     manifests = {}
     for split, packing in planned.splits.items():
-        folder = storage.join(run.out, split)
+        folder = split_dir(run.out, split)
         shards = written_shards(folder, packing.mixture, packing.num_shards, packing.plan_hash)
         selections = {n: list(planned.held_out[split][n]) for n in packing.sources}
         subsets = {n: selected_by_subset(caches[n], n, cfg.bucket_bounds, cfg.seed, packing.selections[i],
@@ -63,22 +60,8 @@ def _finish_splits(run: Run, planned: Planned) -> dict:
                             split)
         manifests[split] = split_manifest(cfg, run.tokenizer, split, plans, selections, caches, shards,
                                           packing.plan_hash, subsets)
-        write_json(storage.join(folder, "manifest.json"), manifests[split])
+        write_json(manifest_path(folder), manifests[split])
     documents = {n: documents_per_split(caches[n], n, planned.packing, planned.held_out)
                  for n in planned.packing.sources}
     return held_out_section(manifests, documents)
 
-
-def written_shards(out: str, name: str, count: int, plan_hash: str) -> list[dict]:
-    """Every promised shard's record; a missing or stale one is an error, never a short manifest."""
-    shards = []
-    for shard in shard_names(name, count):
-        sidecar = storage.join(out, "_shards", shard + ".json")
-        record = read_json(sidecar) if storage.exists(sidecar) else None
-        if record is None or record.get("plan_hash") != plan_hash or not all(
-            storage.exists(storage.join(out, shard + ext)) for ext in (".bin", ".idx")
-        ):
-            raise OutputError(storage.join(out, shard + ".bin"),
-                              RuntimeError("the pack stage finished without writing this shard"))
-        shards.append(record)
-    return shards

@@ -27,16 +27,15 @@ import os
 from typing import Sequence
 
 from .. import __version__, storage
+from ..bundled import tokenizer_warnings
 from ..cache import TokenCache
 from ..config import MixtureConfig, config_hash
-from ..layout import NEOX_FILE, SPLIT_FOLDERS, TOKENIZER_FILE, split_folder, split_mixture
+from ..layout import SPLIT_FOLDERS, TOKENIZER_FILE, split_folder, split_mixture
 from ..mix.plan import SourcePlan
 from ..mix.select import BucketSelection
-from ..bundled import tokenizer_warnings
 from ..tokenizer import TokenizerInfo
 
-__all__ = ["build_manifest", "split_manifest", "held_out_section", "neox_config", "summary_table", "MANIFEST_VERSION",
-           "NEOX_FILE", "TOKENIZER_FILE"]
+__all__ = ["build_manifest", "split_manifest", "held_out_section", "neox_config", "summary_table", "MANIFEST_VERSION"]
 
 MANIFEST_VERSION = 2  # 2: written_share over the written total (1 subtracted the tails twice); subsets; held_out
 # What the trainer files say about evaluation without held-out splits (worded before validation_tokens /

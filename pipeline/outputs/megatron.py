@@ -22,8 +22,7 @@ from .. import storage
 from ..layout import ARGS_FILE, ARGS_JSON, SPLIT_FOLDERS, megatron_cache_dir
 from ..storage import atomic_writer, write_json
 
-__all__ = ["megatron_args", "megatron_notes", "write_megatron_args", "blend_from_args", "read_megatron_args",
-           "ARGS_FILE", "ARGS_JSON"]
+__all__ = ["megatron_args", "megatron_notes", "write_megatron_args", "blend_from_args", "read_megatron_args"]
 
 
 def _folder(out: str) -> str:

@@ -26,10 +26,17 @@ import os
 
 import numpy as np
 
-from ..layout import (cache_dir, cache_manifest, manifest_path, megatron_cache_dir, provenance_path, shard_prefix,
-                     sidecar_path)
-from .megatron import read_megatron_args
+from ..layout import (
+    cache_dir,
+    cache_manifest,
+    manifest_path,
+    megatron_cache_dir,
+    provenance_path,
+    shard_prefix,
+    sidecar_path,
+)
 from ..mmidx import MMIDXReader
+from .megatron import read_megatron_args
 
 __all__ = ["check_epoch", "megatron_epoch", "EpochCheck", "ShardStream"]
 

@@ -22,7 +22,7 @@ from ..errors import FormatError
 from ..layout import PLOT_FILES, REPORT_DIR, REPORT_FILE, cache_dir, cache_manifest, manifest_path
 from ..storage import atomic_writer, read_json
 
-__all__ = ["write_report", "render_markdown", "load_histograms", "make_plots", "PLOT_FILES"]
+__all__ = ["write_report", "render_markdown", "load_histograms", "make_plots"]
 
 log = logging.getLogger("mixprep")
 

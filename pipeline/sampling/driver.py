@@ -15,12 +15,12 @@ import logging
 from typing import NamedTuple, Sequence
 
 from ..cache import TokenCache
+from ..cache.tokenizing import Missing, find_caches, tokenize_missing
 from ..mix.held_out import source_split_tokens
 from ..mix.plan import bucket_targets, split_exact
 from ..mix.planning import Candidates, Rules, candidates_of, needs, plan_sources
-from ..run import Run
 from ..mix.select import candidates_by_bucket
-from ..cache.tokenizing import Missing, find_caches, tokenize_missing
+from ..run import Run
 from .estimate import length_groups
 from .rule import MIN_HOLDS, TOP_UPS, SampleRule
 from .topup import SampleView, predict_top_up

@@ -21,9 +21,9 @@ from ..cache import HISTOGRAM_BINS
 from ..config import MixtureConfig
 from ..document import Reject
 from ..mix.plan import bucket_targets, split_exact
-from .rule import FIRST_PASS, MIN_HOLDS, SampleRule, choose_rule
 from ..sources import SourceFile, read_documents
 from ..tokenizer import Encoder, LoadedTokenizer
+from .rule import FIRST_PASS, MIN_HOLDS, SampleRule, choose_rule
 
 __all__ = ["estimate_source", "length_groups", "pick_files", "sample_rules"]
 

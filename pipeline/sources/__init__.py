@@ -9,11 +9,18 @@ Adding a source kind: add a ``Kind`` to ``kinds.KINDS`` (default globs, text fie
 comes from); formats are shared and chosen by file suffix.
 """
 
-from .files import (REFUSALS, Listing, RefusedFile, SourceFile, list_source_files, open_source_file, refused_files,
-                    source_root)
+from .files import (
+                    REFUSALS,
+                    Listing,
+                    RefusedFile,
+                    SourceFile,
+                    list_source_files,
+                    open_source_file,
+                    refused_files,
+                    source_root,
+)
 from .kinds import KINDS, Kind, normalize_subset
-from .read import (DOCUMENTS, READER_VERSION, REJECTS, FileTally, ReadSource, count_refused, count_tally,
-                   read_documents)
+from .read import DOCUMENTS, READER_VERSION, REJECTS, FileTally, ReadSource, count_refused, count_tally, read_documents
 from .spec import DatasetRef, SourceSpec
 
 __all__ = [

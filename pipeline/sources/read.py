@@ -16,8 +16,8 @@ import collections
 import dataclasses
 from typing import Any, Iterator
 
-import orjson
 import apache_beam as beam
+import orjson
 from apache_beam.metrics import Metrics
 
 from ..document import Document, Reject

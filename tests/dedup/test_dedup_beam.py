@@ -8,8 +8,8 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that
-
 from conftest import IN_PROCESS, TOKENIZER
+
 from pipeline.dedup.clusters import KINDS, keep_key
 from pipeline.dedup.content import content_key
 from pipeline.dedup.labelled import build_corpus, resolve_corpus, tokenizer_words

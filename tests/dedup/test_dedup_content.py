@@ -7,9 +7,10 @@ import unicodedata
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
-
 from conftest import ROOT, fuzz_examples
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from pipeline.dedup.content import content_key, content_keys, key_bytes, key_hex, normalize
 from pipeline.dedup.labelled import build_corpus
 

@@ -4,8 +4,8 @@ import collections
 
 import numpy as np
 import pytest
-
 from conftest import TOKENIZER
+
 from pipeline.dedup.clusters import KEPT
 from pipeline.dedup.labelled import CATEGORIES, build_corpus, resolve_corpus, score, tokenizer_words
 from pipeline.dedup.minhash import DEFAULT_PARAMS, MinHashParams, params_for

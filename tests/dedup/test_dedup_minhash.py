@@ -7,8 +7,8 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import ROOT
+
 from pipeline.dedup import minhash as mh
 
 RNG = np.random.default_rng(7)

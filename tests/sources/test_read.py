@@ -9,13 +9,13 @@ import os
 import pyarrow.parquet as pq
 import pytest
 import zstandard
-from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that
-
 from conftest import BAD, SAMPLES
+
 from pipeline.errors import SourceError
 from pipeline.sources import ReadSource, SourceSpec, list_source_files, normalize_subset
 
