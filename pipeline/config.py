@@ -327,7 +327,8 @@ def _check(cfg: MixtureConfig, path: str) -> None:
     total = sum(s.weight for s in cfg.sources)
     if abs(total - 1.0) > 1e-6:
         listing = ", ".join(f"{s.name}={s.weight:g}" for s in cfg.sources)
-        raise ConfigError(f"{path}: source weights must sum to 1 (shares of tokens); they sum to {total:.6g} ({listing}).")
+        raise ConfigError(f"{path}: source weights must sum to 1 (shares of tokens); "
+                          f"they sum to {total:.6g} ({listing}).")
     if any(b <= 0 for b in cfg.length_buckets):
         raise ConfigError(f"{path}: 'length_buckets' bounds must be positive token counts.")
     p = cfg.long_documents

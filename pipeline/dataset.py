@@ -144,9 +144,9 @@ class MixtureDataset:
             manifest = _read_manifest(os.path.dirname(prefixes[0]) or ".")
         self.eos_id = _eos_id(manifest)
         if manifest and manifest.get("layout", "samples") != "samples":
-            raise FormatError(f"{self.path}: a `layout: {manifest['layout']}` mixture: its entries are whole documents, "
-                              "not samples of one length. Train on it with Megatron-LM (megatron-args.txt beside the "
-                              "shards), or build the mixture with `layout: samples` for this reader.")
+            raise FormatError(f"{self.path}: a `layout: {manifest['layout']}` mixture: its entries are whole "
+                              "documents, not samples of one length. Train on it with Megatron-LM (megatron-args.txt "
+                              "beside the shards), or build the mixture with `layout: samples` for this reader.")
         self._readers = [MMIDXReader(p) for p in prefixes]
         counts = np.array([len(s) for s in self._readers], dtype=np.int64)
         # Shard k holds global samples [starts[k], starts[k+1]).

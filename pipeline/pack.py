@@ -54,7 +54,8 @@ from .sampling import SampleRule
 from .storage import atomic_writer, write_json
 
 # PROVENANCE_DIR, REFS_DIR, shard_name(s): layout.py's, still imported from here by some callers.
-__all__ = ["PackShards", "Packing", "REF_DTYPE", "PROVENANCE_DTYPE", "pack_stream", "write_documents", "write_provenance"]
+__all__ = ["PackShards", "Packing", "REF_DTYPE", "PROVENANCE_DTYPE", "pack_stream", "write_documents",
+           "write_provenance"]
 
 REF_DTYPE = np.dtype([("key", "<u8"), ("source", "<u2"), ("part", "<u4"), ("row", "<u4"), ("n", "<u4")])
 # A shard's copies in stream order, without the placement key (the order already says it).
@@ -333,7 +334,8 @@ def _gather(refs: np.ndarray, caches: dict, dtype: np.dtype, spill) -> np.ndarra
         # shards x documents (the writer's reads stay bounds-checked).
         with MMIDXReader(caches[int(docs["source"][i])].prefix(int(docs["part"][i])), check=False) as reader:
             if reader.dtype != dtype:
-                raise FormatError(f"{reader.prefix}: expected {dtype.name} tokens (the mixture's), found {reader.dtype.name}")
+                raise FormatError(f"{reader.prefix}: expected {dtype.name} tokens (the mixture's), "
+                                  f"found {reader.dtype.name}")
             rows = docs["row"][i:j].astype(np.int64)
             starts[i:j] = at + _token_offsets(reader, rows)
             if storage.is_remote(reader.prefix):

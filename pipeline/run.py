@@ -70,7 +70,8 @@ class Run:
             self.progress.finished(p.result)
 
 
-def mixed_source_files(cfg: MixtureConfig, data_root: str, beam_args: Sequence[str] = ()) -> dict[str, list[SourceFile]]:
+def mixed_source_files(cfg: MixtureConfig, data_root: str,
+                       beam_args: Sequence[str] = ()) -> dict[str, list[SourceFile]]:
     """The input files of every source with weight > 0; a glob that matches nothing names the source."""
     FileSystems.set_options(PipelineOptions(list(beam_args)))  # listing may need e.g. S3 options
     out = {}

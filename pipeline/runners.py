@@ -29,6 +29,8 @@ from .errors import ConfigError
 __all__ = ["LOCAL_RUNNER", "DASK_RUNNER", "LocalRunner", "DaskRunner", "beam_defaults", "one_job", "worker_allocator",
            "worker_environment", "JEMALLOC", "WORKER_ALLOCATOR_ENV", "WORKER_MALLOC"]
 
+DaskRunner: type  # declared only: the module's __getattr__ (below) makes it on first use
+
 LOCAL_RUNNER = "pipeline.runners.LocalRunner"  # what `mixprep` passes Beam for DirectRunner (or no runner)
 DASK_RUNNER = "pipeline.runners.DaskRunner"  # for DaskRunner / dask
 BEAM_DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"

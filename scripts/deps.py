@@ -64,7 +64,8 @@ def declared(setup_cfg: str = os.path.join(ROOT, "setup.cfg")) -> dict[str, str]
     cfg.read(setup_cfg)
     out: dict[str, str] = {}
     groups = [("runtime", cfg["options"]["install_requires"])]
-    groups += [(TEST_ONLY if extra == TEST_ONLY else "runtime", reqs) for extra, reqs in cfg["options.extras_require"].items()]
+    extras = cfg["options.extras_require"]
+    groups += [(TEST_ONLY if extra == TEST_ONLY else "runtime", reqs) for extra, reqs in extras.items()]
     for where, text in groups:
         for line in text.strip().splitlines():
             name = canonical(re.split(r"[\s\[<>=!~;]", line.strip(), maxsplit=1)[0])
@@ -118,7 +119,8 @@ def describe(diffs: list[tuple[str, str, str]]) -> str:
     >>> describe([("apache-beam", "2.78.0", "2.79.0"), ("tqdm", "", "4.1")])
     'apache-beam 2.79.0 (locked 2.78.0), tqdm 4.1 (not in the lock)'
     """
-    return ", ".join(f"{n} {new or 'removed'} ({'locked ' + old if old else 'not in the lock'})" for n, old, new in diffs)
+    return ", ".join(f"{n} {new or 'removed'} ({'locked ' + old if old else 'not in the lock'})"
+                     for n, old, new in diffs)
 
 
 def bisect_order(diffs: list[tuple[str, str, str]], decl: dict[str, str]) -> list[tuple[str, str, str]]:
@@ -130,8 +132,11 @@ def bisect_order(diffs: list[tuple[str, str, str]], decl: dict[str, str]) -> lis
 def verdict(culprit: tuple[str, str, str] | None, decl: dict[str, str], diffs) -> tuple[int, str]:
     """(exit status, the one line CI shows) for a smoke set that failed on the newest releases.
 
-    >>> verdict(("pytest", "9.2.0", "9.3.0"), {"pytest": "test"}, [])
-    (0, 'check-newest: WARNING: pytest 9.3.0 (locked 9.2.0) breaks the smoke set; a test-only tool: users are not affected')
+    >>> status, line = verdict(("pytest", "9.2.0", "9.3.0"), {"pytest": "test"}, [])
+    >>> status
+    0
+    >>> print(line)
+    check-newest: WARNING: pytest 9.3.0 (locked 9.2.0) breaks the smoke set; a test-only tool: users are not affected
     """
     if culprit is None:
         return 1, f"check-newest: FAILED on the newest releases ({describe(diffs)}); no single one is to blame"
@@ -161,10 +166,12 @@ def smoke(python: str, log) -> str | None:
     """Run the smoke set with ``python``'s venv; None when it passes, else what failed first."""
     bin_ = os.path.dirname(python)
     with tempfile.TemporaryDirectory(prefix="mixprep-smoke-") as out:
-        steps = [("pipeline-construction tests", [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", *SMOKE_TESTS])]
+        pytest = [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", *SMOKE_TESTS]
+        steps = [("pipeline-construction tests", pytest)]
         for stage, tokens in DRY_RUNS:
             folder = os.path.join(out, stage)
-            steps.append((f"{stage} dry run", [os.path.join(bin_, "mixprep"), "run", "--mixture", f"mixtures/{stage}.yaml",
+            steps.append((f"{stage} dry run", [os.path.join(bin_, "mixprep"), "run",
+                                               "--mixture", f"mixtures/{stage}.yaml",
                                                "--out", folder, "--cache", os.path.join(out, "cache"),
                                                "--total-tokens", str(tokens), "--shards", "4", "--tokenizer", "small"]))
             steps.append((f"mixprep verify {stage}", [os.path.join(bin_, "mixprep"), "verify", folder]))

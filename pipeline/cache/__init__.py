@@ -33,8 +33,6 @@ the fingerprint; the folder and file names, and when a part is done, are ``pipel
 ``samples`` (which runs read a sampled cache, and its removal once a larger cache covers it).
 """
 
-from ..layout import READERS_DIR as READERS
-from ..layout import cache_dir
 from .build import BuildCache, BuildCaches, deal_in_turn, local_workers
 from .fingerprint import CACHE_VERSION, HISTOGRAM_BINS, cache_fingerprint
 from .samples import READ_MARK_SECONDS, RUN_ID, Readers, other_readers, remove_covered_samples

@@ -282,7 +282,8 @@ class _EarlierPart:
         self._index, self._file = index, sf.rel
         part = cache.parts[index] if index < len(cache.parts) else {}
         if self.rule is None or part.get("file") != sf.rel:
-            raise FormatError(f"{cache.directory}: not a sampled cache of {sf.rel} as part {index}; delete it and run again.")
+            raise FormatError(f"{cache.directory}: not a sampled cache of {sf.rel} as part {index}; "
+                              "delete it and run again.")
         self._hashes = self._cache.doc_table(index, columns=["doc_hash"]).column("doc_hash").to_numpy()
         self._next, self.tokens = 0, 0
 
@@ -290,7 +291,8 @@ class _EarlierPart:
         k = self._next
         if k >= len(self._hashes) or int(self._hashes[k]) != h:
             raise FormatError(f"{self._cache.prefix(self._index)}: entry {k} is not the document its sample rule "
-                              f"kept from {self._file}; the cache is damaged: delete {self._cache.directory} and run again.")
+                              f"kept from {self._file}; the cache is damaged: delete {self._cache.directory} "
+                              "and run again.")
         self._next += 1
         ids = np.array(self._cache.tokens(self._index)[k])
         self.tokens += len(ids)
@@ -298,8 +300,9 @@ class _EarlierPart:
 
     def finish(self) -> None:
         if self._next != len(self._hashes):
-            raise FormatError(f"{self._cache.prefix(self._index)}: holds {len(self._hashes)} documents, but its sample rule "
-                              f"keeps {self._next} of {self._file}; delete {self._cache.directory} and run again.")
+            raise FormatError(f"{self._cache.prefix(self._index)}: holds {len(self._hashes)} documents, but its "
+                              f"sample rule keeps {self._next} of {self._file}; delete {self._cache.directory} "
+                              "and run again.")
 
     def close(self) -> None:
         self._cache.close()  # this part's token mapping (a worker builds one part at a time)
@@ -405,7 +408,8 @@ class _FinalizeCacheFn(beam.DoFn):
                 {"part": s["part"], "file": s["file"], "file_size": s["file_size"], "read": s["tally"]["read"],
                  "documents": s["stats"]["documents"], "tokens": s["stats"]["tokens"], "rejects": s["rejects"],
                  **{k: s["shard"][k] for k in ("bin_sha256", "idx_sha256")},
-                 "encoder": {k: s["encoder"][k] for k in ("backends", "backend", "version")} if s.get("encoder") else None}
+                 "encoder": ({k: s["encoder"][k] for k in ("backends", "backend", "version")}
+                             if s.get("encoder") else None)}
                 for s in summaries
             ],
         }

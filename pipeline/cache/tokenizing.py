@@ -72,7 +72,8 @@ def tell_tokenizing(run: Run, build: BuildCaches, missing: Sequence[Missing]) ->
         run.progress.tokenizing([(m.source.name, build.directories[m.source.name], m.files) for m in missing])
 
 
-def tokenize_missing(run: Run, missing: Sequence[Missing], earlier: dict[str, str] | None = None) -> dict[str, TokenCache]:
+def tokenize_missing(run: Run, missing: Sequence[Missing],
+                     earlier: dict[str, str] | None = None) -> dict[str, TokenCache]:
     """Build ``missing``'s caches in one pipeline; returns them."""
     if not missing:
         return {}

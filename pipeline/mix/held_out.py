@@ -39,8 +39,8 @@ from ..sampling import SampleRule
 from .plan import BucketPlan, PlanError, SourcePlan, bucket_label, split_exact
 from .select import TRAIN, BucketSelection, SplitRule, copies_for, doc_arrays, doc_buckets, select_source
 
-__all__ = ["HeldOut", "held", "split_rule", "held_out_targets", "source_split_tokens", "remaining", "select_held_out", "split_packing",
-           "split_plans", "documents_per_split", "TRAIN"]
+__all__ = ["HeldOut", "held", "split_rule", "held_out_targets", "source_split_tokens", "remaining", "select_held_out",
+           "split_packing", "split_plans", "documents_per_split", "TRAIN"]
 
 HeldOut = dict  # {split: {source: (BucketSelection per bucket)}}; splits are drawn in SPLIT_FOLDERS' order
 

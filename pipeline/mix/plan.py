@@ -20,7 +20,8 @@ from typing import Sequence
 from ..config import LongDocPolicy, MixtureConfig
 from ..errors import MixprepError
 
-__all__ = ["PlanError", "BucketPlan", "SourcePlan", "bucket_of", "bucket_label", "split_exact", "bucket_targets", "make_plan"]
+__all__ = ["PlanError", "BucketPlan", "SourcePlan", "bucket_of", "bucket_label", "split_exact", "bucket_targets",
+           "make_plan"]
 
 
 class PlanError(MixprepError):

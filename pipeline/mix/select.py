@@ -28,8 +28,8 @@ from ..cache import TokenCache
 from ..hashing import SELECT, decision_keys, held_out_purpose
 from ..sampling import SampleRule, sample_units
 
-__all__ = ["BucketSelection", "SplitRule", "TRAIN", "select_source", "doc_buckets", "doc_arrays", "candidates_by_bucket", "rule_tokens", "copies_for",
-           "selected_by_subset"]
+__all__ = ["BucketSelection", "SplitRule", "TRAIN", "select_source", "doc_buckets", "doc_arrays",
+           "candidates_by_bucket", "rule_tokens", "copies_for", "selected_by_subset"]
 
 _BIN_BITS = 16
 _BINS = 1 << _BIN_BITS
@@ -124,7 +124,8 @@ def doc_arrays(cache: TokenCache, part: int, bounds: Sequence[int], seed: int, s
     return n, bucket, h, decision_keys(h, seed, source, purpose, 0)
 
 
-def candidates_by_bucket(cache: TokenCache, bounds: Sequence[int], rule: SampleRule | None = None) -> tuple[list[int], list[int]]:
+def candidates_by_bucket(cache: TokenCache, bounds: Sequence[int],
+                         rule: SampleRule | None = None) -> tuple[list[int], list[int]]:
     """(tokens, documents) per length bucket of the documents selection may take (all, without a rule)."""
     nb = len(bounds) + 1
     tokens, docs = np.zeros(nb + 1, dtype=np.int64), np.zeros(nb + 1, dtype=np.int64)
@@ -297,7 +298,8 @@ def _closest_subset(sizes: np.ndarray, goal: int) -> tuple[list[int], int]:
     for size in sizes.tolist():
         r = reach[-1]
         reach.append(r if size > limit else (r | (r << size)) & mask)
-    bits = np.unpackbits(np.frombuffer(reach[-1].to_bytes((limit + 8) // 8, "little"), dtype=np.uint8), bitorder="little")
+    reachable = np.frombuffer(reach[-1].to_bytes((limit + 8) // 8, "little"), dtype=np.uint8)
+    bits = np.unpackbits(reachable, bitorder="little")
     sums = np.flatnonzero(bits)
     best = int(sums[np.argmin(np.abs(sums - goal))])  # argmin: first, i.e. smaller, on a tie
     chosen, s = [], best

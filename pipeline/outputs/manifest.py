@@ -44,10 +44,10 @@ NO_HELD_OUT = ("no held-out split: every shard is training data. GPT-NeoX takes 
                "none, so gpt-neox-data.json repeats the training shards as valid and test paths with eval-iters 0: "
                "nothing is evaluated on them. Give real valid/test paths and eval-iters once held-out mixtures exist.")
 HELD_OUT = ("held-out splits: whole documents that no training copy uses, at most one copy each, drawn by their own "
-            "hash keys (valid first, test from what it left) before training was planned; the training weights, natural "
-            "length proportions. Each split is a mixture folder of its own (SPLIT/manifest.json). documents: distinct "
-            "documents per source and split (in_two_splits: documents with a training copy that a held-out split also "
-            "holds, 0); ids_sha256: sha256 of the split's sorted 64-bit document hashes.")
+            "hash keys (valid first, test from what it left) before training was planned; the training weights, "
+            "natural length proportions. Each split is a mixture folder of its own (SPLIT/manifest.json). documents: "
+            "distinct documents per source and split (in_two_splits: documents with a training copy that a held-out "
+            "split also holds, 0); ids_sha256: sha256 of the split's sorted 64-bit document hashes.")
 
 
 def _share(x: int, total: int) -> float:

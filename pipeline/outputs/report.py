@@ -409,7 +409,7 @@ def _plot_lengths(plt, m, histograms):
         ax.set_visible(False)
     for ax in axes[-1]:
         ax.set_xlabel("document length, tokens (log2 bins)")
-    handles = [Patch(color=c, label=f"tokens in {l}") for c, l in zip(colors, bucket_labels)]
+    handles = [Patch(color=c, label=f"tokens in {label}") for c, label in zip(colors, bucket_labels)]
     from matplotlib.lines import Line2D
 
     handles.append(Line2D([], [], color="#d62728", label="documents"))

@@ -15,9 +15,10 @@ characters per token among documents of about its length.
 After tokenizing, bucket b's candidates are its cached documents with ``u < q_b``: a uniform sample
 of the bucket at rate ``q_b`` (but for a document near a bucket bound whose characters per token lie
 outside its length's 1st-99th percentile: it may have been given a neighbour's lower rate, and is
-then under-represented; the price of deciding before tokenizing, on a few documents at bucket edges). The plan counts the bucket as holding (candidate tokens) / ``q_b``, and
-selection picks among the candidates exactly as it picks among all documents of a source tokenized
-whole, so every guarantee of select.py holds.
+then under-represented; the price of deciding before tokenizing, on a few documents at bucket edges).
+The plan counts the bucket as holding (candidate tokens) / ``q_b``, and selection picks among the
+candidates exactly as it picks among all documents of a source tokenized whole, so every guarantee
+of select.py holds.
 
 Two passes. The estimate sees a few files, and files differ (a source's files are often written in
 some order: by crawl, by repository), so its error can be tens of percent, and what a first pass

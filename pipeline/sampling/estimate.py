@@ -34,7 +34,8 @@ log = logging.getLogger("mixprep")
 PROBE_FILES, PROBE_DOCS, PROBE_CHARS, GLANCE_CHARS = 4, 1000, 1 << 20, 1 << 15
 
 
-def sample_rules(cfg: MixtureConfig, files: dict[str, list[SourceFile]], tokenizer: LoadedTokenizer) -> dict[str, SampleRule | None]:
+def sample_rules(cfg: MixtureConfig, files: dict[str, list[SourceFile]],
+                 tokenizer: LoadedTokenizer) -> dict[str, SampleRule | None]:
     """Per source: the rule that tokenizes only a sample of it, or None (tokenize it whole).
 
     From an estimate of each source (its first documents in a few files: a function of the files,
@@ -91,7 +92,8 @@ def pick_files(files: Sequence[SourceFile], count: int) -> list[SourceFile]:
 
 
 def estimate_source(spec, files: Sequence[SourceFile], tokenizer: LoadedTokenizer, bounds: Sequence[int],
-                    sample_files: int, sample_docs: int, sample_chars: int = 1 << 62, encoder: Encoder | None = None) -> dict:
+                    sample_files: int, sample_docs: int, sample_chars: int = 1 << 62,
+                    encoder: Encoder | None = None) -> dict:
     """Estimated documents, tokens, subsets and bucket tokens of a source from a sample of its files.
 
     Every document of ``sample_files`` files is counted; the first ``sample_docs`` of each (at most
@@ -138,9 +140,10 @@ def estimate_source(spec, files: Sequence[SourceFile], tokenizer: LoadedTokenize
     tokens = sum(t for _, t in subsets.values())
     shares = bucket / bucket.sum() if bucket.sum() else np.zeros_like(bucket, dtype=float)
     documents = sum(d for d, _ in subsets.values())
+    bucket_documents = split_exact(documents, bucket_docs.tolist()) if bucket_docs.sum() else [0] * len(bucket)
     return {"exact": False, "documents": documents, "tokens": tokens, "subsets": subsets,
             "bucket_tokens": split_exact(tokens, shares.tolist()) if bucket.sum() else [0] * len(bucket),
-            "bucket_documents": split_exact(documents, bucket_docs.tolist()) if bucket_docs.sum() else [0] * len(bucket),
+            "bucket_documents": bucket_documents,
             **_chars_per_token(ratios),
             "histogram": hist.tolist(), "sampled_files": len(picked), "sampled_documents": sum(tok_docs.values())}
 

@@ -73,8 +73,9 @@ class SampleRule:
 
     def covers(self, other: "SampleRule") -> bool:
         """Whether every document ``other`` tokenizes, this rule tokenizes too."""
-        return (self.bounds, self.chars_per_token, self.by_length) == (other.bounds, other.chars_per_token, other.by_length) \
-            and all(a >= b for a, b in zip(self.rates, other.rates))
+        same_buckets = ((self.bounds, self.chars_per_token, self.by_length)
+                        == (other.bounds, other.chars_per_token, other.by_length))
+        return same_buckets and all(a >= b for a, b in zip(self.rates, other.rates))
 
     def holds(self, candidates: tuple[Sequence[int], Sequence[int]]) -> tuple[list[float], list[float]]:
         """What each bucket holds (tokens, documents), estimated from its candidates: a uniform
@@ -116,7 +117,8 @@ def choose_rule(
     taken_docs = {}  # documents each group's targets take, as estimated
     for g, t, a, d in zip(groups, targets, est_tokens, est_docs):
         taken_docs[g] = taken_docs.get(g, 0.0) + (t / a * d if a > 0 else 0.0)
-    if min(k for g, k in taken_docs.items() if any(t > 0 for gg, t in zip(groups, targets) if gg == g)) < MIN_GROUP_DOCS:
+    wanted = {g for g, t in zip(groups, targets) if t > 0}  # groups whose targets take something
+    if min(k for g, k in taken_docs.items() if g in wanted) < MIN_GROUP_DOCS:
         return None
     rates = []
     for t, a in zip(targets, est_tokens):
