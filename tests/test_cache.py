@@ -99,7 +99,8 @@ def test_stats_and_accounting(pile_cache):
     assert sum(hist["documents"]) == m["stats"]["documents"] and sum(hist["tokens"]) == m["stats"]["tokens"]
     assert sum(s["tokens"] for s in m["stats"]["subsets"].values()) == m["stats"]["tokens"]
     assert m["tokenizer"]["sha256"] == load_tokenizer(TOKENIZER).sha256
-    assert any(n > 16384 for n in cache.doc_table(0).column("n_tokens").to_pylist() + cache.doc_table(1).column("n_tokens").to_pylist())
+    lengths = cache.doc_table(0).column("n_tokens").to_pylist() + cache.doc_table(1).column("n_tokens").to_pylist()
+    assert any(n > 16384 for n in lengths)
 
 
 def test_verify_passes_then_catches_damage(pile_cache, tmp_path):
@@ -167,8 +168,9 @@ def test_a_top_up_copies_the_earlier_sample_and_equals_a_fresh_build(tmp_path):
     assert "cache:pile/tokens_copied" not in fresh_counters
     assert sorted(os.listdir(topped.directory)) == sorted(os.listdir(fresh.directory))
     for name in os.listdir(fresh.directory):  # the same bytes as a cache built from scratch
-        with open(os.path.join(topped.directory, name), "rb") as a, open(os.path.join(fresh.directory, name), "rb") as b:
-            assert a.read() == b.read(), name
+        with open(os.path.join(topped.directory, name), "rb") as a:
+            with open(os.path.join(fresh.directory, name), "rb") as b:
+                assert a.read() == b.read(), name
     with pytest.raises(ValueError, match="not a sample of the same files that the new rule covers"):
         BuildCaches([(PILE, list_source_files(PILE, SAMPLES), first)], load_tokenizer(TOKENIZER), str(tmp_path / "c"),
                     {"pile": topped.directory})
@@ -193,7 +195,8 @@ def test_a_sample_keeps_what_it_left_and_any_cache_holding_it_gives_the_same_vie
     for v in views[1:]:
         for name in ("known", "tokens_by_chars", "chars_by_chars"):
             assert np.array_equal(getattr(v, name), getattr(views[0], name)), name
-        assert np.array_equal(v.unseen.chars, views[0].unseen.chars) and np.array_equal(v.unseen.docs, views[0].unseen.docs)
+        assert np.array_equal(v.unseen.chars, views[0].unseen.chars)
+        assert np.array_equal(v.unseen.docs, views[0].unseen.docs)
 
 
 def test_a_top_up_stops_on_a_damaged_earlier_sample(tmp_path):
@@ -219,8 +222,8 @@ def test_files_are_handed_out_the_most_text_first():
     rp_files = sources[1][1]
     for i, f in enumerate(rp_files):  # compressed files hold several times their size in text
         assert transform._jobs[1].expected_work(i) == f.size * TEXT_PER_FILE_BYTE[format_of(f.path)]
-    half = BuildCaches([(PILE, sources[0][1], SampleRule(bounds=(512,), rates=(0.5, 0.25), chars_per_token=(2.0, 6.0)))],
-                       tok, "unused")
+    rule = SampleRule(bounds=(512,), rates=(0.5, 0.25), chars_per_token=(2.0, 6.0))
+    half = BuildCaches([(PILE, sources[0][1], rule)], tok, "unused")
     assert half._jobs[0].expected_work(0) == pytest.approx(0.5 * transform._jobs[0].expected_work(0))
 
 

@@ -1,72 +1,21 @@
 """The `mixprep` command in-process: a small mixture end to end, progress, counters, and errors."""
 
-import contextlib
-import io
 import json
 import subprocess
 import sys
 
-import pytest
-from conftest import BAD, ROOT, SAMPLES, TOKENIZER
+from conftest import BAD, ROOT, SAMPLES, SMALL, mixprep
 
-from pipeline.cli import main, user_error
+from pipeline.cli import user_error
 from pipeline.console import StderrLines
 from pipeline.errors import ConfigError
 
 IN_PROCESS = "--direct_running_mode=in_memory"
 
-# Two sources, short samples: a mixture that builds in seconds and still has every feature.
-SMALL = f"""
-name: small
-total_tokens: 100000
-seq_len: 511
-seed: 7
-tokenizer: {TOKENIZER}
-shards: 2
-length_buckets: [512, 2048]
-sources:
-  - {{name: c4, kind: c4, root: allenai/c4, category: web, weight: 0.6}}
-  - {{name: pile, kind: pile, root: EleutherAI/pile, category: curated, exclude: [Pile-CC], weight: 0.4}}
-"""
-
 # One source whose only file is a truncated zstd stream (tests/data/bad/README.md).
 BAD_PILE = (SMALL.replace("root: EleutherAI/pile,", "root: pile, paths: [train/00.jsonl.zst],")
             .replace("  - {name: c4, kind: c4, root: allenai/c4, category: web, weight: 0.6}\n", "")
             .replace("weight: 0.4", "weight: 1.0"))
-
-
-def mixprep(*argv):
-    """Run `mixprep ARGV` in this process; returns (exit status, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            rc = main([str(a) for a in argv])
-        except SystemExit as e:  # argparse
-            rc = e.code
-    return rc, out.getvalue(), err.getvalue()
-
-
-_BUILT = {}  # modules that import the fixture get their own copy of it: they share this
-
-
-@pytest.fixture(scope="session")
-def built(tmp_path_factory):
-    """The small mixture built with `mixprep run` (cache beside it); shared by the report/inspect/stats tests."""
-    if not _BUILT:
-        _BUILT.update(_build(tmp_path_factory))
-    return _BUILT
-
-
-def _build(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cli")
-    mixture = root / "small.yaml"
-    mixture.write_text(SMALL)
-    out, cache = root / "small", root / "cache"
-    rc, stdout, stderr = mixprep("run", "--mixture", mixture, "--data-root", SAMPLES, "--out", out, "--cache", cache,
-                                 IN_PROCESS)
-    assert rc == 0, stderr[-3000:]
-    return {"root": root, "mixture": str(mixture), "out": str(out), "cache": str(cache), "stdout": stdout,
-            "stderr": stderr}
 
 
 def test_run_shows_progress_summary_and_counters(built):

@@ -4,7 +4,10 @@ import os
 import textwrap
 
 import pytest
+import yaml
 from conftest import TOKENIZER, fuzz_examples
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pipeline.config import load_mixture
 from pipeline.errors import ConfigError
@@ -132,7 +135,8 @@ def test_a_hugging_face_dataset_source(tmp_path):
          ["missing required key 'sources[0].dataset.path'"]),
         (lambda b: b.replace("    dataset:", "    root: x\n    dataset:"), ["drop 'root'"]),
         (lambda b: b.replace("kind: hf_dataset", "kind: files"), ["'dataset' is read by kind 'hf_dataset'"]),
-        (lambda b: "\n".join(l for l in b.splitlines() if "dataset:" not in l), ["kind 'hf_dataset' needs 'dataset'"]),
+        (lambda b: "\n".join(line for line in b.splitlines() if "dataset:" not in line),
+         ["kind 'hf_dataset' needs 'dataset'"]),
     ],
 )
 def test_dataset_mistakes_name_file_and_key(tmp_path, edit, words):
@@ -144,10 +148,6 @@ def test_dataset_mistakes_name_file_and_key(tmp_path, edit, words):
 
 
 # --- fuzzing: whatever the file holds, the loader answers with a config or a ConfigError ---------
-
-import yaml  # noqa: E402
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st
 
 _VALUES = st.recursive(
     st.none() | st.booleans() | st.integers(-10**15, 10**15) | st.floats(allow_nan=True) | st.text(max_size=12),

@@ -60,7 +60,8 @@ def test_a_run_shows_no_beam_start_up_noise(tmp_path):
     """Two worker processes (the default mode): their start-up and the driver's echoes stay hidden."""
     lines = mixprep_run(tmp_path)
     assert not [line for line in lines if BEAM_NOISE.search(line)]
-    assert not [line for line in lines if line.startswith(("INFO:", "WARNING:", "DEBUG:")) or "Worker: severity" in line]
+    assert not [line for line in lines
+                if line.startswith(("INFO:", "WARNING:", "DEBUG:")) or "Worker: severity" in line]
     assert any(line.startswith("progress: tokenize") for line in lines)
     # The control: --verbose shows what the default hides, from the driver and from each worker.
     # (Which of the messages a Beam release logs varies: a few of them, from the driver and the workers.)

@@ -21,9 +21,9 @@ def mixprep_run(out, cache, crash_at=None):
     env = {k: v for k, v in os.environ.items() if k != ENV}
     if crash_at:
         env[ENV] = crash_at
-    cmd = [sys.executable, "-m", "pipeline.cli", "run", "--mixture", STAGE1, "--data-root", SAMPLES, "--tokenizer", "small",
-           "--out", str(out), "--cache", str(cache), "--total-tokens", "400000", "--shards", "3",
-           "--direct_running_mode=in_memory"]
+    cmd = [sys.executable, "-m", "pipeline.cli", "run", "--mixture", STAGE1, "--data-root", SAMPLES,
+           "--tokenizer", "small", "--out", str(out), "--cache", str(cache), "--total-tokens", "400000",
+           "--shards", "3", "--direct_running_mode=in_memory"]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 

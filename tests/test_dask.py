@@ -35,7 +35,8 @@ STAGES = {"stage1": ("stage1.yaml", 1_000_000), "stage2": ("stage2.yaml", 2_000_
 
 def mixture(stage: str):
     name, tokens = STAGES[stage]
-    return load_mixture(os.path.join(ROOT, "mixtures", name), {"tokenizer": TOKENIZER, "total_tokens": tokens, "shards": 4})
+    overrides = {"tokenizer": TOKENIZER, "total_tokens": tokens, "shards": 4}
+    return load_mixture(os.path.join(ROOT, "mixtures", name), overrides)
 
 
 def _start(args: list[str], log: str) -> subprocess.Popen:

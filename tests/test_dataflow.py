@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from apache_beam.internal import pickler
 from apache_beam.options.pipeline_options import PipelineOptions
-from conftest import ROOT, SAMPLES, TOKENIZER
+from conftest import BUCKET, DATAFLOW, ROOT, SAMPLES, TOKENIZER, on_gcs
 
 from pipeline.cache import BuildCaches
 from pipeline.config import load_mixture
@@ -22,18 +22,6 @@ from pipeline.one_pipeline import PlanStep, tokenize_plan_pack_transforms
 from pipeline.pack import Packing, PackShards
 from pipeline.sources import list_source_files
 from pipeline.tokenizer import LoadedTokenizer, TokenizerInfo, load_tokenizer
-
-BUCKET = "gs://mixprep-demo-bucket"
-DATAFLOW = [
-    "--runner=DataflowRunner", "--project=mixprep-demo", "--region=us-central1",
-    f"--temp_location={BUCKET}/tmp", f"--staging_location={BUCKET}/staging",
-    f"--setup_file={os.path.join(ROOT, 'setup.py')}",
-]
-
-
-def on_gcs(files):
-    """The sample listing as it would come from gs:// (listing itself needs GCS credentials)."""
-    return [dataclasses.replace(f, path=f"{BUCKET}/data/{os.path.relpath(f.path, SAMPLES)}") for f in files]
 
 
 def walk(obj, seen=None, where="fn"):

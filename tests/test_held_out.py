@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import HELD_OUT, IN_PROCESS, SAMPLES, STAGE1, mixture
+from conftest import HELD_OUT, IN_PROCESS, SAMPLES, STAGE1, mixture, sampled_corpus, sampled_mixture
 
 from pipeline.cache import TokenCache
 from pipeline.config import config_hash
@@ -193,7 +193,8 @@ def test_megatron_args_name_each_split(held_out_run):
     args = read_megatron_args(root)["args"]
     assert "--split" not in args and "--data-path" not in args
     held = m["held_out"]
-    for flag, shards, sub in (("--train-data-path", m["shards"], ""), ("--valid-data-path", held["valid"]["shards"], "valid"),
+    for flag, shards, sub in (("--train-data-path", m["shards"], ""),
+                              ("--valid-data-path", held["valid"]["shards"], "valid"),
                               ("--test-data-path", held["test"]["shards"], "test")):
         prefixes, weights = blend_from_args(args, flag)
         assert prefixes == [os.path.join(root, sub, s["prefix"]) for s in shards]
@@ -209,11 +210,8 @@ def test_megatron_args_name_each_split(held_out_run):
 def test_held_out_splits_of_sampled_sources_stay_disjoint(tmp_path):
     """Sources 6-9x larger than the mixture takes are tokenized as a sample (sampling.py), topped up for
     what training and the splits need together (not tokenized whole); no document is in two splits."""
-    from test_sampling import corpus
-    from test_sampling import mixture as sampled_mixture
-
-    corpus(tmp_path / "data", "a", 4, 8000, 1)
-    corpus(tmp_path / "data", "b", 4, 8000, 2)
+    sampled_corpus(tmp_path / "data", "a", 4, 8000, 1)
+    sampled_corpus(tmp_path / "data", "b", 4, 8000, 2)
     cfg = sampled_mixture(tmp_path, 400_000)
     cfg = dataclasses.replace(cfg, validation_tokens=20_000, test_tokens=10_000)
     out = tmp_path / "out"

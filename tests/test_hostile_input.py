@@ -201,7 +201,8 @@ def test_a_file_that_vanishes_after_listing(tmp_path, monkeypatch):
         return files
 
     monkeypatch.setattr(run, "list_source_files", list_then_vanish)
-    manifest = run_mixture(mixture_file(tmp_path), str(tmp_path), str(tmp_path / "out"), str(tmp_path / "cache"), IN_PROCESS)
+    manifest = run_mixture(mixture_file(tmp_path), str(tmp_path), str(tmp_path / "out"), str(tmp_path / "cache"),
+                           IN_PROCESS)
     corrupt = {c["file"]: c["error"] for c in manifest["sources"]["hostile"]["accounting"]["corrupt_files"]}
     assert "cannot be opened" in corrupt["data/c.json.gz"]
 

@@ -5,8 +5,7 @@ import os
 import shutil
 
 import numpy as np
-from conftest import TOKENIZER
-from test_cli import built, mixprep  # noqa: F401  (the shared small mixture)
+from conftest import TOKENIZER, mixprep
 
 from pipeline.cache import TokenCache
 from pipeline.dataset import MixtureDataset

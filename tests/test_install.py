@@ -38,8 +38,8 @@ def test_pip_install_outside_the_checkout_runs_a_bundled_mixture(tmp_path):
     where = subprocess.run([str(venv / "bin" / "python"), "-c", "import pipeline; print(pipeline.__file__)"],
                            cwd=elsewhere, capture_output=True, text=True, check=True).stdout
     assert where.startswith(str(venv)), where  # the installed copy, not the checkout
-    run = mixprep("run", "--mixture", "stage1", "--tokenizer", "small", "--out", "out/stage1", "--total-tokens", "200000",
-                  "--shards", "2")
+    run = mixprep("run", "--mixture", "stage1", "--tokenizer", "small", "--out", "out/stage1",
+                  "--total-tokens", "200000", "--shards", "2")
     assert run.returncode == 0, run.stderr[-3000:]
     assert "the bundled samples" in run.stderr and "site-packages" in run.stderr
     assert mixprep("verify", "out/stage1").returncode == 0

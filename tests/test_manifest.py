@@ -110,7 +110,8 @@ def test_every_share_is_recomputed_from_the_shards(runs, stage):
             g["selected"], g["written"], g["tail"], g["copies"]), name
         assert s["achieved_share"] == pytest.approx(share(g["selected"], total["selected"]), abs=1e-9)
         assert s["written_share"] == pytest.approx(share(g["written"], total["written"]), abs=1e-9)
-        assert s["requested_share"] == pytest.approx(share(s["requested_tokens"], m["config"]["total_tokens"]), abs=1e-9)
+        requested = share(s["requested_tokens"], m["config"]["total_tokens"])
+        assert s["requested_share"] == pytest.approx(requested, abs=1e-9)
         assert s["requested_tokens"] == sum(b["requested_tokens"] for b in s["buckets"])
         for k, b in enumerate(s["buckets"]):
             assert (b["achieved_tokens"], b["copies"]) == (got[(name, k)]["selected"], got[(name, k)]["copies"])
@@ -121,7 +122,8 @@ def test_every_share_is_recomputed_from_the_shards(runs, stage):
         assert set(s["subsets"]) == set(subsets), name
         for sub, v in s["subsets"].items():
             g = subsets[sub]
-            assert (v["documents"], v["copies"], v["tokens"]) == (g["documents"], g["copies"], g["selected"]), (name, sub)
+            got, want = (v["documents"], v["copies"], v["tokens"]), (g["documents"], g["copies"], g["selected"])
+            assert got == want, (name, sub)
             assert v["share_of_source"] == pytest.approx(share(g["selected"], s["achieved_tokens"]), abs=1e-9)
     for c, v in m["categories"].items():
         g = got[("category", c)]
@@ -199,7 +201,7 @@ def neox_type_errors(args: dict, fields: dict) -> list[str]:
     errors = []
     for name, declared in fields.items():
         value = args[name]
-        if value is None or type(value) == declared or (type(value) == int and declared == float):
+        if value is None or type(value) is declared or (type(value) is int and declared is float):
             continue
         if typing.get_origin(declared) is Literal:
             choices = typing.get_args(declared)
@@ -317,7 +319,8 @@ def test_the_neox_config_names_the_shards_and_a_tokenizer_the_trainer_can_open(n
         assert conf[f"{key}-data-paths"] == prefixes
         assert conf[f"{key}-data-weights"] == [s["sequences"] for s in m["shards"]]
     assert all(os.path.isabs(p) and os.path.exists(p + ".bin") and os.path.exists(p + ".idx") for p in prefixes)
-    assert (conf["seq-length"], conf["data-impl"], conf["pack-impl"], conf["eval-iters"]) == (4096, "mmap", "unpacked", 0)
+    shape = (conf["seq-length"], conf["data-impl"], conf["pack-impl"], conf["eval-iters"])
+    assert shape == (4096, "mmap", "unpacked", 0)
     assert conf["tokenizer-type"] == "HFTokenizer" and conf["vocab-file"] == str(folder / TOKENIZER_FILE)
     data = open(conf["vocab-file"], "rb").read()
     assert hashlib.sha256(data).hexdigest() == m["tokenizer"]["sha256"]

@@ -39,7 +39,8 @@ def runs(tmp_path_factory):
     cache = str(root / "cache")
     out = {}
     for layout in ("documents", "samples"):
-        cfg = load_mixture(STAGE1, {"tokenizer": TOKENIZER, "shards": 3, "total_tokens": 300_000, "seq_len": SEQ_LEN, "layout": layout})
+        cfg = load_mixture(STAGE1, {"tokenizer": TOKENIZER, "shards": 3, "total_tokens": 300_000, "seq_len": SEQ_LEN,
+                                    "layout": layout})
         folder = str(root / layout)
         manifest = run_mixture(cfg, SAMPLES, folder, cache, IN_PROCESS)
         with warnings.catch_warnings():

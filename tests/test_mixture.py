@@ -112,7 +112,8 @@ def test_long_documents_upweighted_inside_each_source(runs):
     # Stage 1 keeps natural proportions.
     for s in s1["sources"].values():
         for b in s["buckets"]:
-            assert b["requested_tokens"] == pytest.approx(b["available_tokens"] * s["requested_tokens"] / s["available_tokens"], abs=1)
+            proportional = b["available_tokens"] * s["requested_tokens"] / s["available_tokens"]
+            assert b["requested_tokens"] == pytest.approx(proportional, abs=1)
 
 
 def test_repetition_is_reported(runs):
@@ -128,7 +129,8 @@ def test_stage2_tokenizes_only_starcoder(runs):
     assert "starcoder" not in runs["built_before_stage2"]
     assert set(os.listdir(runs["cache"])) - runs["built_before_stage2"] == {"starcoder"}
     for name in ("refinedweb", "c4", "redpajama", "pile"):
-        assert runs["stage1"]["sources"][name]["cache_fingerprint"] == runs["stage2"]["sources"][name]["cache_fingerprint"]
+        s1, s2 = runs["stage1"]["sources"][name], runs["stage2"]["sources"][name]
+        assert s1["cache_fingerprint"] == s2["cache_fingerprint"]
 
 
 def test_a_run_that_samples_nothing_is_one_pipeline(tmp_path, monkeypatch):
@@ -174,8 +176,9 @@ def test_a_second_run_is_byte_identical(runs, tmp_path):
 def test_two_worker_processes_give_the_same_bytes(runs, tmp_path):
     """The CLI with 2 worker processes (multi_processing) writes what the in-process run wrote."""
     out = tmp_path / "mp"
-    cmd = [sys.executable, "-m", "pipeline.cli", "run", "--mixture", STAGE1, "--data-root", SAMPLES, "--tokenizer", TOKENIZER,
-           "--out", str(out), "--cache", str(tmp_path / "cache"), "--total-tokens", "1000000", "--shards", "3",
+    cmd = [sys.executable, "-m", "pipeline.cli", "run", "--mixture", STAGE1, "--data-root", SAMPLES,
+           "--tokenizer", TOKENIZER, "--out", str(out), "--cache", str(tmp_path / "cache"),
+           "--total-tokens", "1000000", "--shards", "3",
            "--direct_running_mode=multi_processing", "--direct_num_workers=2"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -1,12 +1,11 @@
 """A stage-1 dry run from s3:// to s3://, against a real S3-compatible server on loopback (moto),
 through Beam's own S3 filesystem: the shards must be byte-identical to a local run's."""
 
-import hashlib
 import os
 import time
 
 import boto3
-from conftest import ROOT, SAMPLES, TOKENIZER
+from conftest import ROOT, SAMPLES, TOKENIZER, local_digest, s3_digest
 
 from pipeline.config import load_mixture
 from pipeline.mixture import run_mixture
@@ -18,21 +17,6 @@ STAGE1 = os.path.join(ROOT, "mixtures", "stage1.yaml")
 
 def cfg():
     return load_mixture(STAGE1, {"tokenizer": TOKENIZER, "total_tokens": 200_000, "shards": 2})
-
-
-def local_digest(folder):
-    return {n: hashlib.sha256(open(os.path.join(folder, n), "rb").read()).hexdigest()
-            for n in sorted(os.listdir(folder)) if n.endswith((".bin", ".idx")) or n == "manifest.json"}
-
-
-def s3_digest(endpoint, bucket, prefix):
-    client = boto3.client("s3", endpoint_url=endpoint)
-    out = {}
-    for obj in client.list_objects_v2(Bucket=bucket, Prefix=prefix + "/")["Contents"]:
-        name = obj["Key"][len(prefix) + 1:]
-        if "/" not in name and (name.endswith((".bin", ".idx")) or name == "manifest.json"):
-            out[name] = hashlib.sha256(client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()).hexdigest()
-    return out
 
 
 def test_s3_to_s3_dry_run_matches_the_local_run(s3_server, tmp_path):

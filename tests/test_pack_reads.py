@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import IN_PROCESS, ROOT
+from conftest import IN_PROCESS, ROOT, local_digest, s3_digest
 
 from pipeline import pack
 from pipeline.cache import TokenCache
@@ -109,8 +109,6 @@ def test_s3_reads_are_per_part_and_shard(corpus, s3_server, tmp_path, monkeypatc
     assert all(n <= 3 for n in gets.values()), gets  # one request per (part, shard): 3 shards
     local = run_mixture(cfg(corpus), str(corpus), str(tmp_path / "mix"), str(tmp_path / "cache"), IN_PROCESS)
     assert remote == local
-    from test_object_store import local_digest, s3_digest
-
     assert s3_digest(s3_server.endpoint, "mixprep-scale-out", "mix") == local_digest(tmp_path / "mix")
 
 

@@ -5,7 +5,7 @@ import os
 import shutil
 import sys
 
-from test_cli import built, mixprep  # noqa: F401  (the shared small mixture)
+from conftest import mixprep
 
 from pipeline.layout import PLOT_FILES
 from pipeline.outputs.report import render_markdown, write_report
@@ -25,7 +25,8 @@ def test_a_run_writes_the_report_and_its_plots(built):
                     "## Document lengths", "## Accounting", "## Shards"):
         assert section in text
     for name, s in manifest["sources"].items():
-        assert f"| `{name}` | {s['category']} | {100 * s['requested_share']:.2f}% | {100 * s['achieved_share']:.2f}% |" in text
+        shares = f"{100 * s['requested_share']:.2f}% | {100 * s['achieved_share']:.2f}%"
+        assert f"| `{name}` | {s['category']} | {shares} |" in text
     assert f"{manifest['totals']['samples']:,} samples" in text
     assert "| `pile` | [2048, inf) |" in text  # a bucket row
     for f in PLOT_FILES.values():

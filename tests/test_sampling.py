@@ -7,20 +7,15 @@ import random
 
 import numpy as np
 import pytest
-from conftest import TOKENIZER
+from conftest import IN_PROCESS, sampled_corpus, sampled_mixture
 
 from pipeline.cache import TokenCache
-from pipeline.config import load_mixture
 from pipeline.layout import READERS_DIR as READERS
 from pipeline.mixture import run_mixture
 from pipeline.run import mixed_source_files
 from pipeline.sampling import FIRST_PASS, MIN_HOLDS, SampleRule, choose_rule, sample_units
 from pipeline.sampling.estimate import sample_rules
 from pipeline.tokenizer import load_tokenizer
-
-IN_PROCESS = ["--runner=DirectRunner", "--direct_running_mode=in_memory"]
-WORDS = ["river", "map", "weather", "stone", "lantern", "orchard", "signal", "harbor", "copper", "meadow",
-         "engine", "ledger", "violet", "thunder", "garden", "pilot", "canvas", "marble", "anchor", "willow"]
 
 
 def test_sample_units_are_uniform_and_stable():
@@ -54,38 +49,6 @@ def test_a_first_pass_aims_low():
     assert odd.rates == pytest.approx((0.025 * FIRST_PASS, 0.0, 2000 / 80_000 * FIRST_PASS))  # unseen: natural rate
 
 
-def corpus(root, name, files, docs_per_file, seed):
-    rng = random.Random(seed)
-    os.makedirs(root / name, exist_ok=True)
-    for k in range(files):
-        with open(root / name / f"part-{k}.jsonl", "w") as f:
-            for i in range(docs_per_file):
-                # Mostly 3-32 words, a tail of 32-90: a tenth of the tokens in documents of 100+ (web-like).
-                n = int(2 ** (rng.uniform(1.5, 5) if rng.random() < 0.95 else rng.uniform(5, 6.5)))
-                f.write(json.dumps({"text": " ".join(rng.choice(WORDS) for _ in range(n)) + f" #{k}.{i}."}) + "\n")
-
-
-MIXTURE = """
-name: sampled
-total_tokens: {total}
-seq_len: 128
-tokenizer: {tokenizer}
-shards: 2
-length_buckets: [32]
-long_documents: {{threshold: 100, factor: 2.0, cap: 0.8}}
-tokenize_whole: {whole}
-sources:
-  - {{name: a, kind: files, root: a, paths: ["*.jsonl"], weight: 0.6, max_repetition: 1}}
-  - {{name: b, kind: files, root: b, paths: ["*.jsonl"], weight: 0.4, max_repetition: 1}}
-"""
-
-
-def mixture(tmp, total, whole=False):
-    path = tmp / f"mix-{total}-{whole}.yaml"
-    path.write_text(MIXTURE.format(total=total, tokenizer=TOKENIZER, whole=str(whole).lower()))
-    return load_mixture(str(path))
-
-
 def digest(folder):
     return {n: hashlib.sha256(open(os.path.join(folder, n), "rb").read()).hexdigest()
             for n in sorted(os.listdir(folder)) if n.endswith((".bin", ".idx"))}
@@ -94,11 +57,11 @@ def digest(folder):
 @pytest.fixture(scope="module")
 def sampled(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sampled")
-    corpus(tmp / "data", "a", 4, 8000, 1)
-    corpus(tmp / "data", "b", 4, 8000, 2)
+    sampled_corpus(tmp / "data", "a", 4, 8000, 1)
+    sampled_corpus(tmp / "data", "b", 4, 8000, 2)
     # Each source holds ~1.5M tokens in 32,000 documents; the mixture takes 240k of a and 160k of b
     # (6x and 9x), thousands of documents in each length group: what a real run's sample looks like.
-    m = run_mixture(mixture(tmp, 400_000), str(tmp / "data"), str(tmp / "out"), str(tmp / "cache"), IN_PROCESS)
+    m = run_mixture(sampled_mixture(tmp, 400_000), str(tmp / "data"), str(tmp / "out"), str(tmp / "cache"), IN_PROCESS)
     return tmp, m
 
 
@@ -110,7 +73,8 @@ def test_only_a_sample_is_tokenized(sampled):
         assert t["tokens"] <= 1.1 * s["achieved_tokens"], name  # 1.07x; not the 11-16x the sources hold
         assert s["accounting"]["not_tokenized"] > 0
         acc = s["accounting"]
-        assert acc["read"] == acc["selected_documents"] + acc["dropped_by_sampling"] + acc["rejected"] + acc["excluded_subset"]
+        kept_or_not = acc["selected_documents"] + acc["dropped_by_sampling"] + acc["rejected"] + acc["excluded_subset"]
+        assert acc["read"] == kept_or_not
 
 
 def test_the_first_sample_gives_way_to_its_top_up(sampled):
@@ -118,7 +82,7 @@ def test_the_first_sample_gives_way_to_its_top_up(sampled):
     a rerun finds the top-up for the first rule too, tokenizes nothing and writes the same bytes.
     (Runs before the tests below build whole caches, which would serve every rule.)"""
     tmp, m = sampled
-    cfg = mixture(tmp, 400_000)
+    cfg = sampled_mixture(tmp, 400_000)
     files = mixed_source_files(cfg, str(tmp / "data"))
     tok = load_tokenizer(cfg.tokenizer_path)
     for name, first in sample_rules(cfg, files, tok).items():
@@ -157,8 +121,8 @@ def test_exact_per_source_and_per_bucket(sampled):
 
 def test_available_figures_are_estimates_close_to_the_truth(sampled):
     tmp, m = sampled
-    whole = run_mixture(mixture(tmp, 400_000, whole=True), str(tmp / "data"), str(tmp / "whole"), str(tmp / "cache"),
-                        IN_PROCESS)
+    whole = run_mixture(sampled_mixture(tmp, 400_000, whole=True), str(tmp / "data"), str(tmp / "whole"),
+                        str(tmp / "cache"), IN_PROCESS)
     for name, s in m["sources"].items():
         exact = whole["sources"][name]
         assert not exact["tokenized"]["sampled"]
@@ -171,8 +135,9 @@ def test_a_whole_cache_gives_the_same_shards(sampled):
     """With whole caches already there (built by the test above or here), the sampled mixture reads
     them through its rule instead of tokenizing: the shards are the same bytes."""
     tmp, m = sampled
-    run_mixture(mixture(tmp, 400_000, whole=True), str(tmp / "data"), str(tmp / "whole2"), str(tmp / "cache"), IN_PROCESS)
-    again = run_mixture(mixture(tmp, 400_000), str(tmp / "data"), str(tmp / "again"), str(tmp / "cache"), IN_PROCESS)
+    data, cache = str(tmp / "data"), str(tmp / "cache")
+    run_mixture(sampled_mixture(tmp, 400_000, whole=True), data, str(tmp / "whole2"), cache, IN_PROCESS)
+    again = run_mixture(sampled_mixture(tmp, 400_000), data, str(tmp / "again"), cache, IN_PROCESS)
     assert digest(tmp / "again") == digest(tmp / "out")
     assert again["plan_hash"] == m["plan_hash"]
     for name, s in again["sources"].items():
@@ -185,14 +150,15 @@ def test_a_sample_that_cannot_be_topped_up_falls_back_to_the_whole_source(tmp_pa
     # character), so it overestimates the source (1.41M tokens for 1.21M) and samples a source that
     # holds 3.7x what the mixture takes; the first pass, which reads it all, sees that it holds less
     # than MIN_HOLDS times the need: it is tokenized whole.
-    corpus(tmp_path / "data", "a", 2, 8000, 3)
-    corpus(tmp_path / "data", "b", 2, 8000, 4)
+    sampled_corpus(tmp_path / "data", "a", 2, 8000, 3)
+    sampled_corpus(tmp_path / "data", "b", 2, 8000, 4)
     for k in range(2):
         path = tmp_path / "data" / "a" / f"part-{k}.jsonl"
         lines = path.read_text().splitlines()
-        head = [json.dumps({"text": " ".join(str(random.Random(i).getrandbits(40)) for _ in range(40))}) for i in range(1000)]
+        head = [json.dumps({"text": " ".join(str(random.Random(i).getrandbits(40)) for _ in range(40))})
+                for i in range(1000)]
         path.write_text("\n".join(head + lines) + "\n")
-    cfg = mixture(tmp_path, 540_000)  # 324k of a
+    cfg = sampled_mixture(tmp_path, 540_000)  # 324k of a
     assert sample_rules(cfg, mixed_source_files(cfg, str(tmp_path / "data")), load_tokenizer(cfg.tokenizer_path))["a"]
     m = run_mixture(cfg, str(tmp_path / "data"), str(tmp_path / "out"), str(tmp_path / "cache"), IN_PROCESS)
     assert "cannot be topped up" in caplog.text and "tokenizing them whole" in caplog.text

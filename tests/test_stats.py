@@ -5,9 +5,7 @@ import json
 import os
 
 import pytest
-from conftest import ROOT, SAMPLES, TOKENIZER
-from test_cli import built, mixprep  # noqa: F401  (the shared small mixture)
-from test_sampling import IN_PROCESS, corpus, mixture
+from conftest import IN_PROCESS, ROOT, SAMPLES, TOKENIZER, mixprep, sampled_corpus, sampled_mixture
 
 from pipeline.cache import TokenCache
 from pipeline.config import load_mixture
@@ -60,11 +58,11 @@ def test_says_what_a_run_would_tokenize(built, tmp_path):
     fresh = source_stats(cfg, SAMPLES, str(tmp_path / "none"))
     assert [(st.tokenizes, st.tokenizes_tokens) for st in fresh] == [("whole", st.tokens) for st in fresh]
     assert "every document (it holds under 4x" in stats_table(cfg, fresh)
-    # Sources holding 6x and 9x what is taken (tests/test_sampling.py's corpus): a first sample of
+    # Sources holding 6x and 9x what is taken (conftest's sampled_corpus): a first sample of
     # about FIRST_PASS of the need, then top-ups; a run agrees, and its caches then serve it.
-    corpus(tmp_path / "data", "a", 4, 8000, 1)
-    corpus(tmp_path / "data", "b", 4, 8000, 2)
-    cfg = mixture(tmp_path, 400_000)
+    sampled_corpus(tmp_path / "data", "a", 4, 8000, 1)
+    sampled_corpus(tmp_path / "data", "b", 4, 8000, 2)
+    cfg = sampled_mixture(tmp_path, 400_000)
     stats = {st.name: st for st in source_stats(cfg, str(tmp_path / "data"), str(tmp_path / "cache"))}
     m = run_mixture(cfg, str(tmp_path / "data"), str(tmp_path / "out"), str(tmp_path / "cache"), IN_PROCESS)
     for name, st in stats.items():

@@ -67,7 +67,9 @@ def test_a_heavy_tailed_source_is_topped_up_to_the_smallest_rates_the_plan_allow
     view.add(units, chars, tokens, units < first[0], BOUNDS)  # the first pass left the rest, by unit and length
     target = int(tokens.sum() * 0.1)
     for policy in (None, LongDocPolicy(threshold=1024, factor=2.0, cap=0.8)):
-        targets_for = lambda available: bucket_targets(target, available, BOUNDS, policy)
+        def targets_for(available):
+            return bucket_targets(target, available, BOUNDS, policy)
+
         groups = [0, 0] if policy is None else [0, 1]
         rates = predict_top_up(first, groups, [0, 1], view, BOUNDS, targets_for, 4.0)
         assert rates is not None and all(r >= f for r, f in zip(rates, first))
@@ -83,7 +85,9 @@ def test_a_source_the_prediction_says_holds_too_little_is_tokenized_whole():
     units, chars, tokens = population(20_000, 6)
     view = SampleView(2)
     view.add(units, chars, tokens, units < 0.2, BOUNDS)
-    targets_for = lambda available: split_exact(int(tokens.sum() * 0.3), available)
+    def targets_for(available):
+        return split_exact(int(tokens.sum() * 0.3), available)
+
     assert predict_top_up((0.2, 0.2), [0, 0], [0], view, BOUNDS, targets_for, 4.0) is None
     assert predict_top_up((0.2, 0.2), [0, 0], [0], view, BOUNDS, targets_for, 3.0) is not None
 
@@ -92,7 +96,9 @@ def test_a_short_group_rises_even_where_the_prediction_says_it_fits():
     units, chars, tokens = population(20_000, 7)
     view = SampleView(2)
     view.add(units, chars, tokens, units < unit_edge(64), BOUNDS)
-    targets_for = lambda available: split_exact(int(tokens.sum() * 0.01), available)
+    def targets_for(available):
+        return split_exact(int(tokens.sum() * 0.01), available)
+
     rates = predict_top_up((unit_edge(64),) * 2, [0, 0], [1], view, BOUNDS, targets_for, 4.0)
     assert rates == (unit_edge(63),) * 2
     assert predict_top_up((unit_edge(64),) * 2, [0, 0], [], view, BOUNDS, targets_for, 4.0) == (unit_edge(64),) * 2
@@ -102,6 +108,8 @@ def test_a_group_that_meets_its_targets_keeps_its_rates():
     units, chars, tokens = population(20_000, 8)
     view = SampleView(2)
     view.add(units, chars, tokens, units < 0.05, BOUNDS)
-    targets_for = lambda available: [int(tokens.sum() * 0.08), 0]  # nothing asked of the long bucket
+    def targets_for(available):
+        return [int(tokens.sum() * 0.08), 0]  # nothing asked of the long bucket
+
     rates = predict_top_up((0.05, 0.0), [0, 1], [0], view, BOUNDS, targets_for, 4.0)
     assert rates[0] > 0.05 and rates[1] == 0.0

@@ -11,10 +11,7 @@ import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, TypeOptions
 from apache_beam.typehints.decorators import TypeCheckError
-from conftest import ROOT, SAMPLES, TOKENIZER
-from test_dataflow import BUCKET, DATAFLOW, on_gcs
-from test_sampling import corpus
-from test_sampling import mixture as sampled_mixture
+from conftest import BUCKET, DATAFLOW, ROOT, SAMPLES, TOKENIZER, on_gcs, sampled_corpus, sampled_mixture
 
 from pipeline.cache import BuildCaches
 from pipeline.config import load_mixture
@@ -105,15 +102,16 @@ RUNTIME_CHECKED = ["--runner=DirectRunner", "--direct_running_mode=in_memory", "
 def test_a_one_job_run_passes_the_runtime_type_check(tmp_path):
     """Stage 1 samples nothing: one job tokenizes, plans and packs, every element checked against
     the hints of the step it enters and leaves."""
-    cfg = load_mixture(os.path.join(ROOT, "mixtures", "stage1.yaml"), {"tokenizer": TOKENIZER, "total_tokens": 300_000, "shards": 2})
+    overrides = {"tokenizer": TOKENIZER, "total_tokens": 300_000, "shards": 2}
+    cfg = load_mixture(os.path.join(ROOT, "mixtures", "stage1.yaml"), overrides)
     manifest = run_mixture(cfg, SAMPLES, str(tmp_path / "out"), str(tmp_path / "cache"), RUNTIME_CHECKED)
     assert manifest["totals"]["selected_tokens"] == 300_000
 
 
 def test_a_sampled_run_passes_the_runtime_type_check(tmp_path):
     """Sources 6-9x larger than the mixture takes: a tokenize job for the samples, then a pack job."""
-    corpus(tmp_path / "data", "a", 4, 8000, 1)
-    corpus(tmp_path / "data", "b", 4, 8000, 2)
+    sampled_corpus(tmp_path / "data", "a", 4, 8000, 1)
+    sampled_corpus(tmp_path / "data", "b", 4, 8000, 2)
     cfg = sampled_mixture(tmp_path, 400_000)
     manifest = run_mixture(cfg, str(tmp_path / "data"), str(tmp_path / "out"), str(tmp_path / "cache"), RUNTIME_CHECKED)
     assert all(s["tokenized"]["sampled"] for s in manifest["sources"].values())

@@ -162,7 +162,8 @@ def test_starcoder_language_folders():
 
 
 def test_generic_files_with_custom_text_field():
-    spec = SourceSpec("internal", "files", root="internal", paths=("notes/*.jsonl", "notes/*.parquet"), text_field="body")
+    spec = SourceSpec("internal", "files", root="internal", paths=("notes/*.jsonl", "notes/*.parquet"),
+                      text_field="body")
     docs, rejects, counters = run_read(spec)
     expected = {**expected_json("internal", ["notes/part-00000.jsonl"], text="body"),
                 **expected_parquet("internal", ["notes/part-00001.parquet"], "body")}
@@ -253,7 +254,8 @@ def test_s3_data_root_reads_the_same_documents(s3_server):
     spec = SourceSpec("c4", "c4", root="allenai/c4")
     FileSystems.set_options(PipelineOptions(s3_server.options))
     files = ReadSource(spec, "s3://corpora/hub").files
-    assert [f.path for f in files] == [f"s3://corpora/hub/allenai/c4/en/c4-train.0000{i}-of-01024.json.gz" for i in range(4)]
+    c4 = "s3://corpora/hub/allenai/c4/en"
+    assert [f.path for f in files] == [f"{c4}/c4-train.0000{i}-of-01024.json.gz" for i in range(4)]
     remote, _, counters = run_read(spec, root.rsplit("/", 1)[0], s3_server.options)
     local, _, _ = run_read(spec)
     assert by_id(remote) == by_id(local) and len(remote) == 469
