@@ -432,14 +432,24 @@ def read_ceiling(data_root: Path, procs: int) -> tuple[int, int, float]:
     return sum(g[0] for g in got), sum(g[1] for g in got), max(g[3] for g in got) - min(g[2] for g in got)
 
 
-def _gigatoken_threads(model, texts: list[str], threads: int) -> int:
-    """Bare gigatoken `encode` (one numpy array a text), on ``threads`` threads: tokens."""
+def _gigatoken_threads(giga, texts: list[str], threads: int) -> int:
+    """Bare gigatoken `encode` (one numpy array a text), on ``threads`` threads (a tokenizer each: one
+    must not encode on two threads at once): tokens."""
     if threads == 1:
-        return sum(len(model.encode(t)) for t in texts)
-    from concurrent.futures import ThreadPoolExecutor
+        return sum(len(giga.model.encode(t)) for t in texts)
+    models = [giga.another() for _ in range(threads)]
+    shares = [texts[k::threads] for k in range(threads)]
+    counts = [0] * threads
 
-    with ThreadPoolExecutor(threads) as pool:
-        return sum(pool.map(lambda t: len(model.encode(t)), texts, chunksize=16))
+    def run(k):
+        counts[k] = sum(len(models[k].encode(t)) for t in shares[k])
+
+    workers = [threading.Thread(target=run, args=(k,)) for k in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return sum(counts)
 
 
 def _identity(encoder, texts: list[str], ref_ids: list[np.ndarray]) -> tuple[int, float]:
@@ -504,7 +514,7 @@ def raw_ceilings(tok_path: Path, texts: list[str], cores: int, results: dict, da
     giga = _gigatoken_model(json_text)
     assert not isinstance(giga, str), f"gigatoken cannot be used: {giga}"
     for threads in (1, cores):
-        n, s = timed(lambda: _gigatoken_threads(giga.model, texts, threads))
+        n, s = timed(lambda: _gigatoken_threads(giga, texts, threads))
         record(f"gigatoken encode ({threads} thread{'s' if threads > 1 else ''})", n, s)
 
     tokenizer = load_tokenizer(str(tok_path))
@@ -683,7 +693,7 @@ def fast_pairs(mixture: Path, data_root: Path, tok_path: Path, total: int, cores
     from pipeline.tokenizer import Encoder, load_tokenizer
     from pipeline.tokenizer.giga import _gigatoken_model
 
-    model = _gigatoken_model(tok_path.read_text(encoding="utf-8")).model
+    giga = _gigatoken_model(tok_path.read_text(encoding="utf-8"))
     tokenizer = load_tokenizer(str(tok_path))
     batches = calls(texts)
     runs: dict[int, list[dict]] = {cores: [], 1: []}
@@ -693,7 +703,7 @@ def fast_pairs(mixture: Path, data_root: Path, tok_path: Path, total: int, cores
         for threads, name in ((cores, "all_cores"), (1, "one_worker")):
             encoder = Encoder(tokenizer, threads=threads, backend="gigatoken")
             try:
-                n, s_bare = timed(lambda: _gigatoken_threads(model, texts, threads))
+                n, s_bare = timed(lambda: _gigatoken_threads(giga, texts, threads))
                 _, s_enc = timed(lambda: [encoder.encode_batch(c) for c in batches])
             finally:
                 encoder.close()
@@ -737,8 +747,11 @@ def _pipeline_once(name: str, mixture: Path, data_root: Path, tok_path: Path, to
            "tok_per_s": n_tokens / seconds, "peak_rss_bytes": peak.peak,
            "env": {"MIXPREP_ENCODER": forced} if forced else {}}
     by_name = json.loads((out / "manifest.json").read_text())["sources"]
-    # What built the caches, from the manifest (per source: backend -> cache parts built with it).
-    used = sorted({b for s in by_name.values() for b in (s.get("tokenized", {}).get("encoders") or {})})
+    # What built the caches: the run's manifest (per source: backend -> cache parts built with it), and
+    # each cache.json (the same record, as the cache holds it).
+    used = {b for s in by_name.values() for b in (s.get("tokenized", {}).get("encoders") or {})}
+    used |= {b for path in cache.glob("*/*/cache.json") for b in json.loads(path.read_text()).get("encoders", {})}
+    used = sorted(used)
     row["backend"] = "+".join(used) or "unrecorded"
     if forced and used and used != [forced]:
         raise SystemExit(f"{name}: MIXPREP_ENCODER={forced}, but the manifest says {used} built the caches")

@@ -226,3 +226,80 @@ def test_parts_built_before_the_record_count_as_unrecorded():
              {"encoder": {"backends": ["gigatoken"], "backend": "gigatoken", "version": "0.10.0"}}, {}, {"encoder": None}]
     assert encoders_of(parts) == {"gigatoken": {"parts": 2, "version": "0.10.0"},
                                   "tokenizers": {"parts": 1, "version": "0.23.0"}, "unrecorded": {"parts": 2}}
+
+
+# --- character classes: gigatoken's Unicode tables are newer than tokenizers' ----------------------
+
+def _class_probe_config() -> dict:
+    """A byte-level BPE whose merges join a letter, a digit, '.' or a space before any multi-byte
+    character's lead byte, and any continuation byte with a letter, digit or '.' after it: a pre-token
+    boundary there shows in the ids whatever the character, so the two engines' classes can be compared."""
+    from pipeline.tokenizer.fast import _byte_chars
+
+    bc = _byte_chars()
+    vocab = {bc[b]: b for b in range(256)}
+    merges = [(x, bc[lead]) for x in ("a", "1", ".", bc[32]) for lead in range(0xC2, 0xF5)]
+    merges += [(bc[cont], y) for cont in range(0x80, 0xC0) for y in ("a", "1", ".")]
+    for left, right in merges:
+        vocab.setdefault(left + right, len(vocab))
+    return {"version": "1.0", "truncation": None, "padding": None, "added_tokens": [], "normalizer": None,
+            "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
+            "post_processor": None, "decoder": None,
+            "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+                      "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+                      "vocab": vocab, "merges": [list(m) for m in merges]}}
+
+
+@needs_gigatoken
+def test_the_class_table_is_measured_for_every_code_point():
+    """CLASS_DIFFERENCES for the installed gigatoken and tokenizers is exactly the set of code points
+    (outside ASCII and surrogates) where the two split differently (before, after: letter, digit,
+    punctuation, space)."""
+    import numpy as np
+    import tokenizers
+    from gigatoken.gigatoken_rs import load_hf_json
+
+    from pipeline.tokenizer.giga import CLASS_DIFFERENCES, gigatoken_version
+
+    text = json.dumps(_class_probe_config())
+    hf, giga = tokenizers.Tokenizer.from_str(text), load_hf_json(text)
+    cps = [cp for cp in range(0x80, 0x110000) if not 0xD800 <= cp < 0xE000]
+    context = "a{0}\n1{0}\n.{0}\n {0}\n{0}a\n{0}1\n{0}.\n"
+    differ = []
+    for start in range(0, len(cps), 1 << 12):
+        block = cps[start:start + (1 << 12)]
+        texts = ["".join(context.format(chr(cp)) for cp in block[i:i + 64]) for i in range(0, len(block), 64)]
+        for k, enc in enumerate(hf.encode_batch_fast(texts, add_special_tokens=False)):
+            if giga.encode(texts[k]).tolist() != enc.ids:  # find which of the 64
+                group = block[k * 64:(k + 1) * 64]
+                singles = [context.format(chr(cp)) for cp in group]
+                want = hf.encode_batch_fast(singles, add_special_tokens=False)
+                differ += [cp for cp, t, e in zip(group, singles, want) if giga.encode(t).tolist() != e.ids]
+    table = CLASS_DIFFERENCES.get((gigatoken_version(), tokenizers.__version__))
+    assert table is not None, f"add CLASS_DIFFERENCES[{(gigatoken_version(), tokenizers.__version__)}]: {differ}"
+    assert differ == [cp for first, last in table for cp in range(first, last + 1)]
+    assert len(differ) == 4657 and np.isin([0xA7CF, 0x323B0], differ).all()
+
+
+@needs_gigatoken
+def test_texts_with_such_characters_go_to_tokenizers():
+    """Real text (a Unicode table in Python source) that gigatoken split differently before: `"꟏",`."""
+    from pipeline.tokenizer.giga import NeedsReference
+
+    tok = neox_like()
+    enc = Encoder(tok, backend="gigatoken", max_call_bytes=1 << 16)
+    with pytest.raises(NeedsReference):
+        enc._fast.encode(["ok", '    "\ua7cf",'])
+    texts = ['    "\ua7cf",\n    None,', "plain", "caf\u00e9 \U000323b0x 1\u0c5c1", "\u00e9" * 10]
+    assert [a.tolist() for a in enc.encode_batch(texts)] == [whole_ids(tok, t) for t in texts]
+    assert enc.backend == "gigatoken"  # not a difference: the encoder keeps its backend for other texts
+
+
+@needs_gigatoken
+def test_versions_the_table_was_not_measured_for_are_refused(monkeypatch, hide_packages):
+    from pipeline.tokenizer import giga
+
+    hide_packages()  # clears the per-process gate caches before and after
+    monkeypatch.setattr(giga, "CLASS_DIFFERENCES", {("0.0.1", "0.0.1"): ()})
+    enc = Encoder(shipped())
+    assert enc.backend == "tiktoken" and "have not been compared" in enc.refused["gigatoken"]

@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import ConfigError
 from .cuts import DEFAULT_CHUNK_CHARS, chunking_blocker, split_at_safe_cuts
 from .fast import PROBE_TEXT, _fast_encoding, _TiktokenBackend
-from .giga import _gigatoken_model, _GigatokenBackend, filled_config, probe_texts, real_sample
+from .giga import NeedsReference, _gigatoken_model, _GigatokenBackend, filled_config, probe_texts, real_sample
 from .load import LoadedTokenizer
 
 # Bump when a change to `Encoder` could change the ids it produces: it is part of the cache fingerprint.
@@ -292,14 +292,21 @@ class Encoder:
                 return self._encode_slow(pieces)
         try:
             return self._fast.encode(pieces)
-        except UnicodeEncodeError:  # lone surrogates: the fast backends refuse them; `tokenizers` decides
-            return self._encode_slow(pieces)
+        except (UnicodeEncodeError, NeedsReference):  # lone surrogates (both fast backends), characters
+            pass  # gigatoken classes differently: `tokenizers` encodes those pieces, the fast backend the rest
+        out = []
+        for piece in pieces:
+            try:
+                out += self._fast.encode([piece])
+            except (UnicodeEncodeError, NeedsReference):
+                out += self._encode_slow([piece])
+        return out
 
     def _differs(self, fast: _FastBackend, pieces: Sequence[str], what: str) -> str | None:
         """Why the fast backend's ids for `pieces` differ from `tokenizers`' (None if they do not)."""
         try:
             fast_ids = fast.encode(pieces)
-        except UnicodeEncodeError:  # lone surrogates: `_encode_pieces` leaves these to `tokenizers`
+        except (UnicodeEncodeError, NeedsReference):  # `_encode_pieces` leaves these to `tokenizers`
             return None
         for piece, got, want in zip(pieces, fast_ids, self._encode_slow(pieces)):
             if not np.array_equal(got, want):

@@ -10,7 +10,12 @@ it is admitted by checks only (docs/TOKENIZER.md, "The gigatoken backend"), each
    left out (it always matches them; mixprep encodes them as text) and without its normalizer (NFC
    is applied here, by Python's `unicodedata`, exactly as on the tiktoken path), and its vocabulary
    and merges must be the file's, entry for entry;
-3. probes (`probe_texts`): literal special tokens, NFC, space runs, long pre-tokens, every kind of
+3. character classes (`CLASS_DIFFERENCES`): its Unicode tables are newer than `tokenizers`' (it
+   takes 4,657 code points, new in Unicode 17, for letters and numbers where `tokenizers` sees
+   unassigned ones), so texts holding one go to `tokenizers` (`NeedsReference`), as texts with lone
+   surrogates do; the table is measured for every code point by tests/test_tokenizer_gigatoken.py,
+   and a gigatoken or tokenizers release it was not measured for is refused;
+4. probes (`probe_texts`): literal special tokens, NFC, space runs, long pre-tokens, every kind of
    whitespace; then a sample of the bundled real texts (`real_sample`): ids equal to `tokenizers`'.
 The `Encoder` then also compares the first texts it encodes, as for tiktoken.
 """
@@ -20,6 +25,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import threading
 import unicodedata
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -43,6 +49,61 @@ _SAMPLE_FILES = (
     "togethercomputer/RedPajama-Data-1T/github/filtered_e0f609cadd78e8441afd07b5a21fe936.sampled.jsonl",
     "internal/notes/part-00000.jsonl",
 )
+
+
+# Code points whose regex class (\p{L}, \p{N}, \s or none) gigatoken and `tokenizers` disagree on,
+# as (first, last) ranges, per (gigatoken, tokenizers) version pair: measured for every code point
+# outside ASCII (tests/test_tokenizer_gigatoken.py::test_the_class_table_is_measured_for_every_code_point).
+# All are new in Unicode 17 (gigatoken's tables), unassigned in `tokenizers`' (older) ones.
+CLASS_DIFFERENCES: dict[tuple[str, str], tuple[tuple[int, int], ...]] = {
+    ("0.10.0", "0.23.3"): (
+        (0x088F, 0x088F),
+        (0x0C5C, 0x0C5C),
+        (0x0CDC, 0x0CDC),
+        (0xA7CE, 0xA7CF),
+        (0xA7D2, 0xA7D2),
+        (0xA7D4, 0xA7D4),
+        (0xA7F1, 0xA7F1),
+        (0x10940, 0x10959),
+        (0x10EC5, 0x10EC7),
+        (0x11DB0, 0x11DDB),
+        (0x11DE0, 0x11DE9),
+        (0x16EA0, 0x16EB8),
+        (0x16EBB, 0x16ED3),
+        (0x16FF2, 0x16FF6),
+        (0x187F8, 0x187FF),
+        (0x18D09, 0x18D1E),
+        (0x18D80, 0x18DF2),
+        (0x1E6C0, 0x1E6DE),
+        (0x1E6E0, 0x1E6E2),
+        (0x1E6E4, 0x1E6E5),
+        (0x1E6E7, 0x1E6ED),
+        (0x1E6F0, 0x1E6F4),
+        (0x1E6FE, 0x1E6FF),
+        (0x2B73A, 0x2B73F),
+        (0x2CEA2, 0x2CEAD),
+        (0x323B0, 0x33479),
+    ),
+}
+
+
+class NeedsReference(ValueError):
+    """A text the backend must not encode (a character whose class it sees differently): the
+    `Encoder` encodes the call with `tokenizers` instead, as for lone surrogates."""
+
+
+def _class_table(gigatoken: str, tokenizers: str) -> np.ndarray | str:
+    """A bool per code point: the characters gigatoken must not see; or why gigatoken is refused.
+    (A lookup of a text's code points in it runs at ~450M characters/s; `re` ran at ~25M.)"""
+    ranges = CLASS_DIFFERENCES.get((gigatoken, tokenizers))
+    if ranges is None:
+        return (f"gigatoken {gigatoken}'s character classes have not been compared with tokenizers {tokenizers}'s "
+                f"(pipeline.tokenizer.giga.CLASS_DIFFERENCES holds {sorted(CLASS_DIFFERENCES)}; "
+                "tests/test_tokenizer_gigatoken.py measures the table for the installed versions)")
+    table = np.zeros(0x110000, dtype=bool)
+    for first, last in ranges:
+        table[first:last + 1] = True
+    return table
 
 
 def gigatoken_blocker(config: Mapping[str, Any]) -> str | None:
@@ -85,6 +146,15 @@ class _GigaModel:
     model: Any  # gigatoken_rs.BPETokenizer, loaded by `_without_specials`
     version: str
     nfc: bool = False  # apply NFC before gigatoken (the file's normalizer is NFC)
+    avoid: np.ndarray | None = None  # per code point: texts holding one go to `tokenizers`
+    loaded: str = ""  # the JSON gigatoken loaded: each encoding thread loads its own copy
+
+    def another(self) -> Any:
+        """A second gigatoken tokenizer from the same JSON: one object must not encode on two threads
+        at once (gigatoken raises "RuntimeError: Already borrowed")."""
+        from gigatoken.gigatoken_rs import load_hf_json
+
+        return load_hf_json(self.loaded)
 
 
 @functools.cache
@@ -161,6 +231,11 @@ def _gigatoken_model(json_text: str) -> _GigaModel | str:
         from gigatoken.gigatoken_rs import load_hf_json
     except ImportError:
         return "gigatoken is not installed (pip install 'mixprep[fast]')"
+    import tokenizers
+
+    avoid = _class_table(gigatoken_version() or "?", tokenizers.__version__)
+    if isinstance(avoid, str):
+        return avoid
     config = filled_config(json_text)
     blocker = gigatoken_blocker(config)
     if blocker:
@@ -169,7 +244,8 @@ def _gigatoken_model(json_text: str) -> _GigaModel | str:
     if isinstance(expected, str):
         return expected
     try:
-        model = load_hf_json(json.dumps(_without_specials(config)))
+        loaded = json.dumps(_without_specials(config))
+        model = load_hf_json(loaded)
     except BaseException as e:  # RuntimeError for what it does not support; a Rust panic is a BaseException
         if isinstance(e, (KeyboardInterrupt, SystemExit)):
             raise
@@ -184,7 +260,7 @@ def _gigatoken_model(json_text: str) -> _GigaModel | str:
     if model.merges != merges:
         return f"gigatoken's merges differ from the file's ({len(model.merges)} vs {len(merges)} rules)"
     nfc = bool(components(config.get("normalizer"), "normalizers"))  # the gate admitted NFC or nothing
-    return _GigaModel(model, gigatoken_version() or "?", nfc)
+    return _GigaModel(model, gigatoken_version() or "?", nfc, avoid, loaded)
 
 
 def probe_texts(config: Mapping[str, Any]) -> list[str]:
@@ -246,15 +322,26 @@ class _GigatokenBackend:
     def __init__(self, model: _GigaModel, dtype: np.dtype, threads: int):
         self._encode = model.model.encode
         self._nfc = model.nfc
+        self._avoid = model.avoid
         self._dtype = np.dtype(dtype)
         self.version = model.version
-        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="mixprep-encode") if threads > 1 else None
+        self._local = threading.local()  # the pool's threads: a tokenizer each (`_GigaModel.another`)
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="mixprep-encode", initializer=self._load_local,
+                                        initargs=(model,)) if threads > 1 else None
+
+    def _load_local(self, model: _GigaModel) -> None:
+        self._local.encode = model.another().encode
 
     def encode_one(self, text: str) -> np.ndarray:
-        if self._nfc and not text.isascii():  # as the tiktoken path: ASCII is its own NFC
-            text = unicodedata.normalize("NFC", text)
+        encode = getattr(self._local, "encode", self._encode)  # the caller's thread: the first one
+        if not text.isascii():  # ASCII is its own NFC, and has no character gigatoken sees differently
+            if self._nfc:  # as the tiktoken path
+                text = unicodedata.normalize("NFC", text)
+            codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), np.uint32)
+            if self._avoid is not None and self._avoid[codes].any():
+                raise NeedsReference("a character whose class gigatoken and tokenizers disagree on")
         try:
-            ids = self._encode(text)
+            ids = encode(text)
         except TypeError:  # gigatoken's error for a str with a lone surrogate: tiktoken's, for the `Encoder`
             text.encode("utf-8")  # raises UnicodeEncodeError if that is the reason
             raise
