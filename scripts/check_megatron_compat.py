@@ -1,7 +1,7 @@
 """Check real output with megatron-core: its IndexedDataset reads our shards as pipeline.mmidx does,
 and (``--epoch``) its GPTDataset blend over a whole run gives whole documents at the manifest's shares.
 
-``make test`` runs the same checks on a small mixture (tests/test_megatron.py, with the ``trainers``
+``make test`` runs the same checks on a small mixture (tests/outputs/test_megatron.py, with the ``trainers``
 extra installed); this script runs them on a real one, in any environment with torch and
 megatron-core (no Beam needed)::
 

@@ -1,6 +1,6 @@
 """`layout: documents`: one entry per selected copy, in the stream order `samples` cuts; deterministic.
 
-Checked with our own reader, so it runs without torch (tests/test_megatron.py has Megatron read it).
+Checked with our own reader, so it runs without torch (tests/outputs/test_megatron.py has Megatron read it).
 """
 
 import hashlib

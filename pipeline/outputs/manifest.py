@@ -15,7 +15,7 @@ Shares are shares of tokens; each kind of share has its own total, so each kind 
 Per source, ``subsets`` splits the selection by the documents' subset (Pile sets, RedPajama
 subsets, StarCoder languages: the document tables' ``subset`` column): distinct documents, copies,
 tokens and the share of the source's achieved tokens. Every number is computed from the plan, the
-caches' document tables and the shards' own records; ``tests/test_manifest.py`` recomputes every
+caches' document tables and the shards' own records; ``tests/outputs/test_manifest.py`` recomputes every
 share from the shards and their provenance alone.
 """
 
@@ -223,7 +223,7 @@ def held_out_section(manifests: dict[str, dict], documents: dict[str, dict]) -> 
 
 def neox_config(manifest: dict, out: str) -> dict:
     """GPT-NeoX's data settings for the mixture as written (``gpt-neox-data.json``), merged into a
-    GPT-NeoX config: they pass GPT-NeoX's own checks (``tests/test_manifest.py`` transcribes them).
+    GPT-NeoX config: they pass GPT-NeoX's own checks (``tests/outputs/test_manifest.py`` transcribes them).
 
     - Every entry is one sample of seq_len + 1 tokens, so ``pack-impl: unpacked`` reads them as they
       are (GPT-NeoX since PR #1240, August 2024; older versions refuse the key: docs/GPT-NEOX.md says

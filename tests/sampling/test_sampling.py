@@ -78,7 +78,7 @@ def test_only_a_sample_is_tokenized(sampled):
 
 
 def test_the_first_sample_gives_way_to_its_top_up(sampled):
-    """The first sample's cache is removed once its top-up (which copied it: test_cache.py) is built;
+    """The first sample's cache is removed once its top-up (which copied it: tests/cache/test_cache.py) is built;
     a rerun finds the top-up for the first rule too, tokenizes nothing and writes the same bytes.
     (Runs before the tests below build whole caches, which would serve every rule.)"""
     tmp, m = sampled
