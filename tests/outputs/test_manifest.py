@@ -122,8 +122,8 @@ def test_every_share_is_recomputed_from_the_shards(runs, stage):
         assert set(s["subsets"]) == set(subsets), name
         for sub, v in s["subsets"].items():
             g = subsets[sub]
-            got, want = (v["documents"], v["copies"], v["tokens"]), (g["documents"], g["copies"], g["selected"])
-            assert got == want, (name, sub)
+            counts = (v["documents"], v["copies"], v["tokens"])
+            assert counts == (g["documents"], g["copies"], g["selected"]), (name, sub)
             assert v["share_of_source"] == pytest.approx(share(g["selected"], s["achieved_tokens"]), abs=1e-9)
     for c, v in m["categories"].items():
         g = got[("category", c)]
