@@ -139,7 +139,8 @@ class _Writer:
         self.docs[group], self.size[group], self.n[group] = [], 0, i + 1
         texts = [t for t, _ in docs]
         if self.name == "refinedweb":
-            out = self.root / "data" / f"train-{i:05d}-of-05534-{hashlib.sha1(str(i).encode()).hexdigest()[:16]}.parquet"
+            digest = hashlib.sha1(str(i).encode()).hexdigest()[:16]
+            out = self.root / "data" / f"train-{i:05d}-of-05534-{digest}.parquet"
             table = pa.table({
                 "content": texts,
                 "url": [f"https://example.org/{p.name}" for _, p in docs],
@@ -421,8 +422,9 @@ def read_ceiling(data_root: Path, procs: int) -> tuple[int, int, float]:
     work.sort(reverse=True)
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(procs + 1), ctx.Queue()
-    children = [ctx.Process(target=_read_child, args=(str(data_root), list(SOURCES), [(n, i) for _, n, i in work[k::procs]],
-                                                      barrier, results)) for k in range(procs)]
+    shares = [[(n, i) for _, n, i in work[k::procs]] for k in range(procs)]
+    children = [ctx.Process(target=_read_child, args=(str(data_root), list(SOURCES), share, barrier, results))
+                for share in shares]
     for c in children:
         c.start()
     barrier.wait()
@@ -469,9 +471,9 @@ def raw_ceilings(tok_path: Path, texts: list[str], cores: int, results: dict, da
     """Raw encoders on `texts`, every backend; returns `tokenizers`' ids per document (for the identity
     check). Also: the read ceiling (``data_root``'s files read, no tokenizing), and every backend's
     ids through mixprep's `Encoder` against `tokenizers`' on every document."""
+    import tiktoken  # noqa: F401 (fails early with a hint if missing)
     from tokenizers import Tokenizer
 
-    import tiktoken  # noqa: F401 (fails early with a hint if missing)
     from pipeline.tokenizer import Encoder, load_tokenizer
     from pipeline.tokenizer.fast import _fast_encoding
     from pipeline.tokenizer.giga import _gigatoken_model
@@ -490,7 +492,8 @@ def raw_ceilings(tok_path: Path, texts: list[str], cores: int, results: dict, da
 
     def hf_fast():
         for call in calls(texts):
-            ref_ids.extend(np.array(e.ids, dtype=np.uint32) for e in tok.encode_batch_fast(call, add_special_tokens=False))
+            encodings = tok.encode_batch_fast(call, add_special_tokens=False)
+            ref_ids.extend(np.array(e.ids, dtype=np.uint32) for e in encodings)
 
     _, s = timed(hf_fast)
     n_tok = sum(len(a) for a in ref_ids)  # without EOS: the raw encoders do not append it
@@ -547,7 +550,8 @@ def raw_ceilings(tok_path: Path, texts: list[str], cores: int, results: dict, da
             # As tokens/s: the tokens these files hold / the time to read them (compare with the runs).
             record(f"read ceiling: files read and parsed, no tokenizing ({procs} process{'es' if procs > 1 else ''})",
                    n_tok, s, chars_per_s=chars / s)
-        results["read_ceiling"] = rows[f"read ceiling: files read and parsed, no tokenizing ({cores} processes)"]["tok_per_s"]
+        ceiling = f"read ceiling: files read and parsed, no tokenizing ({cores} processes)"
+        results["read_ceiling"] = rows[ceiling]["tok_per_s"]
     return ref_ids
 
 
@@ -614,7 +618,8 @@ def write_mixture(path: Path, tok_path: Path, tokens: dict[str, int], fraction: 
     lines += ["sources:"]
     for n in names:
         kind, root, _ = SOURCES[n]
-        lines += [f"  - name: {n}", f"    kind: {kind}", f"    root: {root}", f"    category: {'code' if n == 'starcoder' else 'web'}",
+        category = "code" if n == "starcoder" else "web"
+        lines += [f"  - name: {n}", f"    kind: {kind}", f"    root: {root}", f"    category: {category}",
                   f"    weight: {weights[n]}", "    max_repetition: 1.0"]
     path.write_text("\n".join(lines) + "\n")
     return int(fraction * min(tokens[n] / weights[n] for n in names if weights[n] > 0))
@@ -681,7 +686,8 @@ def tokenizers_pairs(mixture: Path, data_root: Path, tok_path: Path, total: int,
                                    {"MIXPREP_ENCODER": "tokenizers"}))
         pair["pipeline_tok_per_s"] = runs[-1]["tok_per_s"]
         pair["allocator"] = allocator or "glibc"
-        log("pair: " + ", ".join(f"{k} {v / 1e6:.2f}M" if isinstance(v, float) else f"{k} {v}" for k, v in pair.items()))
+        log("pair: " + ", ".join(f"{k} {v / 1e6:.2f}M" if isinstance(v, float) else f"{k} {v}"
+                                 for k, v in pair.items()))
         pairs.append(pair)
     return _summary(runs), pairs
 
@@ -712,7 +718,8 @@ def fast_pairs(mixture: Path, data_root: Path, tok_path: Path, total: int, cores
             pair[f"raw_fast_{threads}_tok_per_s"] = n / min(s_bare, s_enc)
             pair[f"pipeline_{threads}_tok_per_s"] = runs[threads][-1]["tok_per_s"]
             log(f"pair ({threads} core{'s' if threads > 1 else ''}): raw fast encoder "
-                f"{pair[f'raw_fast_{threads}_tok_per_s'] / 1e6:.2f}M, pipeline {pair[f'pipeline_{threads}_tok_per_s'] / 1e6:.2f}M")
+                f"{pair[f'raw_fast_{threads}_tok_per_s'] / 1e6:.2f}M, "
+                f"pipeline {pair[f'pipeline_{threads}_tok_per_s'] / 1e6:.2f}M")
         pairs.append(pair)
     return _summary(runs[cores]), _summary(runs[1]), pairs
 
@@ -728,7 +735,8 @@ def _pipeline_once(name: str, mixture: Path, data_root: Path, tok_path: Path, to
     out, cache = work / f"out-{name}", work / f"cache-{name}"
     for d in (out, cache):
         shutil.rmtree(d, ignore_errors=True)
-    cmd = [str(Path(sys.executable).parent / "mixprep"), "run", "--mixture", str(mixture), "--data-root", str(data_root),
+    cmd = [str(Path(sys.executable).parent / "mixprep"), "run", "--mixture", str(mixture),
+           "--data-root", str(data_root),
            "--out", str(out), "--cache", str(cache), "--tokenizer", str(tok_path), "--total-tokens", str(total),
            f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
     env = {**os.environ, **(env_extra or {})}
@@ -749,7 +757,7 @@ def _pipeline_once(name: str, mixture: Path, data_root: Path, tok_path: Path, to
     by_name = json.loads((out / "manifest.json").read_text())["sources"]
     # What built the caches: the run's manifest (per source: backend -> cache parts built with it), and
     # each cache.json (the same record, as the cache holds it).
-    used = {b for s in by_name.values() for b in (s.get("tokenized", {}).get("encoders") or {})}
+    used = {b for s in by_name.values() for b in (s.get("encoders") or {})}
     used |= {b for path in cache.glob("*/*/cache.json") for b in json.loads(path.read_text()).get("encoders", {})}
     used = sorted(used)
     row["backend"] = "+".join(used) or "unrecorded"
@@ -804,7 +812,8 @@ def targets(r: dict) -> list[tuple[str, str, float, float, bool]]:
     elif p2 and p1:
         v = (p2["tok_per_s"] / p1["tok_per_s"]) / r["raw_fast_speedup"]
         rows.append(("pipeline 1->2 workers speed-up / raw encoder's 1->2 speed-up",
-                     f"{p2['tok_per_s'] / p1['tok_per_s']:.2f} / {r['raw_fast_speedup']:.2f} = {v:.2f}x", v, 0.9, v >= 0.9))
+                     f"{p2['tok_per_s'] / p1['tok_per_s']:.2f} / {r['raw_fast_speedup']:.2f} = {v:.2f}x",
+                     v, 0.9, v >= 0.9))
     tik = r["pipeline"].get("all_cores_tiktoken")
     if p2 and tik:  # issue 25: the whole run at least 5x its rate with tiktoken
         v = p2["tok_per_s"] / tik["tok_per_s"]
@@ -817,12 +826,14 @@ def targets(r: dict) -> list[tuple[str, str, float, float, bool]]:
     sampled = r["pipeline"].get("sampled_tenth")
     if sampled:
         v = sampled["tokens_tokenized"] / sampled["tokens_taken"]
-        rows.append(("mixture taking 1/10 of each source: tokens tokenized / tokens taken, all sources", f"{v:.2f}x", v, 1.2, v <= 1.2))
+        rows.append(("mixture taking 1/10 of each source: tokens tokenized / tokens taken, all sources",
+                     f"{v:.2f}x", v, 1.2, v <= 1.2))
         per = sampled.get("tokenized_per_taken", {})
         if per:
             worst = max(per, key=per.get)
             rows.append(("the same, the worst source", f"{per[worst]:.2f}x ({worst}; "
-                         + ", ".join(f"{n} {x:.2f}x" for n, x in per.items() if n != worst) + ")", per[worst], 1.2, per[worst] <= 1.2))
+                         + ", ".join(f"{n} {x:.2f}x" for n, x in per.items() if n != worst) + ")",
+                         per[worst], 1.2, per[worst] <= 1.2))
     big = r["pipeline"].get("all_cores_4x_input")
     if p2 and big:
         v = big["peak_rss_bytes"] / p2["peak_rss_bytes"]
@@ -838,7 +849,8 @@ def targets(r: dict) -> list[tuple[str, str, float, float, bool]]:
     if ident:
         per = ident.get("backends") or {}
         detail = (" (" + ", ".join(f"{b} {n}" for b, n in per.items()) + f" of {ident['documents']:,})") if per else ""
-        rows.append(("Encoder ids != tokenizers ids (documents, every backend)", f"{ident['mismatched_documents']}{detail}",
+        rows.append(("Encoder ids != tokenizers ids (documents, every backend)",
+                     f"{ident['mismatched_documents']}{detail}",
                      ident["mismatched_documents"], 0, ident["mismatched_documents"] == 0))
     return rows
 
@@ -849,7 +861,8 @@ def markdown(r: dict) -> str:
     read_back = (f" (read back: {ident['documents']:,} documents, {ident['characters']:,} characters, "
                  f"{ident['tokens']:,} tokens without EOS)" if ident else "")
     out = [f"# mixprep bench, {r['started']}", "",
-           f"Machine: {r['machine']}. Corpus: {c['bytes'] / 1e6:.0f} MB, {c['documents']:,} documents, {c['files']} files"
+           f"Machine: {r['machine']}. Corpus: {c['bytes'] / 1e6:.0f} MB, {c['documents']:,} documents, "
+           f"{c['files']} files"
            f"{read_back}. Tokenizer: {r['tokenizer']['vocab_size']:,}-entry byte-level BPE trained on the corpus.", "",
            "| measurement | tokens/s | seconds | peak RSS (GiB) |", "|---|---:|---:|---:|"]
     for name, row in r.get("raw", {}).items():
@@ -883,7 +896,8 @@ def markdown(r: dict) -> str:
     for name, row in r["pipeline"].items():
         out.append(f"- {name}: `{row['command']}`; took {row['tokens_taken']:,} tokens, tokenized "
                    f"{row['tokens_tokenized']:,} ({row['sampled_sources']} sources sampled)"
-                   + ("; runs: " + ", ".join(f"{x['tok_per_s'] / 1e6:.2f}M" for x in row["runs"]) if len(row["runs"]) > 1 else ""))
+                   + ("; runs: " + ", ".join(f"{x['tok_per_s'] / 1e6:.2f}M" for x in row["runs"])
+                      if len(row["runs"]) > 1 else ""))
     return "\n".join(out) + "\n"
 
 
@@ -955,6 +969,7 @@ def scale_run(corpus: Path, docs: int, work: Path, workers: int) -> dict:
     """`mixprep run` of make_corpus.py's one-source mixture over ``docs`` documents, 80% taken."""
     sys.path.insert(0, str(REPO / "scripts"))
     from make_corpus import make_corpus
+
     from pipeline.config import load_mixture
 
     root = make_corpus(corpus, docs, 250_000, 20, str(REPO / "tokenizer" / "tokenizer.json"))
@@ -1024,7 +1039,8 @@ def scale_bench(docs: int, folder: Path) -> int:
     stem.with_suffix(".md").write_text(text)
     print(text)
     shutil.rmtree(work, ignore_errors=True)
-    return 0 if ratios["driver_rss"] <= 1.2 and ratios["worker_rss"] <= 1.2 and ratios["seconds_per_document"] <= 1.0 else 1
+    ok = ratios["driver_rss"] <= 1.2 and ratios["worker_rss"] <= 1.2 and ratios["seconds_per_document"] <= 1.0
+    return 0 if ok else 1
 
 
 def main(argv=None) -> int:
@@ -1059,7 +1075,8 @@ def main(argv=None) -> int:
     data_root = corpus / "data"
     per_source = load_texts(data_root)
     texts = [t for ts in per_source.values() for t in ts]
-    results: dict = {"started": started, "machine": f"{cores} cores, {platform.platform()}, Python {platform.python_version()}",
+    machine = f"{cores} cores, {platform.platform()}, Python {platform.python_version()}"
+    results: dict = {"started": started, "machine": machine,
                      "corpus": stats, "tokenizer": tokenizer.info(), "pipeline": {}}
     ref = None
     if "raw" not in skip:
@@ -1072,7 +1089,8 @@ def main(argv=None) -> int:
         results["raw"] = {name: sorted((r["raw"][name] for r in runs), key=lambda v: v["tok_per_s"])[len(runs) // 2]
                           for name in runs[0]["raw"]}
         results["identity"] = runs[0]["identity"]
-        results["best_raw_tokenizers"] = max(v["tok_per_s"] for k, v in results["raw"].items() if k.startswith("tokenizers"))
+        results["best_raw_tokenizers"] = max(v["tok_per_s"] for k, v in results["raw"].items()
+                                             if k.startswith("tokenizers"))
         results["read_ceiling"] = _median([r["read_ceiling"] for r in runs])
         fix_raw_fast(results, cores)
     if "long" not in skip:
@@ -1111,7 +1129,8 @@ def main(argv=None) -> int:
             results["pipeline"]["sampled_tenth"] = pipeline_run("sampled_tenth", sampled, big_root, tok_path, small,
                                                                 cores, work, small)
         shutil.rmtree(work, ignore_errors=True)
-    results["targets"] = [{"target": t, "measured": m, "value": v, "bound": b, "met": ok} for t, m, v, b, ok in targets(results)]
+    results["targets"] = [{"target": t, "measured": m, "value": v, "bound": b, "met": ok}
+                          for t, m, v, b, ok in targets(results)]
     stem = args.dir / f"results-{args.mb}MB-{started.replace(':', '')}"
     stem.with_suffix(".json").write_text(json.dumps(results, indent=1))
     stem.with_suffix(".md").write_text(markdown(results))

@@ -18,6 +18,7 @@ from tokenizers import normalizers
 from pipeline.errors import ConfigError, MixprepError
 from pipeline.tokenizer import (
     Encoder,
+    TokenizerInfo,
     batches_by_bytes,
     batches_by_size,
     chunking_blocker,
@@ -25,7 +26,6 @@ from pipeline.tokenizer import (
     load_tokenizer,
     safe_cut_points,
     split_at_safe_cuts,
-    TokenizerInfo,
     utf8_len,
 )
 
@@ -534,7 +534,7 @@ def _sample_texts() -> list[str]:
     texts = []
     for kind in ("refinedweb", "c4", "redpajama", "pile", "starcoder"):
         root = {"refinedweb": "tiiuae/falcon-refinedweb", "c4": "allenai/c4", "redpajama":
-                "togethercomputer/RedPajama-Data-1T", "pile": "EleutherAI/pile", "starcoder": "bigcode/starcoderdata"}[kind]
+                "togethercomputer/RedPajama-Data-1T", "pile": "EleutherAI/pile", "starcoder": "bigcode/starcoderdata"}[kind]  # noqa: E501
         spec = SourceSpec(name=kind, kind=kind, root=root)
         for sf in list_source_files(spec, str(SAMPLES)):
             texts += [d.text for d in read_documents(spec, sf) if isinstance(d, Document)]

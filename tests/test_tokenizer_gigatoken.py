@@ -13,14 +13,33 @@ import sys
 from importlib.metadata import version
 
 import pytest
-
-from test_tokenizer import (SHIPPED, VARIED, _installed, _sample_texts, _with, dense_text, hide_packages,  # noqa: F401
-                            neox_like, shipped, whole_ids, write_config)
+from test_tokenizer import (  # noqa: F401
+    SHIPPED,
+    VARIED,
+    _installed,
+    _sample_texts,
+    _with,
+    dense_text,
+    hide_packages,
+    neox_like,
+    shipped,
+    whole_ids,
+    write_config,
+)
 
 from pipeline.tokenizer import Encoder, load_tokenizer
 from pipeline.tokenizer.fast import PROBE_TEXT
-from pipeline.tokenizer.giga import (SAMPLE_BYTES, _expected_vocabulary, _GigaModel, _gigatoken_model, _GigatokenBackend,
-                                     _without_specials, gigatoken_blocker, probe_texts, real_sample)
+from pipeline.tokenizer.giga import (
+    SAMPLE_BYTES,
+    _expected_vocabulary,
+    _GigaModel,
+    _gigatoken_model,
+    _GigatokenBackend,
+    _without_specials,
+    gigatoken_blocker,
+    probe_texts,
+    real_sample,
+)
 
 needs_gigatoken = pytest.mark.skipif(not _installed("gigatoken"), reason="gigatoken not installed")
 TOKENIZERS = {"shipped": shipped, "neox_like": neox_like}
@@ -45,7 +64,7 @@ def test_the_gate_admits_the_fastest_exact_backend(which):
 
 
 @pytest.mark.parametrize("which", ["shipped", "neox_like"])
-def test_without_gigatoken_the_gate_falls_back_to_tiktoken(which, hide_packages, caplog):
+def test_without_gigatoken_the_gate_falls_back_to_tiktoken(which, hide_packages, caplog):  # noqa: F811 (the fixture)
     hide_packages("gigatoken")
     with caplog.at_level(logging.WARNING, logger="pipeline.tokenizer"):
         enc = Encoder(TOKENIZERS[which]())
@@ -223,7 +242,8 @@ def test_parts_built_before_the_record_count_as_unrecorded():
     from pipeline.cache.build import encoders_of
 
     parts = [{"encoder": {"backends": ["gigatoken", "tokenizers"], "backend": "tokenizers", "version": "0.23.0"}},
-             {"encoder": {"backends": ["gigatoken"], "backend": "gigatoken", "version": "0.10.0"}}, {}, {"encoder": None}]
+             {"encoder": {"backends": ["gigatoken"], "backend": "gigatoken", "version": "0.10.0"}},
+             {}, {"encoder": None}]
     assert encoders_of(parts) == {"gigatoken": {"parts": 2, "version": "0.10.0"},
                                   "tokenizers": {"parts": 1, "version": "0.23.0"}, "unrecorded": {"parts": 2}}
 
@@ -296,7 +316,7 @@ def test_texts_with_such_characters_go_to_tokenizers():
 
 
 @needs_gigatoken
-def test_versions_the_table_was_not_measured_for_are_refused(monkeypatch, hide_packages):
+def test_versions_the_table_was_not_measured_for_are_refused(monkeypatch, hide_packages):  # noqa: F811 (the fixture)
     from pipeline.tokenizer import giga
 
     hide_packages()  # clears the per-process gate caches before and after

@@ -109,6 +109,8 @@ def build_manifest(
             "category": p.category,
             "weight": p.weight,
             "cache_fingerprint": cache.manifest["fingerprint"],
+            # Which encoder backends built the cache's parts ({backend: {parts, version}}; same ids).
+            "encoders": cache.manifest.get("encoders") or {"unrecorded": {"parts": len(cache.parts)}},
             "accounting": accounting,
             "available_tokens": p.available_tokens,
             "available_documents": sum(b.available_docs for b in p.buckets),

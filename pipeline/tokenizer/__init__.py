@@ -20,8 +20,7 @@ Usage::
 """
 
 from .cuts import DEFAULT_CHUNK_CHARS, chunking_blocker, is_safe_cut, safe_cut_points, split_at_safe_cuts
-from .encoder import (DEFAULT_BATCH_BYTES, ENCODER_VERSION, Encoder, batches_by_bytes, batches_by_size,
-                      utf8_len)
+from .encoder import DEFAULT_BATCH_BYTES, ENCODER_VERSION, Encoder, batches_by_bytes, batches_by_size, utf8_len
 from .fast import fast_encoder_blocker
 from .giga import gigatoken_blocker
 from .load import EOS_TOKEN, LoadedTokenizer, TokenizerInfo, load_tokenizer

@@ -23,6 +23,7 @@ import numpy as np
 
 from .structure import GPT2_PATTERN, components, looks_past, pipeline_blocker
 
+
 @functools.cache
 def _byte_chars() -> dict[int, str]:
     """GPT-2's byte-level alphabet: byte -> the printable character `tokenizers` writes for it."""
@@ -162,7 +163,7 @@ def _fast_encoding(json_text: str) -> _FastEncoding | str:
 # letters, numbers and marks, NFC compositions, whitespace of every kind and runs of spaces.
 PROBE_TEXT = "\n".join([
     "Hello, world! It's 3.14159 -- don't you'LL know? We've 1,000,000 REASONS; they'd said 'Sure'.",
-    "Ünïcödé: naïve café, e\u0301, A\u030a, \u212b, \u1100\u1161\u11a8, ﬁ, ½, ², ٣٤٥, 東京は日本の首都です。한국어 텍스트.",
+    "Ünïcödé: naïve café, e\u0301, A\u030a, \u212b, \u1100\u1161\u11a8, ﬁ, ½, ², ٣٤٥, 東京は日本の首都です。한국어 텍스트.",  # noqa: E501
     "Emoji 👩\u200d👩\u200d👧 🙂 and arrows -> => <|endoftext|> <|padding|> <|not a token|>",
     "def f(x):\n\treturn x  # two spaces\n    four\n" + " " * 24 + "x" + " " * 25 + "y" + " " * 50 + "\n",
     "tabs\t\tand\u00a0nbsp\u00a0 \u3000ideographic\u2000\u2009 \u200b\u180e\ufeff\u0085\u2028\x0b\x1c end  ",

@@ -276,7 +276,7 @@ def probe_texts(config: Mapping[str, Any]) -> list[str]:
     texts = [PROBE_TEXT, *specials]
     texts += [f"{s} x{s}y {s}{s}\n{s}  {s}" for s in specials]
     texts.append("".join(f"a{' ' * w}b{' ' * w}\n{' ' * w}\t{' ' * w}" for w in widths))
-    texts.append(" e\u0301 A\u030a \u212b \u1100\u1161\u11a8 \u0041\u0308\u0304 \u00c5 \u2126 \u0958 \ufb1d \u1e0b\u0323 "
+    texts.append(" e\u0301 A\u030a \u212b \u1100\u1161\u11a8 \u0041\u0308\u0304 \u00c5 \u2126 \u0958 \ufb1d \u1e0b\u0323 "  # noqa: E501
                  "\u0f73 \u0344 \u0374 \u037e \u1f71 \u2000 \u2329 \uf900 \U0001d15e \U0002f800 q\u0307\u0323")
     texts.append("x" * 5000 + " " + "ab" * 3000 + " " + "\u00e9" * 2000 + " " + "9" * 3000 + " " + "." * 3000)
     texts.append("\x00\x01\x7f\x80\u00ad\ufffd\ufeff\U0010ffff\U000e0001 \r\r\n\v\f\x1c\x1d\x1e\x1f\x85\u2028\u2029")
