@@ -40,7 +40,7 @@ RUN_FLAGS     += --project=$(PROJECT) --region=$(REGION) --temp_location=gs://$(
                  --staging_location=gs://$(BUCKET)/staging --setup_file=./setup.py
 endif
 
-.PHONY: venv lock check-newest gcp-deps test samples tokenizer stage1-mixture stage2-mixture dry-run bench bench-scale fuzz clean
+.PHONY: venv lock check-newest gcp-deps lint test samples tokenizer stage1-mixture stage2-mixture dry-run bench bench-scale fuzz clean
 
 venv: $(STAMP)
 
@@ -64,7 +64,11 @@ lock:
 check-newest:
 	$(PYTHON) scripts/deps.py check-newest
 
-test: $(STAMP)
+# ruff.toml says what the lint checks (pyflakes, pycodestyle, import order; 120 columns).
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 samples: $(STAMP)
