@@ -378,12 +378,7 @@ def hf_process_pool(tok_path: Path, texts: list[str], procs: int, work: Path) ->
         with open(path, "wb") as f:
             pickle.dump(texts[i::procs], f, protocol=pickle.HIGHEST_PROTOCOL)
         children.append(ctx.Process(target=_pool_child, args=(str(tok_path), str(path), barrier, results)))
-    for c in children:
-        c.start()
-    barrier.wait()
-    got = [results.get() for _ in children]
-    for c in children:
-        c.join()
+    got = _start_together(children, barrier, results)
     for i in range(procs):
         (work / f"pool-texts-{i}.pkl").unlink()
     return sum(n for n, _, _ in got), max(t1 for _, _, t1 in got) - min(t0 for _, t0, _ in got)
@@ -425,12 +420,7 @@ def read_ceiling(data_root: Path, procs: int) -> tuple[int, int, float]:
     shares = [[(n, i) for _, n, i in work[k::procs]] for k in range(procs)]
     children = [ctx.Process(target=_read_child, args=(str(data_root), list(SOURCES), share, barrier, results))
                 for share in shares]
-    for c in children:
-        c.start()
-    barrier.wait()
-    got = [results.get() for _ in children]
-    for c in children:
-        c.join()
+    got = _start_together(children, barrier, results)
     return sum(g[0] for g in got), sum(g[1] for g in got), max(g[3] for g in got) - min(g[2] for g in got)
 
 
@@ -722,6 +712,17 @@ def fast_pairs(mixture: Path, data_root: Path, tok_path: Path, total: int, cores
                 f"pipeline {pair[f'pipeline_{threads}_tok_per_s'] / 1e6:.2f}M")
         pairs.append(pair)
     return _summary(runs[cores]), _summary(runs[1]), pairs
+
+
+def _start_together(children: list, barrier, results) -> list:
+    """Start the child processes, release them at once (``barrier``), return what each put in ``results``."""
+    for c in children:
+        c.start()
+    barrier.wait()
+    got = [results.get() for _ in children]
+    for c in children:
+        c.join()
+    return got
 
 
 def _median(values: list[float]) -> float:

@@ -171,7 +171,25 @@ PROBE_TEXT = "\n".join([
 ])
 
 
-class _TiktokenBackend:
+class _PiecesBackend:
+    """A fast backend's shared part: ``encode_one`` over a call's pieces, on ``_pool``'s threads if any."""
+
+    _pool: ThreadPoolExecutor | None
+
+    def encode_one(self, text: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def encode(self, pieces: Sequence[str]) -> list[np.ndarray]:
+        if self._pool is None or len(pieces) < 2:
+            return [self.encode_one(p) for p in pieces]
+        return list(self._pool.map(self.encode_one, pieces))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+
+
+class _TiktokenBackend(_PiecesBackend):
     """Encodes pieces with the fast encoding; `threads` > 1 encodes pieces of a call concurrently."""
 
     name = "tiktoken"
@@ -193,11 +211,3 @@ class _TiktokenBackend:
             return np.array(ranks, dtype=self._dtype)
         return self._id_of_rank[np.array(ranks, dtype=np.int64)]
 
-    def encode(self, pieces: Sequence[str]) -> list[np.ndarray]:
-        if self._pool is None or len(pieces) < 2:
-            return [self.encode_one(p) for p in pieces]
-        return list(self._pool.map(self.encode_one, pieces))
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False)

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from .fast import PROBE_TEXT, _byte_chars, fast_encoder_blocker
+from .fast import PROBE_TEXT, _byte_chars, _PiecesBackend, fast_encoder_blocker
 from .structure import components
 
 # How much of the bundled sample corpora the gate compares at start-up (~0.1 s of `tokenizers`).
@@ -306,7 +306,7 @@ def real_sample(max_bytes: int = SAMPLE_BYTES) -> tuple[str, ...]:
     return tuple(texts)
 
 
-class _GigatokenBackend:
+class _GigatokenBackend(_PiecesBackend):
     """Encodes pieces with gigatoken, one numpy array each; `threads` > 1 encodes pieces concurrently.
 
     `encode` (one text -> uint32 array) is used rather than `encode_batch`: no awkward Array to build
@@ -346,12 +346,3 @@ class _GigatokenBackend:
             text.encode("utf-8")  # raises UnicodeEncodeError if that is the reason
             raise
         return ids.astype(self._dtype, copy=False)
-
-    def encode(self, pieces: Sequence[str]) -> list[np.ndarray]:
-        if self._pool is None or len(pieces) < 2:
-            return [self.encode_one(p) for p in pieces]
-        return list(self._pool.map(self.encode_one, pieces))
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False)
