@@ -9,8 +9,9 @@ tokens (each ends with EOS) in key order. Layout ``samples`` cuts it into entrie
 
 What crosses the shuffle is where a shard's references (24 bytes a copy) sit in a cache part's
 file of references under ``out/_refs`` (``layout.refs_path``), never token arrays nor the references
-themselves: the local runner holds everything it groups in the driver's memory. The folder is
-removed once every shard is written.
+themselves: the local runner holds everything it groups in the driver's memory (``Routed``). For a
+cache on an object store the same file holds, after the references, each shard's documents of the
+part, read from the cache once by the routing step. The folder is removed once every shard is written.
 
 Provenance: beside each shard, ``_provenance/NAME.refs.npy`` holds the shard's copies in stream order
 (``PROVENANCE_DTYPE``: source index, cache part, row, tokens; 14 bytes a copy). The running sum of
@@ -27,7 +28,7 @@ import hashlib
 import io
 import mmap
 import tempfile
-from typing import Iterator, Sequence
+from typing import Iterator, NamedTuple, Sequence
 
 import apache_beam as beam
 import numpy as np
@@ -38,6 +39,7 @@ from .cache import TokenCache
 from .errors import FormatError
 from .hashing import PLACE, decision_keys
 from .layout import (
+    REFS_DIR,
     finished_shard,
     provenance_rel,
     refs_dir,
@@ -128,13 +130,30 @@ class _RouteCopiesFn(beam.DoFn):
             for s in np.unique(shards):
                 out[int(s)].append(refs[shards == s])
         Metrics.counter(f"mix:{name}", "copies").inc(int(copies.sum()))
-        yield from _save_refs(packing, src, part, {s: np.concatenate(chunks) for s, chunks in sorted(out.items())})
+        by_shard = {s: np.concatenate(chunks) for s, chunks in sorted(out.items())}
+        yield from _save_refs(packing, src, part, by_shard, cache.prefix(part))
 
 
-def _save_refs(packing: Packing, src: int, part: int, by_shard: dict[int, np.ndarray]):
+class Routed(NamedTuple):
+    """What the shuffle carries for one (cache part, shard): where the shard's references sit in the
+    part's file under ``out/_refs``, and, for a cache on an object store, where the tokens of the
+    shard's distinct documents of that part sit after them (bytes), else None."""
+
+    path: str
+    first: int  # references: first and count, in REF_DTYPE entries
+    count: int
+    tokens: tuple[int, int] | None = None  # (byte offset, byte count) in the same file
+
+
+def _save_refs(packing: Packing, src: int, part: int, by_shard: dict[int, np.ndarray], prefix: str):
     """Write one cache part's references, shard after shard, to one file beside the output; yield
-    (shard, (path, first, count)) for the shuffle to carry. The local runner holds everything it
-    groups in the driver: references grew it with the input."""
+    (shard, Routed) for the shuffle to carry. The local runner holds everything it groups in the
+    driver: references grew it with the input.
+
+    A cache on an object store: the same file then holds, after the references and shard after
+    shard, the tokens of each shard's distinct documents of this part (``_bundle``), read here once.
+    A writer reading the part itself instead read it (nearly) whole for every shard: bytes grew with
+    shards x caches. Local caches are gathered by the writers straight from their mappings."""
     by_shard = {s: refs for s, refs in by_shard.items() if len(refs)}
     if not by_shard:  # a part none of whose documents is selected: no file (an empty object is no upload on S3)
         return
@@ -142,20 +161,64 @@ def _save_refs(packing: Packing, src: int, part: int, by_shard: dict[int, np.nda
     with atomic_writer(path, "wb") as f:
         for refs in by_shard.values():
             f.write(refs.tobytes())
-    first = 0
+        sizes = _bundle(prefix, by_shard, np.dtype(packing.dtype), f) if storage.is_remote(prefix) else None
+    first, at = 0, sum(len(refs) for refs in by_shard.values()) * REF_DTYPE.itemsize
     for shard, refs in by_shard.items():
-        yield shard, (path, first, len(refs))
+        tokens = None
+        if sizes is not None:
+            tokens, at = (at, sizes[shard]), at + sizes[shard]
+        yield shard, Routed(path, first, len(refs), tokens)
         first += len(refs)
+
+
+def _bundle(prefix: str, by_shard: dict[int, np.ndarray], dtype: np.dtype, f) -> dict[int, int]:
+    """Write each shard's distinct documents of one (remote) cache part, in row order, to ``f``;
+    return each shard's byte count. The part is read once, in runs (``_copy_runs``), to a local file."""
+    rows_of = {s: np.unique(refs["row"]).astype(np.int64) for s, refs in by_shard.items()}
+    rows = np.unique(np.concatenate(list(rows_of.values())))
+    sizes = {}
+    with MMIDXReader(prefix) as reader, tempfile.TemporaryFile(prefix="mixprep-route-") as spill:
+        _check_dtype(reader, dtype)
+        _copy_runs(reader, rows, spill)
+        spill.flush()
+        lengths = reader.sequence_lengths[rows].astype(np.int64)
+        with mmap.mmap(spill.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            data = np.frombuffer(mapped, dtype)
+            starts = np.cumsum(lengths) - lengths
+            for shard, wanted in rows_of.items():
+                at = np.searchsorted(rows, wanted)
+                sizes[shard] = int(lengths[at].sum()) * dtype.itemsize
+                for chunk in _by_tokens(at, lengths):
+                    f.write(_take(data, starts[chunk], lengths[chunk]).tobytes())
+            del data
+    return sizes
+
+
+def _by_tokens(at: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
+    """``at`` (indices into ``lengths``) cut into runs of about ``_RELEASE_EVERY`` tokens."""
+    ends = np.cumsum(lengths[at])
+    if not len(ends):
+        return []
+    return np.split(at, np.searchsorted(ends, np.arange(_RELEASE_EVERY, int(ends[-1]), _RELEASE_EVERY), "right"))
+
+
+def _take(tokens: np.ndarray, begin: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """``tokens[begin[i]:begin[i] + lengths[i]]`` for every i, back to back, in one gather."""
+    within = np.arange(int(lengths.sum()), dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return tokens[np.repeat(begin, lengths) + within]
 
 
 def _load_refs(chunk) -> np.ndarray:
     """A shard's references from one part's file (one ranged read), or _every_shard's empty array."""
     if isinstance(chunk, np.ndarray):
         return chunk
-    path, first, count = chunk
-    with storage.open_read(path) as f:
-        f.seek(first * REF_DTYPE.itemsize)
-        return np.frombuffer(f.read(count * REF_DTYPE.itemsize), REF_DTYPE)
+    size = chunk.count * REF_DTYPE.itemsize
+    return np.frombuffer(b"".join(_range(chunk.path, chunk.first * REF_DTYPE.itemsize, size)), REF_DTYPE)
+
+
+def _check_dtype(reader: MMIDXReader, dtype: np.dtype) -> None:
+    if reader.dtype != dtype:
+        raise FormatError(f"{reader.prefix}: expected {dtype.name} tokens (the mixture's), found {reader.dtype.name}")
 
 
 def _drop_refs(_, packing: Packing) -> None:
@@ -205,17 +268,21 @@ class _WriteShardFn(beam.DoFn):
         if (done := finished_shard(out, name, plan_hash)) is not None:
             yield done  # finished by an earlier run of the same plan
             return
-        chunks = list(chunks)
-        refs = np.concatenate([_load_refs(c) for c in chunks]) if chunks else np.empty(0, REF_DTYPE)
+        loaded = [(c, _load_refs(c)) for c in chunks]
+        refs = np.concatenate([r for _, r in loaded]) if loaded else np.empty(0, REF_DTYPE)
         refs = refs[np.lexsort((refs["row"], refs["part"], refs["source"], refs["key"]))]
+        # (source, part) -> where the routing step put this shard's tokens of a remote cache part
+        bundles = {(int(r["source"][0]), int(r["part"][0])): c for c, r in loaded
+                   if isinstance(c, Routed) and c.tokens is not None and len(r)}
         caches = {s: TokenCache(packing.caches[s]) for s in np.unique(refs["source"]).tolist()}
         storage.make_dirs(out)
         dtype = np.dtype(packing.dtype)
+        pieces = _pieces(refs, caches, dtype, bundles)
         with MMIDXWriter(shard_prefix(out, name), dtype) as writer:
             if packing.layout == "documents":
-                tail = write_documents(_pieces(refs, caches, dtype), writer)
+                tail = write_documents(pieces, writer)
             else:
-                tail = pack_stream(_pieces(refs, caches, dtype), packing.seq_len, writer)
+                tail = pack_stream(pieces, packing.seq_len, writer)
         info = writer.close()
         for c in caches.values():
             c.close()
@@ -285,15 +352,16 @@ _SKIP_BYTES = 4 << 20
 _SPAN_BYTES = 8 << 20  # one read's target size: a read holds < 2 x this + the largest document
 
 
-def _pieces(refs: np.ndarray, caches: dict, dtype: np.dtype) -> Iterator[np.ndarray]:
+def _pieces(refs: np.ndarray, caches: dict, dtype: np.dtype, bundles: dict | None = None) -> Iterator[np.ndarray]:
     """The referenced documents' tokens, in order.
 
     A shard's copies are scattered over every cache part, in key order. Reading them in that order
-    is a request per copy on an object store; instead every part's needed documents are read once,
-    in file order, in runs (``_reads``), into a local spill file, and the stream is cut from it.
+    is a request per copy on an object store; instead every part's needed documents are copied once,
+    in file order, into a local spill file (from the local cache's mapping, or for a remote cache the
+    one range of the part's routed file that holds them: ``bundles``), and the stream is cut from it.
     """
     with tempfile.TemporaryFile(prefix="mixprep-pack-") as spill:
-        offsets = _gather(refs, caches, dtype, spill)
+        offsets = _gather(refs, caches, dtype, spill, bundles or {})
         if not len(refs):
             return
         spill.flush()
@@ -315,7 +383,7 @@ def _cut(lengths: np.ndarray, offsets: np.ndarray, mapped: mmap.mmap, dtype: np.
     del data
 
 
-def _gather(refs: np.ndarray, caches: dict, dtype: np.dtype, spill) -> np.ndarray:
+def _gather(refs: np.ndarray, caches: dict, dtype: np.dtype, spill, bundles: dict) -> np.ndarray:
     """Write every distinct document ``refs`` name to ``spill``, part by part in file order; return
     each reference's token offset in it."""
     order = np.lexsort((refs["row"], refs["part"], refs["source"]))
@@ -329,19 +397,25 @@ def _gather(refs: np.ndarray, caches: dict, dtype: np.dtype, spill) -> np.ndarra
                                  | (docs["part"][1:] != docs["part"][:-1])]) if len(docs) else []
     at = 0
     for i, j in zip(parts, [*parts[1:], len(docs)]):
-        # Open one part at a time: a writer touches every part, and each open index is resident.
-        # Unchecked: every writer checking every part's whole index made the stage's work grow with
-        # shards x documents (the writer's reads stay bounds-checked).
-        with MMIDXReader(caches[int(docs["source"][i])].prefix(int(docs["part"][i])), check=False) as reader:
-            if reader.dtype != dtype:
-                raise FormatError(f"{reader.prefix}: expected {dtype.name} tokens (the mixture's), "
-                                  f"found {reader.dtype.name}")
-            rows = docs["row"][i:j].astype(np.int64)
-            starts[i:j] = at + _token_offsets(reader, rows)
-            if storage.is_remote(reader.prefix):
-                _copy_runs(reader, rows, spill)
-            else:
-                _copy_rows(reader, rows, spill)
+        lengths = docs["n"][i:j].astype(np.int64)
+        starts[i:j] = at + np.cumsum(lengths) - lengths
+        where = (int(docs["source"][i]), int(docs["part"][i]))
+        if where in bundles:
+            _copy_bundle(bundles[where], int(lengths.sum()) * dtype.itemsize, spill)
+        else:
+            # Open one part at a time: a writer touches every part, and each open index is resident.
+            # Unchecked: every writer checking every part's whole index made the stage's work grow with
+            # shards x documents (the writer's reads stay bounds-checked).
+            with MMIDXReader(caches[where[0]].prefix(where[1]), check=False) as reader:
+                _check_dtype(reader, dtype)
+                rows = docs["row"][i:j].astype(np.int64)
+                if not np.array_equal(reader.sequence_lengths[rows], lengths):
+                    raise FormatError(f"{reader.prefix}: document lengths differ from the cache's document "
+                                      "table; rebuild the cache (delete its folder and run again)")
+                if storage.is_remote(reader.prefix):  # no bundle: a cache not on a store when routed
+                    _copy_runs(reader, rows, spill)
+                else:
+                    _copy_rows(reader, rows, spill)
         at = int(starts[j - 1]) + int(docs["n"][j - 1])
     offsets = np.empty(len(refs), dtype=np.int64)
     offsets[order] = starts[np.cumsum(new) - 1]
@@ -365,10 +439,23 @@ def _copy_rows(reader, rows: np.ndarray, spill) -> None:
         spill.write(reader.take(chunk).tobytes())
 
 
-def _token_offsets(reader, rows: np.ndarray) -> np.ndarray:
-    """Where each of ``rows`` (sorted, distinct) starts once they are written back to back."""
-    lengths = reader.sequence_lengths[rows].astype(np.int64)
-    return np.cumsum(lengths) - lengths
+def _copy_bundle(routed: Routed, expected: int, spill) -> None:
+    """A remote part's documents for this shard: the one range of its routed file the routing step
+    wrote them to (``_bundle``), copied ~8 MiB at a time."""
+    offset, size = routed.tokens
+    if size != expected:
+        raise FormatError(f"{routed.path}: {size} token bytes routed, the shard's references need {expected}; "
+                          f"delete the output folder's {REFS_DIR} and run again")
+    for data in _range(routed.path, offset, size):
+        spill.write(data)
+
+
+def _range(path: str, offset: int, size: int) -> Iterator[bytes]:
+    """One range of a routed file; a file cut short (removed or rewritten meanwhile) stops the run."""
+    try:
+        yield from storage.read_range(path, offset, size, _SPAN_BYTES)
+    except EOFError as e:
+        raise FormatError(f"{e}; delete the output folder's {REFS_DIR} and run again") from e
 
 
 def _span_mask(reader, first: int, span_len: int, wanted: np.ndarray) -> np.ndarray:

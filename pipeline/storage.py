@@ -109,6 +109,22 @@ def open_read(path: str) -> BinaryIO:
     return open(path, "rb")
 
 
+def read_range(path: str, offset: int, size: int, chunk: int = 8 << 20) -> Iterator[bytes]:
+    """Bytes ``offset : offset + size`` of a file, ``chunk`` bytes at a time; raises EOFError if the
+    file ends first. Remote files are read past Beam's buffered reader: it fills 16 MiB (S3) at a
+    time, so a small range read through it transferred up to 16 MiB."""
+    end = offset + size
+    with open_read(path) as f:
+        raw = getattr(f, "raw", f) if is_remote(path) else f
+        raw.seek(offset)
+        while size > 0:
+            data = raw.read(min(size, chunk))
+            if not data:
+                raise EOFError(f"{path}: the file ends {size} bytes short of the range [{offset}, {end})")
+            yield data
+            size -= len(data)
+
+
 def open_write(path: str) -> BinaryIO:
     """A new file for writing bytes (remote: an object that appears when closed)."""
     if is_remote(path):

@@ -5,8 +5,9 @@ locally, the pack stage's reads of token files.
     python scripts/pack_reads.py --store s3                          # stage-1 dry run, 200k tokens
     python scripts/pack_reads.py --store local --data-root /tmp/corpus --mixture /tmp/corpus/one.yaml
 
-Prints one JSON line: copies written, GETs of cache token files (.bin) and indexes (.idx), all
-requests, requests per copy, and the pack stage's wall time (the shard writers' time, in-process).
+Prints one JSON line: copies written, GETs and the body bytes read by kind of object (cache token
+files .bin, indexes .idx, "other": the routed files under _refs), all requests, requests and bytes
+read per copy, and the pack stage's wall time (the shard writers' time, in-process).
 Run it from a checkout (it imports that checkout's pipeline): the same script in an older worktree
 measures the code before a change.
 """
@@ -30,10 +31,12 @@ IN_PROCESS = ["--runner=DirectRunner", "--direct_running_mode=in_memory"]
 
 
 class RequestLog:
-    """Every HTTP request botocore sends in this process, by (method, kind of object)."""
+    """Every HTTP request botocore sends in this process, by (method, kind of object), and the body
+    bytes read from each kind's GETs."""
 
     def __init__(self):
         self.counts: collections.Counter = collections.Counter()
+        self.bytes_read: collections.Counter = collections.Counter()
 
     def install(self) -> None:
         import botocore.endpoint
@@ -41,10 +44,26 @@ class RequestLog:
         send, log = botocore.endpoint.Endpoint._send, self
 
         def counted(endpoint, request):
-            log.counts[(request.method, _kind(request.url.split("?")[0]))] += 1
-            return send(endpoint, request)
+            kind = _kind(request.url.split("?")[0])
+            log.counts[(request.method, kind)] += 1
+            response = send(endpoint, request)
+            if request.method == "GET":
+                log.count_body(response.raw, kind)
+            return response
 
         botocore.endpoint.Endpoint._send = counted
+
+    def count_body(self, raw, kind: str) -> None:
+        """Count the body bytes the client consumes: Beam's S3 reader asks for open-ended ranges
+        (``bytes=N-``) and stops reading where it needs no more, so Content-Length overstates."""
+        read, log = raw.read, self
+
+        def counted_read(*args, **kwargs):
+            data = read(*args, **kwargs)
+            log.bytes_read[kind] += len(data or b"")
+            return data
+
+        raw.read = counted_read
 
 
 def _kind(path: str) -> str:
@@ -167,10 +186,11 @@ def measure(args) -> dict:
     gets = {k: v for (m, k), v in requests.counts.items() if m == "GET"}
     row = {"store": args.store, "mixture": os.path.basename(args.mixture), "shards": cfg.num_shards,
            "copies": copies, "pack_seconds": round(timer.seconds, 3), "run_seconds": round(seconds, 3),
-           "requests": sum(requests.counts.values()), "gets": gets,
+           "requests": sum(requests.counts.values()), "gets": gets, "get_bytes": dict(requests.bytes_read),
            "local_item_reads": reads.items, "local_span_reads": reads.spans}
     if copies:
         row["bin_gets_per_copy"] = round(gets.get(".bin", 0) / copies, 4)
+        row["get_bytes_per_copy"] = round(sum(requests.bytes_read.values()) / copies, 1)
         row["reads_per_copy"] = round((reads.items + reads.spans) / copies, 4)
     return row
 

@@ -1,6 +1,8 @@
-"""The pack stage reads each cache part's documents in runs, once per shard: on an object store a
-request per (cache part, shard), not per document copy; and the shards stay what per-copy reads
-wrote."""
+"""The pack stage reads each cache part's documents in runs: locally each shard writer gathers its
+documents from the part's mapping; on an object store the routing step reads each part once and
+writes each shard's documents to one range of the part's routed file, so requests grow with parts x
+shards and bytes with the caches, not with document copies or shards; and the shards stay what
+per-copy reads wrote."""
 
 import collections
 import importlib.util
@@ -13,6 +15,7 @@ from conftest import IN_PROCESS, ROOT, local_digest, s3_digest
 from pipeline import pack
 from pipeline.cache import TokenCache
 from pipeline.config import load_mixture
+from pipeline.errors import FormatError
 from pipeline.layout import REFS_DIR
 from pipeline.mixture import run_mixture
 from pipeline.mmidx import MMIDXReader
@@ -93,23 +96,38 @@ def test_s3_reads_are_per_part_and_shard(corpus, s3_server, tmp_path, monkeypatc
     from pipeline import storage
 
     storage.delete_tree(out)
-    gets = collections.Counter()
+    sizes = _object_sizes(s3_server.endpoint, "mixprep-scale-out", "cache")
+    gets, got = collections.Counter(), collections.Counter()
     send = botocore.endpoint.Endpoint._send
 
     def counted(endpoint, request):
         path = request.url.split("?")[0]
-        if request.method == "GET" and path.endswith(".bin") and "/cache/" in path:
+        response = send(endpoint, request)
+        if request.method == "GET" and path.endswith((".bin", ".idx")) and "/cache/" in path:
             gets[path.rsplit("/", 1)[-1]] += 1
-        return send(endpoint, request)
+            got[path.rsplit("/", 1)[-1]] += int(response.headers.get("content-length", 0))
+        return response
 
     monkeypatch.setattr(botocore.endpoint.Endpoint, "_send", counted)
     remote = run_mixture(cfg(corpus), data, out, cache, options)
     copies = remote["sources"]["refinedweb"]["copies"]
-    assert copies > 5_000 and len(gets) == 1, gets
-    assert all(n <= 3 for n in gets.values()), gets  # one request per (part, shard): 3 shards
+    (name,) = [k for k in sizes if k.endswith(".bin")]
+    index = name[:-4] + ".idx"
+    assert copies > 5_000 and set(gets) == {name, index}, gets
+    # The part is read once, by the routing step, not once per shard (3 shards): a few requests of
+    # one run, and its bytes once (each shard's documents then come from one range of the routed file).
+    assert gets[name] <= 3, gets
+    assert got[name] <= sizes[name] and got[index] == sizes[index], (got, sizes)
     local = run_mixture(cfg(corpus), str(corpus), str(tmp_path / "mix"), str(tmp_path / "cache"), IN_PROCESS)
     assert remote == local
     assert s3_digest(s3_server.endpoint, "mixprep-scale-out", "mix") == local_digest(tmp_path / "mix")
+
+
+def _object_sizes(endpoint, bucket, prefix) -> dict[str, int]:
+    import boto3
+
+    listing = boto3.client("s3", endpoint_url=endpoint).list_objects_v2(Bucket=bucket, Prefix=prefix + "/")
+    return {obj["Key"].rsplit("/", 1)[-1]: obj["Size"] for obj in listing["Contents"]}
 
 
 def test_unchecked_reader_reads_the_same_and_still_refuses_a_torn_bin(tmp_path):
@@ -127,3 +145,78 @@ def test_unchecked_reader_reads_the_same_and_still_refuses_a_torn_bin(tmp_path):
         f.write(b"\0")  # half a token
     with pytest.raises(FormatError, match="whole number"):
         MMIDXReader(prefix, check=False)
+
+
+def _part(tmp_path, lengths):
+    from pipeline.mmidx import write_sequences
+
+    prefix = str(tmp_path / "part")
+    rng = np.random.default_rng(0)
+    write_sequences(prefix, [rng.integers(0, 60000, n).astype(np.uint16) for n in lengths], np.uint16)
+    return prefix
+
+
+def _refs(rows, lengths, part=0):
+    refs = np.zeros(len(rows), pack.REF_DTYPE)
+    refs["row"], refs["part"], refs["n"] = rows, part, np.asarray(lengths)[rows]
+    refs["key"] = np.arange(len(rows))[::-1]
+    return refs
+
+
+def test_a_routed_bundle_holds_each_shards_documents_as_the_part_does(tmp_path):
+    """What the routing step writes for a remote part is, shard by shard, exactly what a writer would
+    gather from the part itself: its distinct documents in row order (a copy may repeat)."""
+    lengths = [3, 0, 7, 2, 5, 1, 4]
+    prefix = _part(tmp_path, lengths)
+    by_shard = {0: _refs([6, 2, 2, 0], lengths), 2: _refs([1, 4, 3, 2], lengths)}
+    with open(tmp_path / "routed", "wb") as f:
+        sizes = pack._bundle(prefix, by_shard, np.dtype(np.uint16), f)
+    data = (tmp_path / "routed").read_bytes()
+    with MMIDXReader(prefix) as reader:
+        at = 0
+        for shard, refs in by_shard.items():
+            expected = reader.take(np.unique(refs["row"]).astype(np.int64)).tobytes()
+            assert sizes[shard] == len(expected) and data[at:at + len(expected)] == expected
+            at += len(expected)
+    assert at == len(data)
+
+
+def test_a_writer_reads_a_bundle_as_it_reads_the_part_and_refuses_a_torn_one(tmp_path):
+    lengths = [3, 0, 7, 2, 5, 1, 4]
+    prefix = _part(tmp_path, lengths)
+    refs = _refs([6, 2, 2, 0, 4], lengths)
+    path = str(tmp_path / "routed")
+    with open(path, "wb") as f:
+        f.write(b"x" * 10)  # references or another shard's tokens before this one's
+        (size,) = pack._bundle(prefix, {1: refs}, np.dtype(np.uint16), f).values()
+
+    class Cache:
+        def prefix(self, part):
+            return prefix
+
+    def stream(bundles):
+        return np.concatenate(list(pack._pieces(refs, {0: Cache()}, np.dtype(np.uint16), bundles)))
+
+    direct = stream({})
+    assert np.array_equal(stream({(0, 0): pack.Routed(path, 0, len(refs), (10, size))}), direct)
+    with MMIDXReader(prefix) as reader:  # the copies in order, one by one
+        assert np.array_equal(direct, np.concatenate([reader[int(r)] for r in refs["row"]]))
+    with pytest.raises(FormatError, match="token bytes routed"):
+        stream({(0, 0): pack.Routed(path, 0, len(refs), (10, size - 2))})
+    with open(path, "r+b") as f:
+        f.truncate(10 + size - 2)  # a routed file cut short
+    with pytest.raises(FormatError, match="short of the range.*_refs"):
+        stream({(0, 0): pack.Routed(path, 0, len(refs), (10, size))})
+
+
+def test_a_writer_refuses_a_part_whose_lengths_are_not_the_document_tables(tmp_path):
+    lengths = [3, 0, 7, 2]
+    prefix = _part(tmp_path, lengths)
+    refs = _refs([2, 0], [3, 0, 6, 2])  # the table says 6 tokens where the part holds 7
+
+    class Cache:
+        def prefix(self, part):
+            return prefix
+
+    with pytest.raises(FormatError, match="document lengths differ"):
+        list(pack._pieces(refs, {0: Cache()}, np.dtype(np.uint16)))
