@@ -144,11 +144,15 @@ def test_both_stages_write_the_local_runners_bytes_over_both_workers(cluster, lo
 
 
 def test_a_worker_killed_while_tokenizing_changes_nothing(cluster, local, tmp_path):
-    """SIGKILL one worker once the first cache part is written: the run ends well, with the same bytes."""
-    cmd = [sys.executable, "-m", "pipeline.cli", "run", "--mixture", os.path.join(ROOT, "mixtures", "stage1.yaml"),
-           "--data-root", SAMPLES, "--out", str(tmp_path / "stage1"), "--cache", str(tmp_path / "cache"),
-           "--total-tokens", "1000000", "--shards", "4", "--tokenizer", TOKENIZER, "--runner=DaskRunner",
-           f"--dask_client_address={cluster['address']}"]
+    """SIGKILL one worker once the first cache part is written: the run ends well, with the same bytes.
+
+    Run as the README says to run on a cluster (`make stage1-mixture RUNNER=DaskRunner
+    DASK_SCHEDULER=...`), in this interpreter's environment (`-o`: make does not rebuild it), so the
+    run is followed by `mixprep verify`."""
+    venv = os.path.dirname(os.path.dirname(sys.executable))
+    cmd = ["make", "-s", "stage1-mixture", f"VENV={venv}", "-o", os.path.join(venv, ".installed"),
+           "RUNNER=DaskRunner", f"DASK_SCHEDULER={cluster['address']}", f"OUT={tmp_path}",
+           f"CACHE={tmp_path / 'cache'}", f"DATA_ROOT={SAMPLES}", f"TOKENIZER={TOKENIZER}"]
     run = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
