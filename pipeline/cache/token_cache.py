@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 
 import pyarrow as pa
@@ -9,6 +10,7 @@ import pyarrow.parquet as pq
 
 from .. import storage
 from ..dedup.content import DEFAULT_NORMALIZATION
+from ..dedup.removed import Removed
 from ..errors import FormatError
 from ..layout import CACHE_MANIFEST, cache_dir, cache_manifest, caches_in, doc_table, is_finished_cache, source_dir
 from ..mmidx import MMIDXReader
@@ -30,6 +32,14 @@ class TokenCache:
             raise FormatError(f"{directory}: no {CACHE_MANIFEST}: not a finished token cache (run `mixprep tokenize`).")
         self.manifest = read_json(path)
         self._readers: dict[int, MMIDXReader] = {}
+        self.removed: Removed | None = None  # documents dedup took out: never candidates (``without``)
+
+    def without(self, removed: Removed | None) -> "TokenCache":
+        """The same cache seen without ``removed``'s documents (duplicates kept in another place): every
+        pass over its document tables (``mix.select.doc_buckets``) leaves them out."""
+        view = copy.copy(self)
+        view._readers, view.removed = {}, removed
+        return view
 
     @classmethod
     def find(cls, cache_root: str, spec: SourceSpec, files: list[SourceFile], tokenizer: LoadedTokenizer,
