@@ -184,6 +184,7 @@ def render_markdown(manifest: dict, histograms: dict[str, dict], plots: dict[str
         lines += ["", f"![Requested vs achieved shares]({plots['shares']})"]
     lines += [""]
     lines += _subsets_section(m)
+    lines += _dedup_section(m)
 
     lines += ["## Length buckets and repetition", "",
               "Per source and document-length bucket (tokens per document, EOS included): what the source has, "
@@ -251,6 +252,27 @@ def render_markdown(manifest: dict, histograms: dict[str, dict], plots: dict[str
     lines += ["", "Which documents each sample holds: `mixprep inspect OUT --sample N`; where a document landed: "
               "`mixprep inspect OUT --doc SOURCE:DOC_ID`.", ""]
     return "\n".join(lines)
+
+
+def _dedup_section(m: dict) -> list[str]:
+    """What exact dedup removed before planning, per source and per source pair (manifest ``dedup``)."""
+    d = m.get("dedup")
+    if not d:
+        return []
+    rows = [(f"`{n}`", f"{s['documents_before']:,}", f"{s['tokens_before']:,}", f"{s['exact']['documents']:,}",
+             f"{s['exact']['tokens']:,}", _pct(s["share_before"]), _pct(s["share_after"]))
+            for n, s in d["sources"].items()]
+    pairs = [(f"`{p['kept']}`", f"`{p['removed']}`", p["kind"], f"{p['documents']:,}", f"{p['tokens']:,}")
+             for p in d["pairs"]] or [("-", "-", "-", "0", "0")]
+    return ["### Duplicates removed", "",
+            f"Exact duplicates across sources (content key, normalization `{d['normalization']}`), removed before "
+            f"the plan: {d['documents_removed']:,} documents, {d['tokens_removed']:,} tokens. The copy kept is the "
+            f"first source's in the priority list ({', '.join(f'`{p}`' for p in d['priority']) or 'none'}; "
+            "unlisted sources after), then the stable doc hash. Shares are of all candidates' tokens; the shares "
+            "above are over what remains.", "",
+            *_table(("source", "documents", "tokens", "removed documents", "removed tokens", "share before",
+                     "share after"), rows, "lrrrrrr"), "",
+            *_table(("kept in", "removed from", "kind", "documents", "tokens"), pairs, "lllrr"), ""]
 
 
 def _subsets_section(m: dict) -> list[str]:
