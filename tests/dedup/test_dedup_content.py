@@ -80,3 +80,25 @@ def test_exact_dedup_finds_every_exact_whitespace_and_unicode_copy_and_nothing_e
         raw_truth.setdefault((d.base, d.kind in ("original", "exact")) if d.kind in ("original", "exact") else i,
                              []).append(i)
     assert groups("raw") == sorted(raw_truth.values())
+
+
+_any_text = st.lists(st.one_of(st.characters(), st.sampled_from(
+    [chr(c) for c in range(0x110000) if chr(c).isspace()] + ["e\u0301", "\u1100\u1161", "\u2000", "\ufb01", "\u00e9",
+                                                           "\ud800"]))).map("".join)
+
+
+@settings(max_examples=fuzz_examples(500), deadline=None)
+@given(st.lists(_any_text, max_size=8), st.sampled_from(["nfc_whitespace", "raw"]))
+def test_the_batch_path_gives_the_reference_keys(texts, normalization):
+    """content_keys works on UTF-8 bytes (the cache's hot path); content_key on str, as documented."""
+    assert key_bytes(content_keys(texts, normalization)) == [content_key(t, normalization) for t in texts]
+
+
+def test_every_whitespace_character_and_the_nfc_shortcut():
+    """The byte path's whitespace set is str.isspace()'s, every code point; and code points below U+0300,
+    which skip the NFC check, are NFC-stable alone and in pairs."""
+    spaces = [chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace()]
+    texts = [f"a{s}b{s}{s}c{s}" for s in spaces]
+    assert key_bytes(content_keys(texts)) == [content_key("a b c")] * len(spaces)
+    low = [chr(c) for c in range(0x300)]
+    assert all(unicodedata.is_normalized("NFC", a + b) for a in low for b in low)
