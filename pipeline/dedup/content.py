@@ -71,31 +71,24 @@ def content_key(text: str, normalization: str = DEFAULT_NORMALIZATION) -> bytes:
     return hashlib.blake2b(data, digest_size=KEY_BYTES, person=_PERSON).digest()
 
 
-# The batch path works on UTF-8 bytes, where C does the work: a byte table maps ASCII whitespace to a
-# space, one regex maps the multi-byte Unicode whitespace (str.isspace's set; a test checks every code
-# point), a regex with a literal prefix collapses runs of spaces. UTF-8 lead bytes never occur inside
-# another character, so byte patterns match whole characters only. Same bytes as ``normalize``.
+# Most texts are normalized as UTF-8 bytes, where C does the work: a byte table maps the ASCII
+# whitespace to spaces, a regex with a literal prefix collapses runs of them (UTF-8 never holds an
+# ASCII byte inside another character). A text holding one of the other Unicode spaces (NBSP, U+2000-
+# U+200A, U+3000, ...: found by one regex scan) takes ``normalize``'s str.split path. Same bytes as
+# ``normalize`` either way; tests check every whitespace code point and fuzzed text.
 _ASCII_SPACES = bytes.maketrans(b"\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f", b" " * 9)
-_WIDE_LEADS = (b"\xc2\x85", b"\xc2\xa0", b"\xe1\x9a\x80", b"\xe2\x80", b"\xe2\x81\x9f", b"\xe3\x80\x80")
-_WIDE_SPACE = re.compile(rb"\xc2[\x85\xa0]|\xe1\x9a\x80|\xe2\x80[\x80-\x8a\xa8\xa9\xaf]|\xe2\x81\x9f|\xe3\x80\x80")
 _SPACE_RUN = re.compile(rb"  +")
-# Code points below U+0300 are all NFC-stable (none decomposes, combines or reorders; checked by a test):
-# deleting their UTF-8 bytes (all < 0xCC) leaves nothing for a text that needs no NFC check.
-_BELOW_U0300 = bytes(range(0xCC))
+_WIDE_SPACE = re.compile("[\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")
 
 
 def _normalized_bytes(text: str) -> bytes:
-    """``normalize(text, "nfc_whitespace")`` as UTF-8, computed on bytes (about 2x faster on ASCII text)."""
-    if text.isascii():
-        data = text.encode("ascii").translate(_ASCII_SPACES)
-    else:
-        data = text.encode("utf-8", "surrogatepass")
-        if data.translate(None, _BELOW_U0300) and not unicodedata.is_normalized("NFC", text):
-            data = unicodedata.normalize("NFC", text).encode("utf-8", "surrogatepass")
-        data = data.translate(_ASCII_SPACES)
-        if any(lead in data for lead in _WIDE_LEADS):
-            data = _WIDE_SPACE.sub(b" ", data)
-    return _SPACE_RUN.sub(b" ", data).strip(b" ")
+    """``normalize(text, "nfc_whitespace")`` as UTF-8 (about 2x faster than it)."""
+    if not text.isascii():
+        if not unicodedata.is_normalized("NFC", text):
+            text = unicodedata.normalize("NFC", text)
+        if _WIDE_SPACE.search(text):
+            return " ".join(text.split()).encode("utf-8", "surrogatepass")
+    return _SPACE_RUN.sub(b" ", text.encode("utf-8", "surrogatepass").translate(_ASCII_SPACES)).strip(b" ")
 
 
 def content_keys(texts: Iterable[str], normalization: str = DEFAULT_NORMALIZATION) -> np.ndarray:
