@@ -26,7 +26,8 @@ from .errors import ConfigError
 from .sources.kinds import KINDS
 from .sources.spec import DatasetRef, SourceSpec
 
-__all__ = ["MixtureConfig", "SourceConfig", "DedupConfig", "LongDocPolicy", "load_mixture", "config_hash", "LAYOUTS"]
+__all__ = ["MixtureConfig", "SourceConfig", "DedupConfig", "NearDedupConfig", "LongDocPolicy", "load_mixture",
+           "config_hash", "LAYOUTS"]
 
 # How the pack stage writes a shard's entries (docs/FORMAT.md, "How trainers make samples of it").
 LAYOUTS = {
@@ -97,6 +98,16 @@ class LongDocPolicy:
 
 
 @dataclasses.dataclass(frozen=True)
+class NearDedupConfig:
+    """Near duplicates: MinHash of token n-grams (from the caches), LSH bands, verified (docs/DEDUP.md)."""
+
+    threshold: float = _help("a pair is a near duplicate when its estimated Jaccard similarity of token n-gram "
+                             "sets is at least this (0 < threshold <= 1); the LSH bands follow from it", 0.8)
+    ngram: int = _help("token n-gram length", 5)
+    num_perm: int = _help("MinHash permutations (values per signature)", 128)
+
+
+@dataclasses.dataclass(frozen=True)
 class DedupConfig:
     """Duplicates across the mixture's sources, removed before planning (docs/DEDUP.md)."""
 
@@ -106,6 +117,8 @@ class DedupConfig:
                                "nfc_whitespace")
     priority: tuple[str, ...] = _help("source names in the order their copy is kept; unlisted sources come after, "
                                       "then the stable doc hash decides", ())
+    near: NearDedupConfig | None = _help("also remove near duplicates (MinHash + LSH over the cached token ids, in "
+                                         "Beam); absent: exact only", None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,6 +184,20 @@ class MixtureConfig:
         return bool(self.dedup and self.dedup.exact)
 
     @property
+    def near_dedup(self) -> bool:
+        return bool(self.dedup and self.dedup.near)
+
+    @property
+    def near_params(self):
+        """The MinHash / LSH parameters of near dedup (``dedup.minhash.params_for``), None when it is off."""
+        if not self.near_dedup:
+            return None
+        from .dedup.minhash import params_for
+
+        near = self.dedup.near
+        return params_for(near.threshold, near.num_perm, near.ngram)
+
+    @property
     def held_out_tokens(self) -> dict[str, int]:
         """{split: tokens} of the held-out splits asked for, in the order their documents are drawn."""
         return {k: v for k, v in (("valid", self.validation_tokens), ("test", self.test_tokens)) if v}
@@ -197,6 +224,8 @@ class MixtureConfig:
         for key in ("validation_tokens", "test_tokens", "dedup"):  # absent when unset: such a mixture hashes as before
             if not d[key]:
                 d.pop(key)
+        if d.get("dedup") and d["dedup"]["near"] is None:  # absent when off: an exact-only config hashes as before
+            d["dedup"].pop("near")
         return d
 
 
@@ -379,6 +408,13 @@ def _check_dedup(cfg: MixtureConfig, path: str) -> None:
             raise ConfigError(f"{path}: 'dedup.priority[{i}]': {name!r} is not a source of this mixture.{hint}")
         if name in d.priority[:i]:
             raise ConfigError(f"{path}: 'dedup.priority[{i}]': {name!r} is listed twice; list each source once.")
+    near = d.near
+    if near is not None:
+        if not 0.0 < near.threshold <= 1.0:
+            raise ConfigError(f"{path}: 'dedup.near.threshold' must be in (0, 1], found {near.threshold}.")
+        for key in ("ngram", "num_perm"):
+            if getattr(near, key) < 1:
+                raise ConfigError(f"{path}: 'dedup.near.{key}' must be a positive integer, found {getattr(near, key)}.")
 
 
 def _check_dataset(s: SourceConfig, path: str, where: str) -> None:

@@ -308,8 +308,9 @@ def inspect_doc(out: str, query: str, cache_root: str) -> str:
         if not copies:
             dup = duplicate_of(out, source, part, row)
             if dup is not None:
-                return (head + f" (dropped as an exact duplicate of {dup['kept_source']}:{dup['kept_doc_id']}, "
-                        f"cache part {dup['kept_part']}, row {dup['kept_row']}: exact dedup kept that copy)")
+                kind = f"an {dup['kind']}" if dup["kind"] == "exact" else f"a {dup['kind']}"
+                return (head + f" (dropped as {kind} duplicate of {dup['kept_source']}:{dup['kept_doc_id']}, "
+                        f"cache part {dup['kept_part']}, row {dup['kept_row']}: dedup kept that copy)")
             return head + " (the selection did not take it)"
         lines = [head + ":"]
         for c, copy in enumerate(copies, 1):

@@ -160,6 +160,7 @@ def reader_mark(directory: str, run: str) -> str:
 MANIFEST = "manifest.json"  # written last: its presence means the folder is complete
 PLAN_FILE = "_plan.json"  # the plan step's note of a one-pipeline run: plan hash, tokens, selections
 DEDUP_FILE = "dedup-removed.parquet"  # the documents dedup removed and the ones kept in their place (mix/dedup.py)
+NEAR_PAIRS_FILE = "_near-pairs.json"  # the near-dedup job's verified pairs, read by the driver and removed
 SHARDS_DIR = "_shards"
 PROVENANCE_DIR = "_provenance"
 REFS_DIR = "_refs"  # routed references, a file per cache part, removed once every shard is written
@@ -188,6 +189,10 @@ def plan_path(out: str) -> str:
 
 def dedup_path(out: str) -> str:
     return storage.join(out, DEDUP_FILE)
+
+
+def near_pairs_path(out: str) -> str:
+    return storage.join(out, NEAR_PAIRS_FILE)
 
 
 def shard_name(mixture: str, index: int, count: int) -> str:

@@ -212,7 +212,12 @@ def test_dedup_is_off_without_its_section_and_the_config_hashes_as_before(tmp_pa
     assert on.to_dict()["dedup"] == {"exact": True, "normalization": "nfc_whitespace", "priority": ["b"]}
     assert config_hash(on) != config_hash(cfg)
     off = load_mixture(write(tmp_path, BASE + "dedup: {exact: false, normalization: raw}\n", "off.yaml"))
-    assert not off.exact_dedup and off.normalization == "raw"
+    assert not off.exact_dedup and off.normalization == "raw" and not off.near_dedup and off.near_params is None
+    near = load_mixture(write(tmp_path, BASE + "dedup: {near: {threshold: 0.7}}\n", "near.yaml"))
+    assert near.near_dedup and near.exact_dedup
+    p = near.near_params
+    assert (p.threshold, p.bands, p.rows, p.ngram, p.num_perm) == (0.7, 32, 4, 5, 128)  # params_for(0.7)
+    assert near.to_dict()["dedup"]["near"] == {"threshold": 0.7, "ngram": 5, "num_perm": 128}
 
 
 def test_both_stages_deduplicate_curated_sources_first():
@@ -229,6 +234,9 @@ def test_both_stages_deduplicate_curated_sources_first():
     ("dedup: {exact: yes please}\n", ["dedup.exact", "true or false"]),
     ("dedup: {exakt: true}\n", ["dedup.exakt", "Did you mean 'exact'"]),
     ("dedup: [a]\n", ["dedup", "mapping"]),
+    ("dedup: {near: {threshold: 1.5}}\n", ["dedup.near.threshold", "(0, 1]"]),
+    ("dedup: {near: {ngram: 0}}\n", ["dedup.near.ngram", "positive"]),
+    ("dedup: {near: {treshold: 0.7}}\n", ["dedup.near.treshold", "Did you mean 'threshold'"]),
 ])
 def test_dedup_mistakes_name_the_key(tmp_path, body, words):
     with pytest.raises(ConfigError) as e:

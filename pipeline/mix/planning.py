@@ -60,14 +60,16 @@ class Planned(NamedTuple):
 
 
 def plan_mixture(cfg: MixtureConfig, tokenizer: TokenizerInfo, caches: dict[str, TokenCache], rules: Rules, out: str,
-                 candidates: Candidates | None = None, config_sha: str | None = None) -> Planned:
-    """Decide the plan: held-out splits' documents, then training's plan and selections.
+                 candidates: Candidates | None = None, config_sha: str | None = None,
+                 near: list | None = None) -> Planned:
+    """Decide the plan: duplicates out, then held-out splits' documents, then training's plan and selections.
 
     ``candidates``: when known already (else a pass over every document table); ``config_sha``:
-    ``config_hash(cfg)`` when computed elsewhere (a worker has no local path to the tokenizer).
+    ``config_hash(cfg)`` when computed elsewhere (a worker has no local path to the tokenizer);
+    ``near``: the near-duplicate pairs (``mix/near.py``) when the config asks for near dedup.
     """
     # Duplicates out first: from here on, every count, plan, selection and pack sees only what remains.
-    caches, dedup = deduplicated(cfg, caches, rules)
+    caches, dedup = deduplicated(cfg, caches, rules, near)
     if dedup is not None or candidates is None:
         candidates = candidates_of(caches, cfg.bucket_bounds, rules)
     held_out = select_held_out(cfg, caches, rules, candidates, available(rules, candidates)) \
@@ -90,7 +92,10 @@ def plan_from_note(cfg: MixtureConfig, tokenizer: TokenizerInfo, caches: dict[st
                 for split in SPLIT_FOLDERS if split in noted}
     candidates = {n: (list(t), list(d)) for n, (t, d) in note["candidates"].items()}
     # The removals are resolved again (one pass over the key columns; the note stays small): the plan
-    # hash covers them, so the check below also says the plan step removed the same documents.
+    # hash covers them, so the check below also says the plan step removed the same documents. (Near
+    # dedup needs its own Beam job before the plan: such runs plan on the driver, never from a note.)
+    if cfg.near_dedup:
+        raise RuntimeError(f"{where}: a plan with near dedup is made on the driver, not from a note (a bug)")
     caches, dedup = deduplicated(cfg, caches, rules)
     planned = _assemble(cfg, tokenizer, caches, rules, out, candidates, held_out, selections, dedup=dedup)
     if planned.packing.plan_hash != note["plan_hash"]:

@@ -188,8 +188,9 @@ def build_manifest(
     }
 
 
-DEDUP_NOTE = ("exact duplicates removed across sources before planning: documents grouped by content key "
-              "(normalization as named), one kept per key by the priority list, then the stable doc hash. Per "
+DEDUP_NOTE = ("duplicates removed across sources before planning: documents grouped by content key "
+              "(normalization as named) and, with near, joined by verified MinHash pairs into clusters (connected "
+              "components); one kept per cluster by the priority list, then the stable doc hash. Per "
               "source, before/after count its candidates (a sampled source's: what was tokenized of it); "
               "share_before/share_after are its share of all candidates' tokens; the plan's available figures and "
               "shares are over what remains. pairs: per (source of the copy kept, source of the copy removed).")

@@ -259,19 +259,24 @@ def _dedup_section(m: dict) -> list[str]:
     d = m.get("dedup")
     if not d:
         return []
-    rows = [(f"`{n}`", f"{s['documents_before']:,}", f"{s['tokens_before']:,}", f"{s['exact']['documents']:,}",
-             f"{s['exact']['tokens']:,}", _pct(s["share_before"]), _pct(s["share_after"]))
-            for n, s in d["sources"].items()]
+    kinds = ["exact"] + (["near"] if d.get("near") else [])
+    rows = [(f"`{n}`", f"{s['documents_before']:,}", f"{s['tokens_before']:,}",
+             *(f"{s[k]['documents']:,} / {s[k]['tokens']:,}" for k in kinds), _pct(s["share_before"]),
+             _pct(s["share_after"])) for n, s in d["sources"].items()]
+    near = d.get("near")
+    near_note = (f" Near duplicates: MinHash of token {near['ngram']}-grams, {near['bands']} bands x {near['rows']} "
+                 f"rows, pairs verified at an estimated Jaccard of {near['threshold']:g}; a cluster is a connected "
+                 "component of exact and near pairs.") if near else ""
     pairs = [(f"`{p['kept']}`", f"`{p['removed']}`", p["kind"], f"{p['documents']:,}", f"{p['tokens']:,}")
              for p in d["pairs"]] or [("-", "-", "-", "0", "0")]
     return ["### Duplicates removed", "",
-            f"Exact duplicates across sources (content key, normalization `{d['normalization']}`), removed before "
+            f"Duplicates across sources (content key, normalization `{d['normalization']}`), removed before "
             f"the plan: {d['documents_removed']:,} documents, {d['tokens_removed']:,} tokens. The copy kept is the "
             f"first source's in the priority list ({', '.join(f'`{p}`' for p in d['priority']) or 'none'}; "
             "unlisted sources after), then the stable doc hash. Shares are of all candidates' tokens; the shares "
-            "above are over what remains.", "",
-            *_table(("source", "documents", "tokens", "removed documents", "removed tokens", "share before",
-                     "share after"), rows, "lrrrrrr"), "",
+            f"above are over what remains.{near_note}", "",
+            *_table(("source", "documents", "tokens", *(f"{k} removed (documents / tokens)" for k in kinds),
+                     "share before", "share after"), rows, "lrr" + "r" * len(kinds) + "rr"), "",
             *_table(("kept in", "removed from", "kind", "documents", "tokens"), pairs, "lllrr"), ""]
 
 

@@ -57,3 +57,16 @@ def test_removed_rows_per_part():
     assert r.mask(0, 6).tolist() == [False] * 4 + [True, False]
     again = pickle.loads(pickle.dumps(r))
     assert again == r and hash(again) == hash(r) and again != Removed(np.array([0]), np.array([4]))
+
+
+def test_near_pairs_join_clusters_with_exact_ones():
+    """A~B near, B==C exact, D==E exact: one cluster {A, B, C}, A kept (its source is the priority), and
+    one {D, E}; a removal is "exact" only when its content key is the kept document's (B and C: near of A)."""
+    a = {"src": np.array([1, 0, 0, 2, 2], np.uint16), "part": np.zeros(5, np.uint32),
+         "row": np.arange(5, dtype=np.uint32), "hash": np.array([5, 4, 3, 2, 1], np.uint64),
+         "hi": np.array([1, 2, 2, 9, 9], np.uint64), "lo": np.zeros(5, np.uint64), "n": np.full(5, 10, np.int64)}
+    got = _resolve(a, NAMES, ("books",), exact=True, near=np.array([[0, 1]]))
+    rows = list(zip(got["removed_row"].tolist(), got["kept_row"].tolist(), got["kind"].tolist()))
+    assert rows == [(1, 0, 2), (2, 0, 2), (3, 4, 1)]  # books' A kept, B and C near of it; D exact of E (smaller hash)
+    only_near = _resolve(a, NAMES, ("books",), exact=False, near=np.array([[0, 1]]))
+    assert list(zip(only_near["removed_row"].tolist(), only_near["kind"].tolist())) == [(1, 2)]
