@@ -3,7 +3,8 @@
     planned = plan_mixture(cfg, tokenizer, caches, rules, out)
 
 Pure arithmetic on the caches' document tables, deterministic, so the driver and a pipeline's plan
-step (``one_pipeline``) get the same answer. Held-out splits draw their documents first
+step (``one_pipeline``) get the same answer. Duplicates go first (``mix/dedup.py``): the caches are
+then seen without them, by every step below. Held-out splits draw their documents first
 (held_out.py); training plans (plan.py) and selects (select.py) among what they left. The decision
 (candidates, held-out and training selections) is all a ``Planned`` needs besides the config and
 caches: ``Planned.note`` writes it, ``plan_from_note`` builds the same plan from it without passes
@@ -46,7 +47,7 @@ class Planned(NamedTuple):
     packing: Packing  # training's
     held_out: HeldOut  # {split: {source: selections}}, empty without held-out splits
     splits: dict[str, Packing]  # each held-out split's
-    dedup: Dedup | None = None  # the exact duplicates removed before planning (mix/dedup.py), None: off
+    dedup: Dedup | None = None  # the duplicates removed before planning (mix/dedup.py), None: off
 
     def note(self) -> dict:
         """The decision, as JSON: with the config and caches, ``plan_from_note`` makes this plan again."""
