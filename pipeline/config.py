@@ -21,11 +21,13 @@ from typing import Any
 import yaml
 
 from .bundled import SMALL_TOKENIZER, small_tokenizer_path
+from .dedup.content import NORMALIZATIONS
 from .errors import ConfigError
 from .sources.kinds import KINDS
 from .sources.spec import DatasetRef, SourceSpec
 
-__all__ = ["MixtureConfig", "SourceConfig", "LongDocPolicy", "load_mixture", "config_hash", "LAYOUTS"]
+__all__ = ["MixtureConfig", "SourceConfig", "DedupConfig", "NearDedupConfig", "LongDocPolicy", "load_mixture",
+           "config_hash", "LAYOUTS"]
 
 # How the pack stage writes a shard's entries (docs/FORMAT.md, "How trainers make samples of it").
 LAYOUTS = {
@@ -96,6 +98,30 @@ class LongDocPolicy:
 
 
 @dataclasses.dataclass(frozen=True)
+class NearDedupConfig:
+    """Near duplicates: MinHash of token n-grams (from the caches), LSH bands, verified (docs/DEDUP.md)."""
+
+    threshold: float = _help("a pair is a near duplicate when its estimated Jaccard similarity of token n-gram "
+                             "sets is at least this (0 < threshold <= 1); the LSH bands follow from it", 0.8)
+    ngram: int = _help("token n-gram length", 5)
+    num_perm: int = _help("MinHash permutations (values per signature)", 128)
+
+
+@dataclasses.dataclass(frozen=True)
+class DedupConfig:
+    """Duplicates across the mixture's sources, removed before planning (docs/DEDUP.md)."""
+
+    exact: bool = _help("remove exact duplicates (same content key) across all sources before the plan", True)
+    normalization: str = _help("what the content key hashes: nfc_whitespace (Unicode NFC, whitespace runs as one "
+                               "space, stripped) or raw (the text's bytes); part of the token caches' fingerprint",
+                               "nfc_whitespace")
+    priority: tuple[str, ...] = _help("source names in the order their copy is kept; unlisted sources come after, "
+                                      "then the stable doc hash decides", ())
+    near: NearDedupConfig | None = _help("also remove near duplicates (MinHash + LSH over the cached token ids, in "
+                                         "Beam); absent: exact only", None)
+
+
+@dataclasses.dataclass(frozen=True)
 class MixtureConfig:
     """A whole mixture: how many tokens, cut how, from which sources in which shares."""
 
@@ -119,6 +145,7 @@ class MixtureConfig:
     tokenize_whole: bool = _help(
         "tokenize every source whole, even one that holds 4x or more of what this mixture takes from it "
         "(by default only a sample of such a source is tokenized; whole caches serve later, larger mixtures)", False)
+    dedup: DedupConfig | None = _help("deduplication across sources before planning (off when absent)", None)
     description: str = _help("free text", "")
     origin: str = _help("the file this config was loaded from (not part of the config itself)", "")
     named_tokenizer: str = _help("the tokenizer the file names, when an override replaced it (set by mixprep)", "")
@@ -148,6 +175,29 @@ class MixtureConfig:
         return tuple(sorted(bounds))
 
     @property
+    def normalization(self) -> str:
+        """The content keys' normalization the token caches hold (the default without a dedup section)."""
+        return self.dedup.normalization if self.dedup else "nfc_whitespace"
+
+    @property
+    def exact_dedup(self) -> bool:
+        return bool(self.dedup and self.dedup.exact)
+
+    @property
+    def near_dedup(self) -> bool:
+        return bool(self.dedup and self.dedup.near)
+
+    @property
+    def near_params(self):
+        """The MinHash / LSH parameters of near dedup (``dedup.minhash.params_for``), None when it is off."""
+        if not self.near_dedup:
+            return None
+        from .dedup.minhash import params_for
+
+        near = self.dedup.near
+        return params_for(near.threshold, near.num_perm, near.ngram)
+
+    @property
     def held_out_tokens(self) -> dict[str, int]:
         """{split: tokens} of the held-out splits asked for, in the order their documents are drawn."""
         return {k: v for k, v in (("valid", self.validation_tokens), ("test", self.test_tokens)) if v}
@@ -171,9 +221,11 @@ class MixtureConfig:
         d = _to_jsonable(dataclasses.asdict(self))
         d.pop("origin")
         d.pop("named_tokenizer")
-        for key in ("validation_tokens", "test_tokens"):  # absent when 0: a mixture without them hashes as before
+        for key in ("validation_tokens", "test_tokens", "dedup"):  # absent when unset: such a mixture hashes as before
             if not d[key]:
                 d.pop(key)
+        if d.get("dedup") and d["dedup"]["near"] is None:  # absent when off: an exact-only config hashes as before
+            d["dedup"].pop("near")
         return d
 
 
@@ -331,12 +383,38 @@ def _check(cfg: MixtureConfig, path: str) -> None:
                           f"they sum to {total:.6g} ({listing}).")
     if any(b <= 0 for b in cfg.length_buckets):
         raise ConfigError(f"{path}: 'length_buckets' bounds must be positive token counts.")
+    _check_dedup(cfg, path)
     p = cfg.long_documents
     if p is not None:
         if p.threshold <= 0 or p.factor <= 0 or not 0 < p.cap <= 1:
             raise ConfigError(f"{path}: 'long_documents' needs threshold > 0, factor > 0 and 0 < cap <= 1.")
         if p.fraction is not None and not 0 <= p.fraction <= 1:
             raise ConfigError(f"{path}: 'long_documents.fraction' must be between 0 and 1.")
+
+
+def _check_dedup(cfg: MixtureConfig, path: str) -> None:
+    """The dedup section names a known normalization and only the mixture's own sources, once each."""
+    d = cfg.dedup
+    if d is None:
+        return
+    if d.normalization not in NORMALIZATIONS:
+        raise ConfigError(f"{path}: 'dedup.normalization' must be one of {', '.join(NORMALIZATIONS)}, "
+                          f"found {d.normalization!r}.")
+    names = [s.name for s in cfg.sources]
+    for i, name in enumerate(d.priority):
+        if name not in names:
+            near = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
+            hint = f" Did you mean {near[0]!r}?" if near else f" The mixture's sources: {', '.join(names)}."
+            raise ConfigError(f"{path}: 'dedup.priority[{i}]': {name!r} is not a source of this mixture.{hint}")
+        if name in d.priority[:i]:
+            raise ConfigError(f"{path}: 'dedup.priority[{i}]': {name!r} is listed twice; list each source once.")
+    near = d.near
+    if near is not None:
+        if not 0.0 < near.threshold <= 1.0:
+            raise ConfigError(f"{path}: 'dedup.near.threshold' must be in (0, 1], found {near.threshold}.")
+        for key in ("ngram", "num_perm"):
+            if getattr(near, key) < 1:
+                raise ConfigError(f"{path}: 'dedup.near.{key}' must be a positive integer, found {getattr(near, key)}.")
 
 
 def _check_dataset(s: SourceConfig, path: str, where: str) -> None:

@@ -17,6 +17,8 @@ import io
 import os
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from . import storage
 from .cache import TokenCache
@@ -25,6 +27,7 @@ from .layout import (
     MANIFEST,
     TOKENIZER_FILE,
     cache_dir,
+    dedup_path,
     is_finished_cache,
     manifest_path,
     provenance_rel,
@@ -271,6 +274,19 @@ def _find_doc(cache: TokenCache, doc_id: str) -> tuple[int, int, dict] | None:
     return None
 
 
+def duplicate_of(out: str, source: str, part: int, row: int) -> dict | None:
+    """The row of the mixture's removals (``layout.DEDUP_FILE``) for a removed document, or None."""
+    path = dedup_path(out)
+    if not storage.exists(path):
+        return None
+    with storage.open_read(path) as f:
+        table = pq.read_table(pa.BufferReader(f.read()))
+    hit = np.flatnonzero((np.asarray(table.column("removed_source").to_pylist(), dtype=object) == source)
+                         & (table.column("removed_part").to_numpy() == part)
+                         & (table.column("removed_row").to_numpy() == row))
+    return table.slice(int(hit[0]), 1).to_pylist()[0] if len(hit) else None
+
+
 def inspect_doc(out: str, query: str, cache_root: str) -> str:
     """Where every copy of ``SOURCE:DOC_ID`` landed, as text."""
     if ":" not in query:
@@ -290,6 +306,11 @@ def inspect_doc(out: str, query: str, cache_root: str) -> str:
         head = (f"{source}:{doc_id}: {d['n_tokens']:,} tokens, subset {d['subset'] or '-'} (cache part {part}, row "
                 f"{row}); {len(copies)} cop{'y' if len(copies) == 1 else 'ies'} in {prov.manifest['name']}")
         if not copies:
+            dup = duplicate_of(out, source, part, row)
+            if dup is not None:
+                kind = f"an {dup['kind']}" if dup["kind"] == "exact" else f"a {dup['kind']}"
+                return (head + f" (dropped as {kind} duplicate of {dup['kept_source']}:{dup['kept_doc_id']}, "
+                        f"cache part {dup['kept_part']}, row {dup['kept_row']}: dedup kept that copy)")
             return head + " (the selection did not take it)"
         lines = [head + ":"]
         for c, copy in enumerate(copies, 1):

@@ -159,6 +159,8 @@ def reader_mark(directory: str, run: str) -> str:
 
 MANIFEST = "manifest.json"  # written last: its presence means the folder is complete
 PLAN_FILE = "_plan.json"  # the plan step's note of a one-pipeline run: plan hash, tokens, selections
+DEDUP_FILE = "dedup-removed.parquet"  # the documents dedup removed and the ones kept in their place (mix/dedup.py)
+NEAR_PAIRS_FILE = "_near-pairs.json"  # the near-dedup job's verified pairs, read by the driver and removed
 SHARDS_DIR = "_shards"
 PROVENANCE_DIR = "_provenance"
 REFS_DIR = "_refs"  # routed references, a file per cache part, removed once every shard is written
@@ -183,6 +185,14 @@ def manifest_path(folder: str) -> str:
 
 def plan_path(out: str) -> str:
     return storage.join(out, PLAN_FILE)
+
+
+def dedup_path(out: str) -> str:
+    return storage.join(out, DEDUP_FILE)
+
+
+def near_pairs_path(out: str) -> str:
+    return storage.join(out, NEAR_PAIRS_FILE)
 
 
 def shard_name(mixture: str, index: int, count: int) -> str:
@@ -311,6 +321,7 @@ def prepare_output(out: str, name: str, count: int) -> None:
     storage.make_dirs(out)
     remove_stale_shards(out, name, count)
     storage.delete(plan_path(out))
+    storage.delete(dedup_path(out))  # an earlier run's removals: this run writes its own, or none
 
 
 def prepare_splits(out: str, name: str, counts: dict[str, int]) -> None:

@@ -9,8 +9,9 @@ Each step is one module, read here in the data's order:
   than the mixture needs that only a sample of them is tokenized;
 - ``cache.tokenizing.find_caches``: the token caches on disk that serve the sources (map-only: read,
   tokenize, write a cache part per input file, for the ones missing);
-- ``mix.planning.plan_mixture``: pure arithmetic on the caches' document tables, so an impossible
-  request fails before the shards are touched;
+- ``mix.near.near_pairs``: with near dedup, a Beam job finding near-duplicate pairs in the caches;
+- ``mix.planning.plan_mixture``: duplicates out (``mix.dedup``), then pure arithmetic on the caches'
+  document tables, so an impossible request fails before the shards are touched;
 - ``pack.PackShards``: routes the selected documents' references, groups them by shard and writes
   the shards; ``outputs.finish.finish``: the manifests, trainer files and report.
 
@@ -29,6 +30,7 @@ from .cache import Readers
 from .cache.tokenizing import find_caches
 from .config import MixtureConfig
 from .layout import prepare_output, prepare_splits
+from .mix.near import near_pairs
 from .mix.planning import Planned, plan_mixture
 from .one_pipeline import tokenize_plan_pack
 from .outputs.finish import finish
@@ -48,11 +50,12 @@ def run_mixture(cfg: MixtureConfig, data_root: str, out: str, cache_root: str, b
         run = Run.start(cfg, data_root, cache_root, out, beam_args, progress, readers)
         rules = sample_rules(cfg, run.files, run.tokenizer)
         found, missing = find_caches(run, rules)
-        if missing and run.one_job and not any(rules.values()):
+        if missing and run.one_job and not any(rules.values()) and not cfg.near_dedup:
             planned = tokenize_plan_pack(run, found, missing, prepare_outputs)
         else:
             caches, rules, candidates = tokenize_samples(run, rules, found, missing)
-            planned = plan_mixture(cfg, run.tokenizer, caches, rules, out, candidates)
+            near = near_pairs(run, caches, rules) if cfg.near_dedup else None  # a Beam job of its own
+            planned = plan_mixture(cfg, run.tokenizer, caches, rules, out, candidates, near=near)
             _pack(run, planned)
         return finish(run, planned)
 

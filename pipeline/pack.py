@@ -91,6 +91,11 @@ class Packing:
     out_dir: str
     plan_hash: str
     layout: str = "samples"  # config.LAYOUTS
+    removed: tuple = ()  # per source: the documents dedup removed (dedup.removed.Removed) or None; () for none
+
+    def cache(self, src: int) -> TokenCache:
+        """Source ``src``'s cache, opened and seen without the documents dedup removed."""
+        return TokenCache(self.caches[src]).without(self.removed[src] if self.removed else None)
 
     def work(self) -> list[tuple[int, int]]:
         """(source index, cache part) of every cache part."""
@@ -113,7 +118,7 @@ class _RouteCopiesFn(beam.DoFn):
 
     def process(self, element: tuple[int, int], packing: Packing):
         if self._opened[0] != packing.plan_hash:  # each cache.json read once per worker
-            self._opened = (packing.plan_hash, [TokenCache(d) for d in packing.caches])
+            self._opened = (packing.plan_hash, [packing.cache(s) for s in range(len(packing.caches))])
         src, part = element
         name, seed = packing.sources[src], packing.seed
         cache = self._opened[1][src]

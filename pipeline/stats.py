@@ -87,7 +87,7 @@ def source_stats(cfg: MixtureConfig, data_root: str, cache_root: str, sample_fil
     out, listed = [], {}
     for s in cfg.sources:
         files = listed[s.name] = list_source_files(s.spec, data_root)
-        cache = TokenCache.find(cache_root, s.spec, files, tokenizer)
+        cache = TokenCache.find(cache_root, s.spec, files, tokenizer, None, cfg.normalization)
         counts = _exact(cache, bounds) if cache else estimate_source(
             s.spec, files, tokenizer, bounds, sample_files, sample_docs)
         out.append(SourceStats(name=s.name, weight=s.weight, max_repetition=s.max_repetition, files=len(files),
@@ -109,7 +109,7 @@ def _what_a_run_tokenizes(cfg: MixtureConfig, stats: Sequence[SourceStats], file
         if s.weight <= 0:
             continue
         st, rule = by_name[s.name], rules[s.name]
-        if TokenCache.find(cache_root, s.spec, files[s.name], tokenizer, rule):
+        if TokenCache.find(cache_root, s.spec, files[s.name], tokenizer, rule, cfg.normalization):
             st.tokenizes, st.tokenizes_tokens = "cached", 0
         elif rule is None:
             st.tokenizes, st.tokenizes_tokens = "whole", st.tokens

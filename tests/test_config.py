@@ -199,3 +199,47 @@ def test_fuzz_arbitrary_bytes_load_or_raise_config_error(tmp_path, data):
     path.write_bytes(data)
     with pytest.raises(ConfigError):
         load_mixture(str(path))
+
+
+def test_dedup_is_off_without_its_section_and_the_config_hashes_as_before(tmp_path):
+    from pipeline.config import config_hash
+
+    cfg = load_mixture(write(tmp_path, BASE))
+    assert cfg.dedup is None and not cfg.exact_dedup and cfg.normalization == "nfc_whitespace"
+    assert "dedup" not in cfg.to_dict()
+    on = load_mixture(write(tmp_path, BASE + "dedup: {priority: [b]}\n", "on.yaml"))
+    assert on.exact_dedup and on.dedup.priority == ("b",) and on.dedup.normalization == "nfc_whitespace"
+    assert on.to_dict()["dedup"] == {"exact": True, "normalization": "nfc_whitespace", "priority": ["b"]}
+    assert config_hash(on) != config_hash(cfg)
+    off = load_mixture(write(tmp_path, BASE + "dedup: {exact: false, normalization: raw}\n", "off.yaml"))
+    assert not off.exact_dedup and off.normalization == "raw" and not off.near_dedup and off.near_params is None
+    near = load_mixture(write(tmp_path, BASE + "dedup: {near: {threshold: 0.7}}\n", "near.yaml"))
+    assert near.near_dedup and near.exact_dedup
+    p = near.near_params
+    assert (p.threshold, p.bands, p.rows, p.ngram, p.num_perm) == (0.7, 32, 4, 5, 128)  # params_for(0.7)
+    assert near.to_dict()["dedup"]["near"] == {"threshold": 0.7, "ngram": 5, "num_perm": 128}
+
+
+def test_both_stages_deduplicate_curated_sources_first():
+    for path in (STAGE1, STAGE2):
+        cfg = load_mixture(path, {"tokenizer": TOKENIZER})
+        assert cfg.exact_dedup and cfg.dedup.normalization == "nfc_whitespace"
+        assert cfg.dedup.priority[-2:] == ("c4", "refinedweb")
+
+
+@pytest.mark.parametrize("body,words", [
+    ("dedup: {normalization: nfkc}\n", ["dedup.normalization", "nfc_whitespace", "raw", "nfkc"]),
+    ("dedup: {priority: [a, pilee]}\n", ["dedup.priority[1]", "pilee", "not a source"]),
+    ("dedup: {priority: [a, b, a]}\n", ["dedup.priority[2]", "listed twice"]),
+    ("dedup: {exact: yes please}\n", ["dedup.exact", "true or false"]),
+    ("dedup: {exakt: true}\n", ["dedup.exakt", "Did you mean 'exact'"]),
+    ("dedup: [a]\n", ["dedup", "mapping"]),
+    ("dedup: {near: {threshold: 1.5}}\n", ["dedup.near.threshold", "(0, 1]"]),
+    ("dedup: {near: {ngram: 0}}\n", ["dedup.near.ngram", "positive"]),
+    ("dedup: {near: {treshold: 0.7}}\n", ["dedup.near.treshold", "Did you mean 'threshold'"]),
+])
+def test_dedup_mistakes_name_the_key(tmp_path, body, words):
+    with pytest.raises(ConfigError) as e:
+        load_mixture(write(tmp_path, BASE + body))
+    for w in words:
+        assert w in str(e.value), (w, str(e.value))

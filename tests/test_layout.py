@@ -167,8 +167,9 @@ def test_a_run_writes_exactly_the_names_layout_gives(runs):
     assert [s["prefix"] for s in m["shards"]] == shards
     expected = {layout.MANIFEST, layout.TOKENIZER_FILE, layout.NEOX_FILE, layout.ARGS_FILE, layout.ARGS_JSON,
                 layout.REPORT_FILE, layout.REPORT_DIR, layout.SHARDS_DIR, layout.PROVENANCE_DIR}
+    expected |= {layout.DEDUP_FILE} if m["config"].get("dedup") else set()  # stage 1 removes exact duplicates
     expected |= {os.path.basename(p) for s in shards for p in layout.shard_files(out, s)}
-    assert set(os.listdir(out)) == expected  # no _refs, no _plan.json, no temporaries left
+    assert set(os.listdir(out)) == expected  # no _refs, no _plan.json, no _near-pairs.json, no temporaries left
     assert [r["name"] for r in layout.written_shards(out, m["name"], len(shards), m["plan_hash"])] == shards
     for name, s in m["sources"].items():
         directory = layout.cache_dir(runs["cache"], name, s["cache_fingerprint"])

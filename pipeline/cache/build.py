@@ -17,6 +17,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import DirectOptions
 
 from ..crashpoints import crash_point
+from ..dedup.content import DEFAULT_NORMALIZATION, content_keys
 from ..document import Document, Reject
 from ..errors import FormatError
 from ..hashing import doc_hash
@@ -98,20 +99,23 @@ class _Stats:
 
 
 class _DocTable:
-    """Streams (doc_id, subset, n_tokens, doc_hash) rows to parquet in row groups: memory stays bounded."""
+    """Streams (doc_id, subset, n_tokens, doc_hash, n_chars, content key) rows to parquet in row groups:
+    memory stays bounded."""
 
     def __init__(self, path: str):
         self._cm = atomic_writer(path, "wb")
         self._writer = pq.ParquetWriter(self._cm.__enter__(), DOC_TABLE_SCHEMA, compression="zstd")
-        self._rows: tuple[list, ...] = ([], [], [], [], [])
+        self._rows: tuple[list, ...] = ([], [], [], [], [], [], [])
 
-    def add(self, doc_id: str, subset: str, n_tokens: int, h: int, n_chars: int) -> None:
-        ids, subsets, counts, hashes, chars = self._rows
+    def add(self, doc_id: str, subset: str, n_tokens: int, h: int, n_chars: int, key_hi: int, key_lo: int) -> None:
+        ids, subsets, counts, hashes, chars, his, los = self._rows
         ids.append(doc_id)
         subsets.append(subset)
         counts.append(n_tokens)
         hashes.append(h)
         chars.append(n_chars)
+        his.append(key_hi)
+        los.append(key_lo)
         if len(ids) >= _TABLE_ROWS:
             self._flush()
 
@@ -119,7 +123,7 @@ class _DocTable:
         if self._rows[0]:
             arrays = [pa.array(c, type=f.type) for c, f in zip(self._rows, DOC_TABLE_SCHEMA)]
             self._writer.write_table(pa.Table.from_arrays(arrays, schema=DOC_TABLE_SCHEMA))
-            self._rows = ([], [], [], [], [])
+            self._rows = ([], [], [], [], [], [], [])
 
     def close(self) -> None:
         self._flush()
@@ -148,6 +152,7 @@ class _Job:
     source_fingerprint: str = ""  # the fingerprint of the whole source's cache (no rule)
     earlier: str = ""  # a sampled cache of the same files whose documents this one copies (a top-up)
     refused: tuple[RefusedFile, ...] = ()  # the paths the source's patterns match that are not read
+    normalization: str = DEFAULT_NORMALIZATION  # of the content keys in the document table (dedup/content.py)
 
     def expected_work(self, index: int) -> float:
         """Roughly how much text file ``index`` makes this job tokenize (for ordering work only)."""
@@ -206,10 +211,11 @@ class _TokenizeFileFn(beam.DoFn):
                     if earlier is not None:
                         copied = earlier.rule.tokenize_mask(units[keep], chars[keep])
                 encoded = iter(self._encoder.encode_batch([d.text for d, c in zip(batch, copied) if not c]))
-                for doc, h, c in zip(batch, hashes.tolist(), copied):
+                keys = content_keys([d.text for d in batch], job.normalization).tolist()
+                for doc, h, c, (hi, lo) in zip(batch, hashes.tolist(), copied, keys):
                     ids = earlier.take(h) if c else next(encoded)
                     writer.add(ids)
-                    table.add(doc.doc_id, doc.subset, len(ids), h, len(doc.text))
+                    table.add(doc.doc_id, doc.subset, len(ids), h, len(doc.text), hi, lo)
                     stats.add(doc.subset, len(ids))
             if earlier is not None:
                 earlier.finish()
@@ -386,6 +392,7 @@ class _FinalizeCacheFn(beam.DoFn):
             "tokenizer": {k: v for k, v in self._tokenizer.info().items() if k != "name"},  # sha256 identifies it
             "sample_rule": job.rule.to_dict() if job.rule is not None else None,
             "source_fingerprint": job.source_fingerprint,  # = fingerprint, unless a sample rule is set
+            "content_normalization": job.normalization,  # of the document table's content keys
             "accounting": {
                 "read": tally["read"],
                 "forwarded": tally["forwarded"],  # = documents tokenized + not_tokenized
@@ -427,14 +434,15 @@ class BuildCaches(beam.PTransform):
     to a sampled cache of the same files that its new rule covers: a top-up copies its documents.
     """
 
-    def __init__(self, sources, tokenizer: LoadedTokenizer, cache_root: str, earlier: dict[str, str] | None = None):
+    def __init__(self, sources, tokenizer: LoadedTokenizer, cache_root: str, earlier: dict[str, str] | None = None,
+                 normalization: str = DEFAULT_NORMALIZATION):
         super().__init__()
         self._tokenizer = tokenizer
         self._jobs = []
         for spec, files, *rule in sources:
             rule = rule[0] if rule else None
-            fp = cache_fingerprint(spec, files, tokenizer, rule)
-            whole = cache_fingerprint(spec, files, tokenizer) if rule is not None else fp
+            fp = cache_fingerprint(spec, files, tokenizer, rule, normalization)
+            whole = cache_fingerprint(spec, files, tokenizer, None, normalization) if rule is not None else fp
             before = (earlier or {}).get(spec.name, "")
             if before:
                 prior = TokenCache(before)
@@ -443,7 +451,7 @@ class BuildCaches(beam.PTransform):
                     raise ValueError(f"source {spec.name}: cache {before} is not a sample of the same files "
                                      "that the new rule covers")
             self._jobs.append(_Job(spec, tuple(files), fp, cache_dir(cache_root, spec.name, fp), rule, whole, before,
-                                   refused_files(files)))
+                                   refused_files(files), normalization))
         self.directories = {job.spec.name: job.directory for job in self._jobs}
 
     def work_order(self, workers: int = 1) -> list[tuple[int, int]]:

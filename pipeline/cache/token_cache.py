@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .. import storage
+from ..dedup.content import DEFAULT_NORMALIZATION
+from ..dedup.removed import Removed
 from ..errors import FormatError
 from ..layout import CACHE_MANIFEST, cache_dir, cache_manifest, caches_in, doc_table, is_finished_cache, source_dir
 from ..mmidx import MMIDXReader
@@ -29,15 +32,23 @@ class TokenCache:
             raise FormatError(f"{directory}: no {CACHE_MANIFEST}: not a finished token cache (run `mixprep tokenize`).")
         self.manifest = read_json(path)
         self._readers: dict[int, MMIDXReader] = {}
+        self.removed: Removed | None = None  # documents dedup took out: never candidates (``without``)
+
+    def without(self, removed: Removed | None) -> "TokenCache":
+        """The same cache seen without ``removed``'s documents (duplicates kept in another place): every
+        pass over its document tables (``mix.select.doc_buckets``) leaves them out."""
+        view = copy.copy(self)
+        view._readers, view.removed = {}, removed
+        return view
 
     @classmethod
     def find(cls, cache_root: str, spec: SourceSpec, files: list[SourceFile], tokenizer: LoadedTokenizer,
-             rule: SampleRule | None = None) -> "TokenCache | None":
+             rule: SampleRule | None = None, normalization: str = DEFAULT_NORMALIZATION) -> "TokenCache | None":
         """The finished cache that serves these files (and ``rule``): the whole source's; for a rule,
         else its own, else the smallest sample of the same files whose rule covers it. Each holds every
         document ``rule`` tokenizes, and selection reads it through ``rule``: the same shards."""
-        whole = cache_fingerprint(spec, files, tokenizer)
-        for fp in [whole] if rule is None else [whole, cache_fingerprint(spec, files, tokenizer, rule)]:
+        whole = cache_fingerprint(spec, files, tokenizer, None, normalization)
+        for fp in [whole] if rule is None else [whole, cache_fingerprint(spec, files, tokenizer, rule, normalization)]:
             directory = cache_dir(cache_root, spec.name, fp)
             if is_finished_cache(directory):
                 return cls(directory)

@@ -43,7 +43,7 @@ def find_caches(run: Run, rules: dict[str, SampleRule | None],
         if s.name not in run.files or (only is not None and s.name not in only):
             continue
         rule = rules.get(s.name)
-        cache = TokenCache.find(run.cache_root, s.spec, run.files[s.name], run.tokenizer, rule)
+        cache = TokenCache.find(run.cache_root, s.spec, run.files[s.name], run.tokenizer, rule, run.cfg.normalization)
         if cache is None:
             missing.append(Missing(s, run.files[s.name], rule))
             continue
@@ -60,7 +60,8 @@ def build_caches(run: Run, missing: Sequence[Missing], earlier: dict[str, str] |
     log.info("tokenizing %s", ", ".join(f"{m.source.name} ({len(m.files)} files{', a sample' if m.rule else ''})"
                                         for m in missing))
     # One stage for every source: workers take files from all of them, so none idles on a tail.
-    return BuildCaches([(m.source.spec, m.files, m.rule) for m in missing], run.tokenizer, run.cache_root, earlier)
+    return BuildCaches([(m.source.spec, m.files, m.rule) for m in missing], run.tokenizer, run.cache_root, earlier,
+                       run.cfg.normalization)
 
 
 def tokenize_label(build: BuildCaches) -> str:

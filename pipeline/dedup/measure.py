@@ -15,11 +15,12 @@ import argparse
 import dataclasses
 import os
 import time
+import unicodedata
 
 import numpy as np
 
 from ..tokenizer import Encoder, load_tokenizer
-from .content import content_keys
+from .content import content_key, content_keys
 from .labelled import build_corpus, resolve_corpus, score, tokenizer_words
 from .minhash import DEFAULT_PARAMS, ngram_hashes, params_for, removal_probability, signature, signatures
 
@@ -54,6 +55,20 @@ def sample_texts() -> list[str]:
     return texts
 
 
+def content_key_kinds(texts: list[str]) -> None:
+    """content_keys (the cache's batch path) against content_key per text (normalize on str, the first
+    version's path), per kind of text: ASCII, non-ASCII already NFC, not NFC."""
+    kinds = {"ascii": [t for t in texts if t.isascii()],
+             "non-ascii, NFC": [t for t in texts if not t.isascii() and unicodedata.is_normalized("NFC", t)],
+             "not NFC": [t for t in texts if not unicodedata.is_normalized("NFC", t)], "all": texts}
+    for kind, ts in kinds.items():
+        mb = sum(len(t.encode("utf-8", "surrogatepass")) for t in ts) / 1e6
+        t_ref, _ = best_of(lambda: [content_key(t) for t in ts], 5)
+        t_batch, _ = best_of(lambda: content_keys(ts), 5)
+        print(f"content keys, {kind:15s} {len(ts):5d} docs {mb:5.1f} MB: per text {mb / t_ref:6.1f} MB/s, "
+              f"batch {mb / t_batch:6.1f} MB/s")
+
+
 def speed(corpus, ids) -> None:
     tok = load_tokenizer(TOKENIZER)
     texts = sample_texts()
@@ -62,6 +77,7 @@ def speed(corpus, ids) -> None:
     for norm in ("nfc_whitespace", "raw"):
         t, _ = best_of(lambda: content_keys(texts, norm))
         print(f"content keys, {norm:15s} {mb / t:8.1f} MB/s")
+    content_key_kinds(texts)
     encoder = Encoder(tok)
     t, sample_ids = best_of(lambda: encoder.encode_batch(texts), 2)
     n = sum(map(len, sample_ids))

@@ -102,7 +102,9 @@ def doc_buckets(cache: TokenCache, part: int, bounds: Sequence[int], rule: Sampl
     """(n_tokens, bucket, doc_hash) arrays of one cache part.
 
     With a sample rule (or a split rule), documents that are not candidates of their bucket get
-    bucket ``len(bounds) + 1``, which no selection covers: they are never taken.
+    bucket ``len(bounds) + 1``, which no selection covers: they are never taken. So do documents
+    removed as duplicates (``cache.removed``, set by ``mix.dedup``): every plan, selection, held-out
+    split, pack stage and count reads documents through here.
     """
     sample = rule.sample if isinstance(rule, SplitRule) else rule
     table = cache.doc_table(part, columns=["n_tokens", "doc_hash"] + (["n_chars"] if sample else []))
@@ -114,6 +116,8 @@ def doc_buckets(cache: TokenCache, part: int, bounds: Sequence[int], rule: Sampl
         mask = rule.candidate_mask(h, chars, bucket) if isinstance(rule, SplitRule) else \
             rule.candidate_mask(sample_units(h), chars, bucket)
         bucket = np.where(mask, bucket, len(bounds) + 1)
+    if cache.removed is not None:
+        bucket[cache.removed.rows_of(part)] = len(bounds) + 1
     return n, bucket, h
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from .. import storage
 from ..crashpoints import crash_point
-from ..layout import NEOX_FILE, TOKENIZER_FILE, manifest_path, split_dir, written_shards
+from ..layout import NEOX_FILE, TOKENIZER_FILE, dedup_path, manifest_path, split_dir, written_shards
 from ..mix.held_out import documents_per_split, split_plans
 from ..mix.planning import Planned, available
 from ..mix.select import rule_tokens, selected_by_subset
@@ -24,6 +24,8 @@ def finish(run: Run, planned: Planned) -> dict:
     cfg, out, tokenizer = run.cfg, run.out, run.tokenizer
     caches, rules, packing = planned.caches, planned.rules, planned.packing
     remove_temporaries(out)  # a killed pack writer's: every pipeline has ended
+    if planned.dedup is not None:  # what inspect --doc reads to say "duplicate of"
+        planned.dedup.write(dedup_path(out), caches)
     names = list(packing.sources)
     tokenized = {name: {"sample_rule": rules[name].to_dict() if rules[name] else None,
                         "tokens": rule_tokens(c, rules[name]) if rules[name] else c.stats["tokens"]}
@@ -32,7 +34,8 @@ def finish(run: Run, planned: Planned) -> dict:
     subsets = {n: selected_by_subset(caches[n], n, cfg.bucket_bounds, cfg.seed, planned.selections[n],
                                      packing.rules[i]) for i, n in enumerate(names)}
     manifest = build_manifest(cfg, tokenizer, planned.plans, planned.selections, {n: caches[n] for n in names}, shards,
-                              packing.plan_hash, tokenized, subsets)
+                              packing.plan_hash, tokenized, subsets,
+                              planned.dedup.summary() if planned.dedup is not None else None)
     if planned.splits:
         manifest["held_out"] = _finish_splits(run, planned)
     with atomic_writer(storage.join(out, TOKENIZER_FILE), "wb") as f:  # gpt-neox-data.json's vocab-file

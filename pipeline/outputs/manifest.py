@@ -64,12 +64,15 @@ def build_manifest(
     plan_hash: str,
     tokenized: dict[str, dict] | None = None,
     subsets: dict[str, dict[str, dict]] | None = None,
+    dedup: dict | None = None,
 ) -> dict:
     """The manifest.
 
     Args:
       tokenized: per source, {"sample_rule", "tokens"}: what tokenizing it took.
       subsets: per source, ``select.selected_by_subset``'s {subset: {documents, copies, tokens}}.
+      dedup: ``mix.dedup.Dedup.summary()`` when duplicates were removed before planning (the section
+        ``dedup`` of the manifest: absent without it, so such a manifest keeps its bytes).
     """
     tokenized, subsets = tokenized or {}, subsets or {}
     selected_total = sum(s.selected_tokens for sel in selections.values() for s in sel)
@@ -148,6 +151,7 @@ def build_manifest(
         c["achieved_share"] = _share(c["achieved_tokens"], selected_total)
         c["written_share"] = _share(c["written_tokens"], written_total)
     tail_total = sum(sh["tail_tokens"] for sh in shards)
+    extra = {"dedup": dedup_section(dedup)} if dedup is not None else {}
     return {
         "manifest_version": MANIFEST_VERSION,
         "mixprep_version": __version__,
@@ -180,7 +184,27 @@ def build_manifest(
                                                           "idx_sha256", "bin_bytes", "idx_bytes")}}
             for sh in shards
         ],
+        **extra,
     }
+
+
+DEDUP_NOTE = ("duplicates removed across sources before planning: documents grouped by content key "
+              "(normalization as named) and, with near, joined by verified MinHash pairs into clusters (connected "
+              "components); one kept per cluster by the priority list, then the stable doc hash. Per "
+              "source, before/after count its candidates (a sampled source's: what was tokenized of it); "
+              "share_before/share_after are its share of all candidates' tokens; the plan's available figures and "
+              "shares are over what remains. pairs: per (source of the copy kept, source of the copy removed).")
+
+
+def dedup_section(summary: dict) -> dict:
+    """The manifest's ``dedup``: the resolution's summary, each source's share of the candidates' tokens
+    before and after, and a note on how to read it."""
+    sources = summary["sources"]
+    before = sum(s["tokens_before"] for s in sources.values())
+    after = sum(s["tokens_after"] for s in sources.values())
+    for s in sources.values():
+        s["share_before"], s["share_after"] = _share(s["tokens_before"], before), _share(s["tokens_after"], after)
+    return {**summary, "note": DEDUP_NOTE}
 
 
 def split_manifest(cfg: MixtureConfig, tokenizer: TokenizerInfo, split: str, plans: Sequence[SourcePlan],

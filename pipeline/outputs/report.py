@@ -184,6 +184,7 @@ def render_markdown(manifest: dict, histograms: dict[str, dict], plots: dict[str
         lines += ["", f"![Requested vs achieved shares]({plots['shares']})"]
     lines += [""]
     lines += _subsets_section(m)
+    lines += _dedup_section(m)
 
     lines += ["## Length buckets and repetition", "",
               "Per source and document-length bucket (tokens per document, EOS included): what the source has, "
@@ -251,6 +252,32 @@ def render_markdown(manifest: dict, histograms: dict[str, dict], plots: dict[str
     lines += ["", "Which documents each sample holds: `mixprep inspect OUT --sample N`; where a document landed: "
               "`mixprep inspect OUT --doc SOURCE:DOC_ID`.", ""]
     return "\n".join(lines)
+
+
+def _dedup_section(m: dict) -> list[str]:
+    """What exact dedup removed before planning, per source and per source pair (manifest ``dedup``)."""
+    d = m.get("dedup")
+    if not d:
+        return []
+    kinds = ["exact"] + (["near"] if d.get("near") else [])
+    rows = [(f"`{n}`", f"{s['documents_before']:,}", f"{s['tokens_before']:,}",
+             *(f"{s[k]['documents']:,} / {s[k]['tokens']:,}" for k in kinds), _pct(s["share_before"]),
+             _pct(s["share_after"])) for n, s in d["sources"].items()]
+    near = d.get("near")
+    near_note = (f" Near duplicates: MinHash of token {near['ngram']}-grams, {near['bands']} bands x {near['rows']} "
+                 f"rows, pairs verified at an estimated Jaccard of {near['threshold']:g}; a cluster is a connected "
+                 "component of exact and near pairs.") if near else ""
+    pairs = [(f"`{p['kept']}`", f"`{p['removed']}`", p["kind"], f"{p['documents']:,}", f"{p['tokens']:,}")
+             for p in d["pairs"]] or [("-", "-", "-", "0", "0")]
+    return ["### Duplicates removed", "",
+            f"Duplicates across sources (content key, normalization `{d['normalization']}`), removed before "
+            f"the plan: {d['documents_removed']:,} documents, {d['tokens_removed']:,} tokens. The copy kept is the "
+            f"first source's in the priority list ({', '.join(f'`{p}`' for p in d['priority']) or 'none'}; "
+            "unlisted sources after), then the stable doc hash. Shares are of all candidates' tokens; the shares "
+            f"above are over what remains.{near_note}", "",
+            *_table(("source", "documents", "tokens", *(f"{k} removed (documents / tokens)" for k in kinds),
+                     "share before", "share after"), rows, "lrr" + "r" * len(kinds) + "rr"), "",
+            *_table(("kept in", "removed from", "kind", "documents", "tokens"), pairs, "lllrr"), ""]
 
 
 def _subsets_section(m: dict) -> list[str]:

@@ -16,6 +16,7 @@ from typing import NamedTuple, Sequence
 
 from ..cache import TokenCache
 from ..cache.tokenizing import Missing, find_caches, tokenize_missing
+from ..mix.dedup import deduplicated
 from ..mix.held_out import source_split_tokens
 from ..mix.plan import bucket_targets, split_exact
 from ..mix.planning import Candidates, Rules, candidates_of, needs, plan_sources
@@ -42,7 +43,10 @@ def tokenize_samples(run: Run, rules: Rules, found: dict[str, TokenCache], missi
     """Build ``missing``, then top up the samples short of the plan until none is (or tokenize them whole)."""
     cfg, bounds, rules = run.cfg, run.cfg.bucket_bounds, dict(rules)
     caches = {**found, **tokenize_missing(run, missing)}
-    candidates = candidates_of(caches, bounds, rules)
+    # With exact dedup the samples are checked against what dedup leaves of them (duplicates across
+    # sources are resolved over what was tokenized), counted again after every top-up.
+    dedup = cfg.exact_dedup and any(rules.values())
+    candidates = candidates_of(deduplicated(cfg, caches, rules)[0] if dedup else caches, bounds, rules)
 
     def tokenize_again(new_rules: dict[str, SampleRule | None]) -> list:
         # A top-up copies the sample it grows (its cache may be a larger one found on disk: then only if covered).
@@ -51,7 +55,10 @@ def tokenize_samples(run: Run, rules: Rules, found: dict[str, TokenCache], missi
         rules.update(new_rules)
         again, still = find_caches(run, rules, only=list(new_rules))
         caches.update({**again, **tokenize_missing(run, still, earlier)})
-        candidates.update({n: candidates_by_bucket(caches[n], bounds, rules[n]) for n in new_rules})
+        if dedup:  # a top-up's new documents may duplicate, or be duplicated by, another source's
+            candidates.update(candidates_of(deduplicated(cfg, caches, rules)[0], bounds, rules))
+        else:
+            candidates.update({n: candidates_by_bucket(caches[n], bounds, rules[n]) for n in new_rules})
         return plan_sources(cfg, rules, candidates)
 
     plans = plan_sources(cfg, rules, candidates) if any(rules.values()) else []

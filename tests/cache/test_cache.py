@@ -27,6 +27,8 @@ from pipeline.cache import (
     other_readers,
     remove_covered_samples,
 )
+from pipeline.dedup.content import content_key, key_hex
+from pipeline.document import Reject
 from pipeline.errors import FormatError
 from pipeline.layout import READERS_DIR as READERS
 from pipeline.outputs.verify import verify_path
@@ -129,6 +131,22 @@ def read_json_line(line):
     import json
 
     return json.loads(line)
+
+
+def test_the_document_table_holds_each_documents_content_key(pile_cache):
+    """The key dedup resolves by is the one content.py computes from the text read, under the normalization
+    the fingerprint names; a cache built under `raw` is another cache."""
+    cache, _ = pile_cache
+    assert cache.manifest["content_normalization"] == "nfc_whitespace"
+    for part, sf in enumerate(list_source_files(PILE, SAMPLES)):
+        docs = [d for d in read_documents(PILE, sf) if not isinstance(d, Reject)]
+        table = cache.doc_table(part, columns=["content_key_hi", "content_key_lo"])
+        got = np.stack([table.column(c).to_numpy() for c in ("content_key_hi", "content_key_lo")], axis=1)
+        assert got.dtype == np.uint64 and len(got) == len(docs)
+        assert [bytes.fromhex(h) for h in key_hex(got)] == [content_key(d.text) for d in docs]
+    tok, files = load_tokenizer(TOKENIZER), list_source_files(PILE, SAMPLES)
+    assert cache_fingerprint(PILE, files, tok) == cache_fingerprint(PILE, files, tok, None, "nfc_whitespace")
+    assert cache_fingerprint(PILE, files, tok, None, "raw") != cache_fingerprint(PILE, files, tok)
 
 
 def test_fingerprint_follows_files_and_tokenizer(tmp_path):

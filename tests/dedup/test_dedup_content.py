@@ -80,3 +80,22 @@ def test_exact_dedup_finds_every_exact_whitespace_and_unicode_copy_and_nothing_e
         raw_truth.setdefault((d.base, d.kind in ("original", "exact")) if d.kind in ("original", "exact") else i,
                              []).append(i)
     assert groups("raw") == sorted(raw_truth.values())
+
+
+_any_text = st.lists(st.one_of(st.characters(), st.sampled_from(
+    [chr(c) for c in range(0x110000) if chr(c).isspace()] + ["e\u0301", "\u1100\u1161", "\u2000", "\ufb01", "\u00e9",
+                                                           "\ud800"]))).map("".join)
+
+
+@settings(max_examples=fuzz_examples(500), deadline=None)
+@given(st.lists(_any_text, max_size=8), st.sampled_from(["nfc_whitespace", "raw"]))
+def test_the_batch_path_gives_the_reference_keys(texts, normalization):
+    """content_keys works on UTF-8 bytes (the cache's hot path); content_key on str, as documented."""
+    assert key_bytes(content_keys(texts, normalization)) == [content_key(t, normalization) for t in texts]
+
+
+def test_every_whitespace_character_is_one_space():
+    """Both paths' whitespace is str.isspace()'s, every code point (ASCII ones on the byte path)."""
+    spaces = [chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace()]
+    texts = [f"a{s}b{s}{s}c{s}" for s in spaces]
+    assert key_bytes(content_keys(texts)) == [content_key("a b c")] * len(spaces)

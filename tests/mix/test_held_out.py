@@ -92,13 +92,15 @@ def test_each_split_hits_its_source_targets_up_to_a_document(held_out_run, split
 
 def test_splits_keep_natural_length_proportions(held_out_run):
     """Bucket targets follow the source's own length distribution (no upweighting), within a token;
-    no document is taken twice. The valid manifest's available figures are the whole source (drawn first)."""
+    no document is taken twice. The valid manifest's available figures are the whole source (drawn first), less
+    its exact duplicates (stage 1 removes them before planning)."""
     manifests = {k: json.load(open(os.path.join(held_out_run["root"], k, "manifest.json"))) for k in ("valid", "test")}
     for split, sm in manifests.items():
         assert sm["split"]["name"] == split and sm["name"] == f"stage1-{split}"
         for name, s in sm["sources"].items():
             whole = [b["available_tokens"] for b in manifests["valid"]["sources"][name]["buckets"]]
-            assert sum(whole) == cache_of(held_out_run, name).stats["tokens"]
+            removed = held_out_run["manifest"]["dedup"]["sources"][name]["exact"]["tokens"]  # before any split
+            assert sum(whole) == cache_of(held_out_run, name).stats["tokens"] - removed
             for b, w in zip(s["buckets"], whole):
                 assert b["requested_tokens"] == pytest.approx(s["requested_tokens"] * w / sum(whole), abs=1)
                 assert b["full_copies"] == 0 and b["epochs"] < 1
