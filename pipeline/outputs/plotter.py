@@ -60,9 +60,11 @@ class Plotter:
         return got if isinstance(got, dict) else None
 
     def close(self) -> None:
-        """End the helper if it was never asked (its stdin closes: it exits)."""
+        """End the helper if it was never asked (a run that failed): killed, not waited for, as it may
+        still be importing matplotlib."""
         proc, self._proc = self._proc, None
         if proc is not None:
+            proc.kill()
             _end(proc)
 
     def __enter__(self) -> "Plotter":

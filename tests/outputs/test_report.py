@@ -119,3 +119,12 @@ def test_a_plot_that_fails_in_the_plotter_is_reported_as_when_drawn_here(built, 
                 raise AssertionError("no error")
             # the plots before the failing one are written, in order, as before
             assert sorted(os.listdir(tmp_path / where)) == sorted([PLOT_FILES["shares"], PLOT_FILES["epochs"]])
+
+
+def test_a_plotter_never_asked_is_ended_at_close():
+    from pipeline.outputs.plotter import Plotter
+
+    plotter = Plotter()
+    proc = plotter._proc
+    plotter.close()  # a run that failed before its report: the helper is killed, not left importing
+    assert proc.poll() is not None and plotter.render({}, {}, ["shares"]) is None
