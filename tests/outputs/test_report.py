@@ -128,3 +128,19 @@ def test_a_plotter_never_asked_is_ended_at_close():
     proc = plotter._proc
     plotter.close()  # a run that failed before its report: the helper is killed, not left importing
     assert proc.poll() is not None and plotter.render({}, {}, ["shares"]) is None
+
+
+def test_a_plotter_without_matplotlib_gives_the_same_note(built, tmp_path, monkeypatch):
+    from pipeline.outputs.plotter import Plotter
+
+    fake = tmp_path / "site" / "matplotlib"  # first on the helper's path: `import matplotlib` fails there
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('no matplotlib here')\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "site"))
+    out = tmp_path / "out"
+    out.mkdir()
+    shutil.copy(os.path.join(built["out"], "manifest.json"), out / "manifest.json")
+    with Plotter() as plotter:
+        write_report(str(out), cache_root=built["cache"], plotter=plotter)
+    text = read(out / "report.md")
+    assert "Plots skipped: matplotlib is not installed" in text and not (out / "report").exists()
