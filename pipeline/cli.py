@@ -158,6 +158,11 @@ def main(argv: list[str] | None = None) -> int:
     for handler in logging.getLogger().handlers:
         handler.addFilter(LogFilter(noise, tracebacks))
     tty = sys.stderr.isatty()  # before the worker filter makes stderr a pipe
+    plotter = None
+    if args.command == "run":  # matplotlib imported in a helper now, on a core the driver leaves idle
+        from .outputs.plotter import Plotter
+
+        plotter = Plotter()
     try:
         workers = None
         if args.command in _PIPELINE_COMMANDS:
@@ -169,8 +174,10 @@ def main(argv: list[str] | None = None) -> int:
                 if not args.debug:
                     workers = WorkerStderr(StderrLines(noise, tracebacks))
         try:
-            return _dispatch(args, beam_args, tty)
+            return _dispatch(args, beam_args, tty, plotter)
         finally:
+            if plotter is not None:
+                plotter.close()
             if workers is not None:
                 workers.close()
             if argv is None:  # the command line's own process, about to exit (tests pass argv)
@@ -208,7 +215,7 @@ def _progress(args, tty: bool):
     return contextlib.nullcontext() if args.no_progress else Progress(sys.stderr, tty=tty)
 
 
-def _dispatch(args, beam_args: list[str], tty: bool = False) -> int:
+def _dispatch(args, beam_args: list[str], tty: bool = False, plotter=None) -> int:
     if args.command == "verify":
         from .outputs.verify import verify_path
 
@@ -262,7 +269,7 @@ def _dispatch(args, beam_args: list[str], tty: bool = False) -> int:
     out = args.out or os.path.join("out", cfg.name)
     cache = args.cache or _default_cache(out)
     with _progress(args, tty) as progress:
-        run_mixture(cfg, args.data_root, out, cache, beam_args, progress)
+        run_mixture(cfg, args.data_root, out, cache, beam_args, progress, plotter)
     print(f"report: {os.path.join(out, REPORT_FILE)}")
     return 0
 

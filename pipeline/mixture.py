@@ -44,8 +44,10 @@ __all__ = ["run_mixture", "prepare_outputs"]
 
 
 def run_mixture(cfg: MixtureConfig, data_root: str, out: str, cache_root: str, beam_args: Sequence[str] = (),
-                progress=None) -> dict:
-    """Build the mixture ``cfg`` into ``out``; returns the manifest (also written as manifest.json)."""
+                progress=None, plotter=None) -> dict:
+    """Build the mixture ``cfg`` into ``out``; returns the manifest (also written as manifest.json).
+
+    ``plotter``: an ``outputs.plotter.Plotter`` started earlier, which draws the report's plots."""
     with Readers() as readers:  # other runs on this cache root leave the samples it reads alone
         run = Run.start(cfg, data_root, cache_root, out, beam_args, progress, readers)
         rules = sample_rules(cfg, run.files, run.tokenizer)
@@ -57,7 +59,7 @@ def run_mixture(cfg: MixtureConfig, data_root: str, out: str, cache_root: str, b
             near = near_pairs(run, caches, rules) if cfg.near_dedup else None  # a Beam job of its own
             planned = plan_mixture(cfg, run.tokenizer, caches, rules, out, candidates, near=near)
             _pack(run, planned)
-        return finish(run, planned)
+        return finish(run, planned, plotter)
 
 
 def _pack(run: Run, planned: Planned) -> None:

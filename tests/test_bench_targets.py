@@ -59,3 +59,30 @@ def test_a_pair_below_the_bound_fails_the_target():
     assert t["pipeline (tokenizers backend) / best raw tokenizers"] == (pytest.approx(0.6), False)
     assert "paired runs" in bench.markdown({**r, "started": "t", "machine": "m", "tokenizer": {"vocab_size": 1},
                                             "corpus": {"bytes": 1, "documents": 1, "files": 1}})
+
+
+def test_the_goals_at_4x_input_and_the_limit_they_meet():
+    r = results([fast(4e6, 3.0e6, 3e6, 2.0e6)], [{"pool_tok_per_s": 1.0e6, "pipeline_tok_per_s": 1.1e6}])
+    r["read_ceiling"] = 80e6
+    r["raw"].update({"read ceiling: files read and parsed, no tokenizing (2 processes)":
+                     {"tokens": 80_000_000, "seconds": 1.0, "tok_per_s": 80e6},
+                     "gigatoken encode (2 threads)": {"tokens": 80_000_000, "seconds": 1.0, "tok_per_s": 80e6},
+                     "tiktoken encode_ordinary_batch (2 threads)": {"tokens": 80_000_000, "seconds": 20.0,
+                                                                    "tok_per_s": 4e6}})
+    bench.ideal_bound(r, 2)
+    assert r["ideal"]["gigatoken"]["tok_per_s"] == pytest.approx(40e6)  # 1 s read + 1 s encode
+    assert r["ideal"]["tiktoken"]["seconds"] == pytest.approx(21.0)
+    r["pipeline"].update({"all_cores_tiktoken": run(1.0e6), "all_cores_4x_input": run(24e6),
+                          "all_cores_4x_input_tiktoken": run(4e6),
+                          "fixed_cost_tiny_input_gigatoken": {**run(1e6), "seconds": 6.0, "tokens": 10},
+                          "fixed_cost_tiny_input_tiktoken": {**run(1e6), "seconds": 7.0, "tokens": 10}})
+    got = {name: (v, ok) for name, _, v, _, ok in bench.targets(r)}
+    assert got["whole run, default backend / whole run, tiktoken (all cores)"] == (pytest.approx(3.0), False)
+    assert got["whole run, default backend / whole run, tiktoken (all cores), 4x input"] == (pytest.approx(6.0), True)
+    assert got["whole run, default backend / read ceiling (all cores), 4x input"] == (pytest.approx(0.3), False)
+    text = "\n".join(bench.limits(r))
+    assert "Fixed cost" in text and "gigatoken 6.0 s" in text and "tiktoken 7.0 s" in text
+    assert "Ideal run, gigatoken" in text and "40.00M tok/s, 0.50x the read ceiling" in text
+    # 1x: 6 s fixed + 2 s ideal for 80M tokens = 10M tok/s; 4x: 6 + 8 s for 320M = 22.9M
+    assert "Bound at 1x input, gigatoken: fixed cost 6.0 s + ideal 2.0 s = 10.00M tok/s: 10.00x" in text
+    assert "Bound at 4x input, gigatoken: fixed cost 6.0 s + ideal 8.0 s = 22.86M tok/s: 5.71x" in text

@@ -19,8 +19,10 @@ from .report import write_report
 __all__ = ["finish"]
 
 
-def finish(run: Run, planned: Planned) -> dict:
-    """Write the manifests and the files beside the shards; returns the mixture's manifest."""
+def finish(run: Run, planned: Planned, plotter=None) -> dict:
+    """Write the manifests and the files beside the shards; returns the mixture's manifest.
+
+    ``plotter``: draws the report's plots (``report.make_plots``); None: drawn here."""
     cfg, out, tokenizer = run.cfg, run.out, run.tokenizer
     caches, rules, packing = planned.caches, planned.rules, planned.packing
     remove_temporaries(out)  # a killed pack writer's: every pipeline has ended
@@ -44,7 +46,7 @@ def finish(run: Run, planned: Planned) -> dict:
     write_megatron_args(manifest, out, cfg.tokenizer_path)
     crash_point(f"before-manifest:{cfg.name}")
     write_json(manifest_path(out), manifest)  # last: its presence means complete
-    write_report(out, manifest, run.cache_root)  # report.md + plots, from the manifest and the caches
+    write_report(out, manifest, run.cache_root, plotter)  # report.md + plots, from the manifest and the caches
     print(summary_table(manifest))
     return manifest
 

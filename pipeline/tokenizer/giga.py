@@ -13,7 +13,7 @@ it is admitted by checks only (docs/TOKENIZER.md, "The gigatoken backend"), each
 3. character classes (`CLASS_DIFFERENCES`): its Unicode tables are newer than `tokenizers`' (it
    takes 4,657 code points, new in Unicode 17, for letters and numbers where `tokenizers` sees
    unassigned ones), so texts holding one go to `tokenizers` (`NeedsReference`), as texts with lone
-   surrogates do; the table is measured for every code point by tests/test_tokenizer_gigatoken.py,
+   surrogates do; the table is measured for every code point by tests/tokenizer/test_giga.py,
    and a gigatoken or tokenizers release it was not measured for is refused;
 4. probes (`probe_texts`): literal special tokens, NFC, space runs, long pre-tokens, every kind of
    whitespace; then a sample of the bundled real texts (`real_sample`): ids equal to `tokenizers`'.
@@ -53,7 +53,7 @@ _SAMPLE_FILES = (
 
 # Code points whose regex class (\p{L}, \p{N}, \s or none) gigatoken and `tokenizers` disagree on,
 # as (first, last) ranges, per (gigatoken, tokenizers) version pair: measured for every code point
-# outside ASCII (tests/test_tokenizer_gigatoken.py::test_the_class_table_is_measured_for_every_code_point).
+# outside ASCII (tests/tokenizer/test_giga.py::test_the_class_table_is_measured_for_every_code_point).
 # All are new in Unicode 17 (gigatoken's tables), unassigned in `tokenizers`' (older) ones.
 CLASS_DIFFERENCES: dict[tuple[str, str], tuple[tuple[int, int], ...]] = {
     ("0.10.0", "0.23.3"): (
@@ -99,7 +99,7 @@ def _class_table(gigatoken: str, tokenizers: str) -> np.ndarray | str:
     if ranges is None:
         return (f"gigatoken {gigatoken}'s character classes have not been compared with tokenizers {tokenizers}'s "
                 f"(pipeline.tokenizer.giga.CLASS_DIFFERENCES holds {sorted(CLASS_DIFFERENCES)}; "
-                "tests/test_tokenizer_gigatoken.py measures the table for the installed versions)")
+                "tests/tokenizer/test_giga.py measures the table for the installed versions)")
     table = np.zeros(0x110000, dtype=bool)
     for first, last in ranges:
         table[first:last + 1] = True
@@ -110,7 +110,7 @@ def gigatoken_blocker(config: Mapping[str, Any]) -> str | None:
     """Why gigatoken is not admitted for this tokenizer (structurally), or None.
 
     The same shape as the tiktoken gate: tested against `tokenizers` on every code point for
-    that shape (tests/test_tokenizer_gigatoken.py). gigatoken loads more (other split regexes,
+    that shape (tests/tokenizer/test_giga.py). gigatoken loads more (other split regexes,
     other added tokens) and silently ignores some settings (BPE dropout): those are refused.
     """
     return fast_encoder_blocker(config)

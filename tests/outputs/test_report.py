@@ -69,3 +69,78 @@ def test_render_markdown_marks_buckets_beyond_max_repetition(built):
     manifest["sources"]["pile"]["buckets"][0]["epochs"] = 3.5  # max_repetition is 1
     text = render_markdown(manifest, {}, {})
     assert "3.500 ⚠" in text
+
+
+def _report_files(folder):
+    return {os.path.relpath(os.path.join(d, f), folder): open(os.path.join(d, f), "rb").read()
+            for d, _, fs in os.walk(folder) for f in fs if f != "manifest.json"}
+
+
+def test_the_plotter_process_draws_the_same_bytes_as_drawing_here(built, tmp_path):
+    from pipeline.outputs.plotter import Plotter
+
+    here, helper = tmp_path / "here", tmp_path / "helper"
+    for d in (here, helper):
+        d.mkdir()
+        shutil.copy(os.path.join(built["out"], "manifest.json"), d / "manifest.json")
+    write_report(str(here), cache_root=built["cache"])
+    with Plotter() as plotter:
+        write_report(str(helper), cache_root=built["cache"], plotter=plotter)
+    got, want = _report_files(helper), _report_files(here)
+    assert sorted(got) == sorted(want) == ["report.md", *(f"report/{f}" for f in sorted(PLOT_FILES.values()))]
+    assert got == want
+    assert {k: v for k, v in _report_files(built["out"]).items() if k in want} == want  # the run's own (its helper)
+
+
+def test_a_plotter_that_died_leaves_the_drawing_here(built, tmp_path):
+    from pipeline.outputs.plotter import Plotter
+
+    shutil.copy(os.path.join(built["out"], "manifest.json"), tmp_path / "manifest.json")
+    plotter = Plotter()
+    plotter._proc.kill()
+    write_report(str(tmp_path), cache_root=built["cache"], plotter=plotter)
+    assert sorted(os.listdir(tmp_path / "report")) == sorted(PLOT_FILES.values())
+    assert "skipped" not in read(tmp_path / "report.md")
+
+
+def test_a_plot_that_fails_in_the_plotter_is_reported_as_when_drawn_here(built, tmp_path):
+    from pipeline.outputs.plotter import Plotter
+    from pipeline.outputs.report import make_plots
+
+    manifest = json.load(open(os.path.join(built["out"], "manifest.json")))
+    broken = {"pile": {"documents": 1}}  # no histogram: the length plot raises KeyError
+    with Plotter() as plotter:
+        for where, p in (("here", None), ("helper", plotter)):
+            try:
+                make_plots(manifest, broken, str(tmp_path / where), p)
+            except KeyError as e:
+                assert e.args == ("histogram",)
+            else:
+                raise AssertionError("no error")
+            # the plots before the failing one are written, in order, as before
+            assert sorted(os.listdir(tmp_path / where)) == sorted([PLOT_FILES["shares"], PLOT_FILES["epochs"]])
+
+
+def test_a_plotter_never_asked_is_ended_at_close():
+    from pipeline.outputs.plotter import Plotter
+
+    plotter = Plotter()
+    proc = plotter._proc
+    plotter.close()  # a run that failed before its report: the helper is killed, not left importing
+    assert proc.poll() is not None and plotter.render({}, {}, ["shares"]) is None
+
+
+def test_a_plotter_without_matplotlib_gives_the_same_note(built, tmp_path, monkeypatch):
+    from pipeline.outputs.plotter import Plotter
+
+    fake = tmp_path / "site" / "matplotlib"  # first on the helper's path: `import matplotlib` fails there
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('no matplotlib here')\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "site"))
+    out = tmp_path / "out"
+    out.mkdir()
+    shutil.copy(os.path.join(built["out"], "manifest.json"), out / "manifest.json")
+    with Plotter() as plotter:
+        write_report(str(out), cache_root=built["cache"], plotter=plotter)
+    text = read(out / "report.md")
+    assert "Plots skipped: matplotlib is not installed" in text and not (out / "report").exists()

@@ -1,6 +1,6 @@
 """The gigatoken backend's gate: which backend each tokenizer gets, and that its ids are `tokenizers'`.
 
-The ids themselves are compared for every backend in tests/test_tokenizer.py (cut points, samples,
+The ids themselves are compared for every backend in tests/tokenizer/test_fast.py (cut points, samples,
 every code point); here: what the gate admits and refuses, and what gigatoken does differently
 (literal special tokens, lone surrogates, its own threads) handled as the tiktoken path handles it.
 """
@@ -13,7 +13,7 @@ import sys
 from importlib.metadata import version
 
 import pytest
-from test_tokenizer import (  # noqa: F401
+from tokenizer_helpers import (  # noqa: F401
     SHIPPED,
     VARIED,
     _installed,
