@@ -12,8 +12,9 @@ Then, on the same texts (read by mixprep's own readers) and the same cores:
   (a) raw ceilings: `tokenizers` encode_batch_fast, encode_batch, a process pool of single-threaded
       tokenizers; tiktoken and gigatoken with 1 thread and all threads; mixprep's `Encoder` on each
       backend; the read ceiling (the same files decompressed and parsed to Python strings by
-      mixprep's readers in 1 and in all-cores processes, nothing tokenized); and every backend's ids,
-      through the `Encoder`, against `tokenizers`' on every document;
+      mixprep's readers in 1 and in all-cores processes, nothing tokenized); the content key of
+      dedup (computed for every document while tokenizing), nfc_whitespace and raw, 1 thread; and
+      every backend's ids, through the `Encoder`, against `tokenizers`' on every document;
   (b) `mixprep run` (tokenize + mix) on the local runner with all cores (gigatoken, forced with
       MIXPREP_ENCODER), (c) with 1 worker, (c') with all cores and tiktoken, and (d) with all cores
       and `tokenizers`; (b) and (d) each right after its raw ceiling (gigatoken; the process pool,
@@ -26,6 +27,8 @@ Then, on the same texts (read by mixprep's own readers) and the same cores:
   (h) the run's fixed cost: (b) over the smallest file of each source's folders, gigatoken and
       tiktoken; with the ideal run (the read ceiling's time + the best raw encoder on all cores, no
       fixed cost) it gives the bound on this machine: fixed cost + ideal time;
+  (i) (b) with exact dedup, and with exact + near dedup (issue 26): what dedup adds to the run
+      (time, peak memory) and what it removed;
   (g) on that 4x corpus, a stage-2-like mixture (long documents upweighted) that takes a tenth of
       every source: how many tokens it tokenizes per token it takes (sampling.py);
 and checks that the fast encoder's ids equal `tokenizers`' on every document. Peak memory is the RSS
@@ -523,6 +526,13 @@ def raw_ceilings(tok_path: Path, texts: list[str], cores: int, results: dict, da
             encoder.close()
             record(f"mixprep Encoder, {backend} ({threads} thread{'s' if threads > 1 else ''})", n_tok, s)
     fix_raw_fast(results, cores)
+    # The content key (issue 26): computed for every document while tokenizing, whatever the dedup
+    # setting; its rate next to the encoders', on the same texts in the cache's batches.
+    from pipeline.dedup.content import content_keys
+
+    for normalization in ("nfc_whitespace", "raw"):
+        _, s = timed(lambda: [content_keys(b, normalization) for b in calls(texts)])
+        record(f"content key, {normalization} (1 thread)", n_tok, s, chars_per_s=n_chars / s)
 
     # Identity: every backend through the Encoder (cuts, NFC, EOS, numpy) against `tokenizers`' reference.
     results["identity"] = {"documents": len(texts), "characters": n_chars, "tokens": n_tok, "backends": {}}
@@ -614,10 +624,14 @@ def long_document(tok_path: Path, texts: list[str], results: dict) -> None:
         f"identical: {results['long_document']['identical_to_whole_encode']}")
 
 
+DEDUP = {"exact": ["dedup:", "  exact: true"],
+         "exact_near": ["dedup:", "  exact: true", "  near: {threshold: 0.8}"]}
+
+
 def write_mixture(path: Path, tok_path: Path, tokens: dict[str, int], fraction: float = 0.9,
-                  long_documents: bool = False) -> int:
+                  long_documents: bool = False, dedup: str | None = None) -> int:
     """A mixture of the five bench sources at their natural shares; returns a total that takes
-    ``fraction`` of the scarcest source."""
+    ``fraction`` of the scarcest source. ``dedup``: a key of ``DEDUP`` (None: no dedup section)."""
     total = sum(tokens.values())
     names = list(tokens)
     weights = {n: round(tokens[n] / total, 4) for n in names}
@@ -627,6 +641,7 @@ def write_mixture(path: Path, tok_path: Path, tokens: dict[str, int], fraction: 
              "length_buckets: [2048, 4096, 16384]"]
     if long_documents:  # stage 2's rule (docs/RECIPE.md)
         lines += ["long_documents: {threshold: 4096, factor: 2.0, cap: 0.8}"]
+    lines += DEDUP[dedup] if dedup else []
     lines += ["sources:"]
     for n in names:
         kind, root, _ = SOURCES[n]
@@ -823,6 +838,9 @@ def _pipeline_once(name: str, mixture: Path, data_root: Path, tok_path: Path, to
     row["tokens_tokenized"] = sum(s["tokenized"]["tokens"] for s in sources)
     row["sampled_sources"] = sum(1 for s in sources if s["tokenized"]["sampled"])
     row["tokenized_per_taken"] = {n: s["tokenized"]["tokens_per_token_taken"] for n, s in by_name.items()}
+    dedup = json.loads((out / "manifest.json").read_text()).get("dedup")
+    if dedup:  # what dedup removed: exact and near, documents and tokens
+        row["dedup_removed"] = {"documents": dedup["documents_removed"], "tokens": dedup["tokens_removed"]}
     log(f"{name}: {n_tokens / seconds / 1e6:.2f}M tok/s, {seconds:.1f} s, peak RSS {peak.peak / 2**30:.2f} GiB")
     shutil.rmtree(out, ignore_errors=True)
     shutil.rmtree(cache, ignore_errors=True)
@@ -958,12 +976,35 @@ def markdown(r: dict) -> str:
     out += limits(r)
     out += ["", "Pipeline tokens/s = tokens tokenized (with EOS) / wall time of the whole `mixprep run` "
             "(start-up, tokenize, plan, pack, write).", ""]
+    out += dedup_lines(r)
     for name, row in r["pipeline"].items():
         out.append(f"- {name}: `{row['command']}`; took {row['tokens_taken']:,} tokens, tokenized "
                    f"{row['tokens_tokenized']:,} ({row['sampled_sources']} sources sampled)"
                    + ("; runs: " + ", ".join(f"{x['tok_per_s'] / 1e6:.2f}M" for x in row["runs"])
                       if len(row["runs"]) > 1 else ""))
     return "\n".join(out) + "\n"
+
+
+def dedup_lines(r: dict) -> list[str]:
+    """Issue 26: dedup's cost next to tokenizing, from rows measured in this run."""
+    raw, runs = r.get("raw", {}), r["pipeline"]
+    out = []
+    key = raw.get("content key, nfc_whitespace (1 thread)")
+    encode = raw.get("gigatoken encode (1 thread)")
+    if key and encode:
+        out.append(f"Content key (nfc_whitespace), computed while tokenizing whatever the dedup setting: "
+                   f"{key['seconds']:.1f} s on one core against gigatoken's {encode['seconds']:.1f} s for the "
+                   f"same texts ({key['seconds'] / encode['seconds']:.2f}x the encode time).")
+    base = runs.get("all_cores")
+    for kind in DEDUP:
+        row = runs.get(f"all_cores_dedup_{kind}")
+        if base and row:
+            removed = row.get("dedup_removed", {})
+            out.append(f"Whole run with {kind.replace('_', ' + ')} dedup: {row['seconds']:.1f} s against "
+                       f"{base['seconds']:.1f} s without ({row['seconds'] / base['seconds']:.2f}x), peak RSS "
+                       f"{row['peak_rss_bytes'] / 2**30:.2f} against {base['peak_rss_bytes'] / 2**30:.2f} GiB; "
+                       f"removed {removed.get('documents', 0):,} documents, {removed.get('tokens', 0):,} tokens.")
+    return ["", *out] if out else []
 
 
 def limits(r: dict) -> list[str]:
@@ -1141,7 +1182,8 @@ def main(argv=None) -> int:
     ap.add_argument("--mb", type=int, default=int(os.environ.get("BENCH_MB", 300)), help="corpus size in MB of text")
     ap.add_argument("--dir", type=Path, default=Path.home() / ".cache" / "mixprep-bench", help="cache folder")
     ap.add_argument("--skip", default="",
-                    help="comma-separated: raw,pipeline,tiktoken-pipeline,tokenizers-pipeline,fixed,long,sampled,4x")
+                    help="comma-separated: raw,pipeline,tiktoken-pipeline,tokenizers-pipeline,fixed,dedup,long,"
+                         "sampled,4x")
     ap.add_argument("--repeat", type=int, default=int(os.environ.get("BENCH_REPEAT", 1)),
                     help="runs of each measurement; the tables show medians")
     ap.add_argument("--pairs", type=int, default=None,
@@ -1229,6 +1271,13 @@ def main(argv=None) -> int:
                 results["pipeline"]["all_cores_4x_input_tiktoken"] = pipeline_run(
                     "all_cores_4x_input_tiktoken", mixture, big_root, tok_path, 4 * total, cores, work, 4 * n_tokens,
                     {"MIXPREP_ENCODER": "tiktoken"})
+        if "dedup" not in skip:  # issue 26: whole runs with dedup, against the all_cores run without
+            for kind in DEDUP:
+                dedup_mixture = work / f"dedup-{kind}.yaml"
+                write_mixture(dedup_mixture, tok_path, tokens, dedup=kind)
+                results["pipeline"][f"all_cores_dedup_{kind}"] = pipeline_run(
+                    f"all_cores_dedup_{kind}", dedup_mixture, data_root, tok_path, total, cores, work, n_tokens,
+                    {"MIXPREP_ENCODER": "gigatoken"}, repeat=rep)
         if "sampled" not in skip:
             # On the 4x corpus: at 1x a tenth of a source is too few documents per length group to
             # sample (sampling.MIN_GROUP_DOCS). Speed here is tokens taken per second; the ratio matters.

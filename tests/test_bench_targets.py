@@ -86,3 +86,17 @@ def test_the_goals_at_4x_input_and_the_limit_they_meet():
     # 1x: 6 s fixed + 2 s ideal for 80M tokens = 10M tok/s; 4x: 6 + 8 s for 320M = 22.9M
     assert "Bound at 1x input, gigatoken: fixed cost 6.0 s + ideal 2.0 s = 10.00M tok/s: 10.00x" in text
     assert "Bound at 4x input, gigatoken: fixed cost 6.0 s + ideal 8.0 s = 22.86M tok/s: 5.71x" in text
+
+
+def test_dedups_cost_is_read_from_the_runs_of_the_same_bench():
+    r = results([fast(4.0e6, 3.0e6, 2.0e6, 1.8e6)], [])
+    r["raw"]["content key, nfc_whitespace (1 thread)"] = {"tok_per_s": 5.0e6, "seconds": 0.5}
+    r["raw"]["gigatoken encode (1 thread)"] = {"tok_per_s": 2.5e6, "seconds": 2.0}
+    r["pipeline"]["all_cores"]["seconds"] = 10.0
+    r["pipeline"]["all_cores_dedup_exact"] = {**run(3.0e6, peak=2**31), "seconds": 11.0,
+                                              "dedup_removed": {"documents": 7, "tokens": 700}}
+    text = "\n".join(bench.dedup_lines(r))
+    assert "(0.25x the encode time)" in text
+    assert "exact dedup: 11.0 s against 10.0 s without (1.10x), peak RSS 2.00 against 1.00 GiB" in text
+    assert "removed 7 documents, 700 tokens" in text and "exact + near" not in text  # that run is absent
+    assert bench.dedup_lines({"pipeline": {}}) == []
