@@ -149,6 +149,44 @@ def test_lone_surrogates_go_to_tokenizers_as_on_the_tiktoken_path():
 
 
 @needs_gigatoken
+@pytest.mark.parametrize("threads", [1, 2])
+def test_each_threads_tokenizer_is_renewed_and_the_ids_stay_the_same(monkeypatch, threads):
+    """gigatoken's tokenizer caches what it encodes without bound (a worker's memory grew with its
+    documents): each thread's is replaced after a budget of characters, with the same ids, and the
+    model's own tokenizer is handed to one thread only."""
+    import threading
+
+    tok = shipped()
+    model = _gigatoken_model(tok.json_bytes.decode())
+    texts = [t[:5000] for t in VARIED + _sample_texts()][:300] * 3
+    expected = [a.tolist() for a in _GigatokenBackend(model, tok.dtype, 1).encode(texts)]
+    loads, users = [], {}
+    another = _GigaModel.another
+
+    def counted(self):
+        loads.append(threading.get_ident())
+        return another(self)
+
+    monkeypatch.setattr(_GigaModel, "another", counted)
+    monkeypatch.setattr(_GigatokenBackend, "RENEW_AFTER", 20_000)
+    backend = _GigatokenBackend(model, tok.dtype, threads)
+    encoder = backend._encoder
+
+    def watched(cost):
+        encode = encoder(cost)
+        users.setdefault(id(encode.__self__), set()).add(threading.get_ident())
+        return encode
+
+    monkeypatch.setattr(backend, "_encoder", watched)
+    assert [a.tolist() for a in backend.encode(texts)] == expected
+    charged = sum(len(t) + backend.DOCUMENT_CHARS for t in texts)
+    # renewed along the way (a budget covers at most its own and one more text's charge)
+    assert len(loads) >= charged // (20_000 + 5000 + backend.DOCUMENT_CHARS) - threads > 10
+    assert all(len(t) == 1 for t in users.values())  # no tokenizer encoded on two threads
+    backend.close()
+
+
+@needs_gigatoken
 def test_nfc_is_python_s_as_on_the_tiktoken_path():
     """gigatoken loads the file without its normalizer: on its own it would not compose (so its ids
     for decomposed text differ), and the backend applies `unicodedata`'s NFC, giving `tokenizers`' ids."""
