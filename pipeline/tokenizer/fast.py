@@ -10,6 +10,7 @@ merge results unique and self-consistent); the `Encoder` compares ids with `toke
 
 from __future__ import annotations
 
+import abc
 import functools
 import hashlib
 import json
@@ -171,13 +172,14 @@ PROBE_TEXT = "\n".join([
 ])
 
 
-class _PiecesBackend:
+class _PiecesBackend(abc.ABC):
     """A fast backend's shared part: ``encode_one`` over a call's pieces, on ``_pool``'s threads if any."""
 
     _pool: ThreadPoolExecutor | None
 
+    @abc.abstractmethod
     def encode_one(self, text: str) -> np.ndarray:
-        raise NotImplementedError
+        """One piece's ids (each backend's own encoder)."""
 
     def encode(self, pieces: Sequence[str]) -> list[np.ndarray]:
         if self._pool is None or len(pieces) < 2:
