@@ -14,8 +14,9 @@ from ..sources import READER_VERSION, SourceFile, SourceSpec, refused_files
 from ..tokenizer import ENCODER_VERSION, LoadedTokenizer
 
 # 2: n_chars in the document table; sampled caches. 3: file accounting (refused paths).
-# 4: each document's content key (dedup/content.py) in the document table.
-CACHE_VERSION = 4
+# 4: each document's content key (dedup/content.py) in the document table. 5: that key is XXH3-128
+# (was blake2b-128): keys of two versions never match, so no run mixes them.
+CACHE_VERSION = 5
 HISTOGRAM_BINS = 40  # bin k holds documents of [2**k, 2**(k+1)) tokens
 DOC_TABLE_SCHEMA = pa.schema(
     [("doc_id", pa.string()), ("subset", pa.string()), ("n_tokens", pa.int32()), ("doc_hash", pa.uint64()),

@@ -1,7 +1,7 @@
 """Exact and near-duplicate removal across sources (issue 26): the parts. A run uses them through
 ``mix/dedup.py`` (resolution before the plan) and ``mix/near.py`` (the near-duplicate Beam job).
 
-- ``content``: the exact-duplicate key (normalized text -> 128-bit blake2b);
+- ``content``: the exact-duplicate key (normalized text -> 128-bit XXH3);
 - ``minhash``: MinHash signatures of token n-grams, LSH band keys, the S-curve's math;
 - ``clusters``: keep order, connected components, resolution into (removed, kept, kind) over arrays;
 - ``transforms``: the same in Beam (group by band key, candidate pairs, verification, resolution);

@@ -1,4 +1,4 @@
-"""The exact-duplicate key: a 128-bit blake2b hash of a document's text after a stated normalization.
+"""The exact-duplicate key: a 128-bit XXH3 hash of a document's text after a stated normalization.
 
 Normalizations (``NORMALIZATIONS``):
 
@@ -9,12 +9,13 @@ Normalizations (``NORMALIZATIONS``):
   paragraph breaks, doubled spaces or a trailing newline are one text.
 - ``"raw"``: the text's own UTF-8 bytes, nothing changed.
 
-Then ``blake2b(utf8(normalized), digest_size=16, person=b"mixprep-content")``. 128 bits, not 64: the
-odds that any two of n distinct texts share a key are about n^2 / 2^(bits+1); at n = 1e9 that is
-~2.7% for 64 bits (a wrongly removed document somewhere in a large corpus, unseen) and ~1.5e-21 for
-128 bits. blake2b is stable across processes, platforms and Python versions (``hash()`` is salted per
-process). Lone surrogates (readers reject them) are encoded with ``surrogatepass``, so every ``str``
-has a key.
+Then ``xxh3_128(utf8(normalized))`` (seed 0, the digest's canonical big-endian bytes; the ``xxhash``
+package). 128 bits, not 64: the odds that any two of n distinct texts share a key are about
+n^2 / 2^(bits+1); at n = 1e9 that is ~2.7% for 64 bits (a wrongly removed document somewhere in a large
+corpus, unseen) and ~1.5e-21 for 128 bits. XXH3 is not a cryptographic hash: those odds hold for text
+nobody chose in order to collide (docs/DEDUP.md, "Hash"). Its output is fixed by its specification
+(stable across processes, platforms and package versions; ``hash()`` is salted per process). Lone
+surrogates (readers reject them) are encoded with ``surrogatepass``, so every ``str`` has a key.
 
 A batch of keys is an ``(n, 2)`` uint64 array: column 0 is the digest's first 8 bytes, column 1 the
 last 8, both big-endian, so sorting rows (``np.lexsort``) sorts digests bytewise; two uint64 columns
@@ -23,12 +24,11 @@ store as-is in the cache's parquet document tables.
 
 from __future__ import annotations
 
-import hashlib
-import re
 import unicodedata
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
+import xxhash
 
 __all__ = ["NORMALIZATIONS", "DEFAULT_NORMALIZATION", "KEY_BYTES", "normalize", "content_key", "content_keys",
            "key_bytes", "key_hex"]
@@ -36,7 +36,7 @@ __all__ = ["NORMALIZATIONS", "DEFAULT_NORMALIZATION", "KEY_BYTES", "normalize", 
 NORMALIZATIONS = ("nfc_whitespace", "raw")
 DEFAULT_NORMALIZATION = "nfc_whitespace"
 KEY_BYTES = 16
-_PERSON = b"mixprep-content"  # domain separation from hashing.doc_hash (also blake2b)
+_digest = xxhash.xxh3_128_digest
 
 
 def _check(normalization: str) -> None:
@@ -67,28 +67,55 @@ def content_key(text: str, normalization: str = DEFAULT_NORMALIZATION) -> bytes:
     >>> content_key("a  b\\n") == content_key("a b") == content_key("a b", "raw") != content_key("a  b\\n", "raw")
     True
     """
-    data = normalize(text, normalization).encode("utf-8", "surrogatepass")
-    return hashlib.blake2b(data, digest_size=KEY_BYTES, person=_PERSON).digest()
+    return _digest(normalize(text, normalization).encode("utf-8", "surrogatepass"))
 
 
-# Most texts are normalized as UTF-8 bytes, where C does the work: a byte table maps the ASCII
-# whitespace to spaces, a regex with a literal prefix collapses runs of them (UTF-8 never holds an
-# ASCII byte inside another character). A text holding one of the other Unicode spaces (NBSP, U+2000-
-# U+200A, U+3000, ...: found by one regex scan) takes ``normalize``'s str.split path. Same bytes as
-# ``normalize`` either way; tests check every whitespace code point and fuzzed text.
+# The batch path: ``normalize`` as UTF-8 bytes, with the per-byte work in numpy and C. Per text (in
+# Python) only what is rare or cheap: NFC where a non-ASCII text needs it, and the reference path for
+# a text holding a non-ASCII space (NBSP, U+2000-U+200A, U+3000, ...: a lookup of its code points).
+# Then a chunk of texts joined by a byte UTF-8 never holds: the ASCII whitespace bytes (\t \n \v \f
+# \r, U+001C-U+001F, space; never part of a multi-byte character) that follow another such byte are
+# marked with another such byte, and one bytes.translate drops the marks and maps the rest to spaces.
+# Same bytes as ``normalize`` either way; tests check every whitespace code point and fuzzed text.
 _ASCII_SPACES = bytes.maketrans(b"\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f", b" " * 9)
-_SPACE_RUN = re.compile(rb"  +")
-_WIDE_SPACE = re.compile("[\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")
+_SEP, _DROP = b"\xfe", b"\xff"  # not in any UTF-8 (surrogatepass's included)
+_CHUNK_BYTES = 1 << 18  # a chunk's arrays stay in the CPU's cache (1 MB and up ran 5-25% slower)
+# By code point up to U+3000, the last one (looked up with mode="clip": every higher one is False):
+# whitespace to str.split() beyond ASCII. A table this small stays in the cache: 2x a full one's speed.
+_WIDE_SPACE = np.zeros(0x3002, dtype=bool)
+_WIDE_SPACE[[0x85, 0xA0, 0x1680, *range(0x2000, 0x200B), 0x2028, 0x2029, 0x202F, 0x205F, 0x3000]] = True
 
 
-def _normalized_bytes(text: str) -> bytes:
-    """``normalize(text, "nfc_whitespace")`` as UTF-8 (about 2x faster than it)."""
+def _utf8(text: str) -> bytes:
+    """The text as UTF-8, NFC and its non-ASCII spaces done (its ASCII whitespace is ``_collapsed``'s)."""
     if not text.isascii():
-        if not unicodedata.is_normalized("NFC", text):
+        if not unicodedata.is_normalized("NFC", text):  # a fast scan: most text is NFC already
             text = unicodedata.normalize("NFC", text)
-        if _WIDE_SPACE.search(text):
-            return " ".join(text.split()).encode("utf-8", "surrogatepass")
-    return _SPACE_RUN.sub(b" ", text.encode("utf-8", "surrogatepass").translate(_ASCII_SPACES)).strip(b" ")
+        codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+        if _WIDE_SPACE.take(codes, mode="clip").any():
+            text = " ".join(text.split())
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _collapsed(chunk: list[bytes]) -> list[bytes]:
+    """Each UTF-8 text with its whitespace runs made one space, stripped: one pass over the chunk."""
+    buf = np.frombuffer(_SEP.join(chunk), dtype=np.uint8)
+    space = ((buf - np.uint8(9)) <= 4) | ((buf - np.uint8(28)) <= 4)  # 9-13 and 28-32
+    repeat = np.zeros_like(space)
+    np.logical_and(space[1:], space[:-1], out=repeat[1:])
+    marked = buf | -repeat.view(np.uint8)  # a repeated whitespace byte becomes _DROP
+    return [t.strip(b" ") for t in marked.tobytes().translate(_ASCII_SPACES, _DROP).split(_SEP)]
+
+
+def _chunks(items: list[bytes]) -> Iterator[list[bytes]]:
+    start, size = 0, 0
+    for i, item in enumerate(items):
+        size += len(item)
+        if size >= _CHUNK_BYTES:
+            yield items[start:i + 1]
+            start, size = i + 1, 0
+    if start < len(items):
+        yield items[start:]
 
 
 def content_keys(texts: Iterable[str], normalization: str = DEFAULT_NORMALIZATION) -> np.ndarray:
@@ -96,14 +123,11 @@ def content_keys(texts: Iterable[str], normalization: str = DEFAULT_NORMALIZATIO
 
     The hot path of tokenizing (the cache stores every document's key): docs/DEDUP.md, "Measured"."""
     _check(normalization)
-    proto = hashlib.blake2b(digest_size=KEY_BYTES, person=_PERSON)
-    out = bytearray()
-    raw = normalization == "raw"
-    for text in texts:
-        h = proto.copy()  # one hasher state copied per text, no per-text checks
-        h.update(text.encode("utf-8", "surrogatepass") if raw else _normalized_bytes(text))
-        out += h.digest()
-    return np.frombuffer(bytes(out), dtype=">u8").reshape(-1, 2).astype(np.uint64)
+    if normalization == "raw":
+        out = [_digest(t.encode("utf-8", "surrogatepass")) for t in texts]
+    else:
+        out = [_digest(t) for chunk in _chunks([_utf8(t) for t in texts]) for t in _collapsed(chunk)]
+    return np.frombuffer(b"".join(out), dtype=">u8").reshape(-1, 2).astype(np.uint64)
 
 
 def key_bytes(keys: np.ndarray) -> list[bytes]:

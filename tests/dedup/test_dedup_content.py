@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import unicodedata
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -11,11 +12,12 @@ from conftest import ROOT, fuzz_examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline.dedup import content
 from pipeline.dedup.content import content_key, content_keys, key_bytes, key_hex, normalize
 from pipeline.dedup.labelled import build_corpus
 
-# blake2b-128 (person "mixprep-content") of "Café au lait": a change to the key breaks every cache's table.
-GOLDEN = "1e3ae5157013c11cc9133eb2cf834c87"
+# xxh3-128 (seed 0) of "Café au lait": a change to the key breaks every cache's table (CACHE_VERSION).
+GOLDEN = "d9c025def8be774427977b43fede1838"
 
 
 def test_normalization_is_nfc_then_whitespace_runs_to_one_space():
@@ -99,3 +101,27 @@ def test_every_whitespace_character_is_one_space():
     spaces = [chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace()]
     texts = [f"a{s}b{s}{s}c{s}" for s in spaces]
     assert key_bytes(content_keys(texts)) == [content_key("a b c")] * len(spaces)
+
+
+def test_the_wide_space_table_is_str_isspace_beyond_ascii():
+    """The batch path's table of non-ASCII spaces (looked up with mode="clip") is exactly str.isspace()'s."""
+    table = content._WIDE_SPACE
+    assert not table[-1]  # the entry every code point past the table's end is clipped to
+    assert set(np.flatnonzero(table).tolist()) == {c for c in range(0x80, sys.maxunicode + 1) if chr(c).isspace()}
+
+
+@settings(max_examples=fuzz_examples(200), deadline=None)
+@given(st.lists(_any_text, max_size=12), st.integers(1, 40))
+def test_keys_do_not_depend_on_where_the_batch_path_cuts_its_chunks(texts, chunk_bytes):
+    """Texts are joined into chunks of ~_CHUNK_BYTES: a whitespace run never joins two texts, whatever the cut."""
+    with mock.patch.object(content, "_CHUNK_BYTES", chunk_bytes):
+        got = key_bytes(content_keys(texts))
+    assert got == [content_key(t) for t in texts]
+
+
+def test_no_text_is_left_out_or_shifted_at_the_edges_of_a_batch():
+    texts = ["", " ", "\n\n", "a", " a ", "", "\u3000", "b  c", ""]
+    with mock.patch.object(content, "_CHUNK_BYTES", 2):
+        assert key_bytes(content_keys(texts)) == [content_key(t) for t in texts]
+    assert content_keys([]).shape == (0, 2)
+    assert len({content_key(t) for t in texts}) == 3  # "", "a" and "b c": the blank ones are one text
