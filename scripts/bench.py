@@ -14,7 +14,8 @@ Then, on the same texts (read by mixprep's own readers) and the same cores:
       backend; the read ceiling (the same files decompressed and parsed to Python strings by
       mixprep's readers in 1 and in all-cores processes, nothing tokenized); the content key of
       dedup (computed for every document while tokenizing), nfc_whitespace and raw, 1 thread; and
-      every backend's ids, through the `Encoder`, against `tokenizers`' on every document;
+      every backend's ids, through the `Encoder`, against `tokenizers`' on every document (with raw
+      skipped, unless `key` is too: gigatoken's 1-thread encode and the content key rows alone);
   (b) `mixprep run` (tokenize + mix) on the local runner with all cores (gigatoken, forced with
       MIXPREP_ENCODER), (c) with 1 worker, (c') with all cores and tiktoken, and (d) with all cores
       and `tokenizers`; (b) and (d) each right after its raw ceiling (gigatoken; the process pool,
@@ -526,13 +527,7 @@ def raw_ceilings(tok_path: Path, texts: list[str], cores: int, results: dict, da
             encoder.close()
             record(f"mixprep Encoder, {backend} ({threads} thread{'s' if threads > 1 else ''})", n_tok, s)
     fix_raw_fast(results, cores)
-    # The content key (issue 26): computed for every document while tokenizing, whatever the dedup
-    # setting; its rate next to the encoders', on the same texts in the cache's batches.
-    from pipeline.dedup.content import content_keys
-
-    for normalization in ("nfc_whitespace", "raw"):
-        _, s = timed(lambda: [content_keys(b, normalization) for b in calls(texts)])
-        record(f"content key, {normalization} (1 thread)", n_tok, s, chars_per_s=n_chars / s)
+    content_key_rows(texts, n_tok, record)
 
     # Identity: every backend through the Encoder (cuts, NFC, EOS, numpy) against `tokenizers`' reference.
     results["identity"] = {"documents": len(texts), "characters": n_chars, "tokens": n_tok, "backends": {}}
@@ -557,6 +552,35 @@ def raw_ceilings(tok_path: Path, texts: list[str], cores: int, results: dict, da
         ceiling = f"read ceiling: files read and parsed, no tokenizing ({cores} processes)"
         results["read_ceiling"] = rows[ceiling]["tok_per_s"]
     return ref_ids
+
+
+def content_key_rows(texts: list[str], n_tok: int, record) -> None:
+    """The content key (issue 26): computed for every document while tokenizing, whatever the dedup
+    setting; its rate next to the encoders', on the same texts in the same calls."""
+    from pipeline.dedup.content import content_keys
+
+    n_chars = sum(len(t) for t in texts)
+    for normalization in ("nfc_whitespace", "raw"):
+        _, s = timed(lambda: [content_keys(b, normalization) for b in calls(texts)])
+        record(f"content key, {normalization} (1 thread)", n_tok, s, chars_per_s=n_chars / s)
+
+
+def key_rows_alone(tok_path: Path, texts: list[str], results: dict) -> None:
+    """With the raw rows skipped: gigatoken's encode (1 thread) and the content key rows, one after the
+    other on the same texts (what `dedup_lines` compares), in a few seconds."""
+    from pipeline.tokenizer.giga import _gigatoken_model
+
+    giga = _gigatoken_model(tok_path.read_text(encoding="utf-8"))
+    assert not isinstance(giga, str), f"gigatoken cannot be used: {giga}"
+    rows = results.setdefault("raw", {})
+
+    def record(name, tokens, seconds, **extra):
+        rows[name] = {"tokens": tokens, "seconds": round(seconds, 3), "tok_per_s": tokens / seconds, **extra}
+        log(f"{name}: {tokens / seconds / 1e6:.2f}M tok/s ({seconds:.1f} s)")
+
+    n_tok, s = timed(lambda: _gigatoken_threads(giga, texts, 1))
+    record("gigatoken encode (1 thread)", n_tok, s)
+    content_key_rows(texts, n_tok, record)
 
 
 def fix_raw_fast(results: dict, cores: int) -> None:
@@ -1183,7 +1207,7 @@ def main(argv=None) -> int:
     ap.add_argument("--dir", type=Path, default=Path.home() / ".cache" / "mixprep-bench", help="cache folder")
     ap.add_argument("--skip", default="",
                     help="comma-separated: raw,pipeline,tiktoken-pipeline,tokenizers-pipeline,fixed,dedup,long,"
-                         "sampled,4x")
+                         "sampled,4x,key (raw skipped: its content key rows still run alone, unless key is too)")
     ap.add_argument("--repeat", type=int, default=int(os.environ.get("BENCH_REPEAT", 1)),
                     help="runs of each measurement; the tables show medians")
     ap.add_argument("--pairs", type=int, default=None,
@@ -1229,6 +1253,8 @@ def main(argv=None) -> int:
         results["read_ceiling"] = _median([r["read_ceiling"] for r in runs])
         fix_raw_fast(results, cores)
         ideal_bound(results, cores)
+    elif "key" not in skip:
+        key_rows_alone(tok_path, texts, results)
     if "long" not in skip:
         long_document(tok_path, texts, results)
     # Tokens per source: from the raw run's ids, or counted now when it was skipped.
