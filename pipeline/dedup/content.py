@@ -81,7 +81,7 @@ _ASCII_SPACES = bytes.maketrans(b"\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f", b" " * 9)
 _SEP, _DROP = b"\xfe", b"\xff"  # not in any UTF-8 (surrogatepass's included)
 _CHUNK_BYTES = 1 << 18  # a chunk's arrays stay in the CPU's cache (4 MB ones ran up to 30% slower)
 # By code point up to U+3000, the last one (looked up with mode="clip": every higher one is False):
-# whitespace to str.split() beyond ASCII. A table this small stays in the cache: 2x a full one's speed.
+# whitespace to str.split() beyond ASCII. A table this small stays in the CPU's cache: 2x a full one's speed.
 _WIDE_SPACE = np.zeros(0x3002, dtype=bool)
 _WIDE_SPACE[[0x85, 0xA0, 0x1680, *range(0x2000, 0x200B), 0x2028, 0x2029, 0x202F, 0x205F, 0x3000]] = True
 
@@ -103,11 +103,12 @@ def _collapsed(chunk: list[bytes]) -> list[bytes]:
     space = ((buf - np.uint8(9)) <= 4) | ((buf - np.uint8(28)) <= 4)  # 9-13 and 28-32
     repeat = np.zeros_like(space)
     np.logical_and(space[1:], space[:-1], out=repeat[1:])
-    marked = buf | -repeat.view(np.uint8)  # a repeated whitespace byte becomes _DROP
+    marked = buf | -repeat.view(np.uint8)  # -1 as uint8 is 0xFF: a repeated whitespace byte becomes _DROP
     return [t.strip(b" ") for t in marked.tobytes().translate(_ASCII_SPACES, _DROP).split(_SEP)]
 
 
 def _chunks(items: list[bytes]) -> Iterator[list[bytes]]:
+    """Consecutive runs of ``items`` of about ``_CHUNK_BYTES`` each (a longer item alone)."""
     start, size = 0, 0
     for i, item in enumerate(items):
         size += len(item)
