@@ -24,6 +24,7 @@ store as-is in the cache's parquet document tables.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from typing import Iterable, Iterator, Sequence
 
@@ -72,7 +73,7 @@ def content_key(text: str, normalization: str = DEFAULT_NORMALIZATION) -> bytes:
 
 # The batch path: ``normalize`` as UTF-8 bytes, with the per-byte work in numpy and C. Per text (in
 # Python) only what is rare or cheap: NFC where a non-ASCII text needs it, and the reference path for
-# a text holding a non-ASCII space (NBSP, U+2000-U+200A, U+3000, ...: a lookup of its code points).
+# a text holding a non-ASCII space (NBSP, U+2000-U+200A, U+3000, ...: found by ``_has_wide_space``).
 # Then a chunk of texts joined by a byte UTF-8 never holds: the ASCII whitespace bytes (\t \n \v \f
 # \r, U+001C-U+001F, space; never part of a multi-byte character) that follow another such byte are
 # marked with another such byte, and one bytes.translate drops the marks and maps the rest to spaces.
@@ -80,10 +81,21 @@ def content_key(text: str, normalization: str = DEFAULT_NORMALIZATION) -> bytes:
 _ASCII_SPACES = bytes.maketrans(b"\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f", b" " * 9)
 _SEP, _DROP = b"\xfe", b"\xff"  # not in any UTF-8 (surrogatepass's included)
 _CHUNK_BYTES = 1 << 18  # a chunk's arrays stay in the CPU's cache (4 MB ones ran up to 30% slower)
-# By code point up to U+3000, the last one (looked up with mode="clip": every higher one is False):
-# whitespace to str.split() beyond ASCII. A table this small stays in the CPU's cache: 2x a full one's speed.
+# Whitespace to str.split() beyond ASCII, by code point up to U+3000, the last one (looked up with
+# mode="clip": every higher one is False). A table this small stays in the CPU's cache: 2x a full
+# one's speed. A short text is searched with a regex instead: numpy's fixed cost per call is higher.
+_WIDE_SPACES = [0x85, 0xA0, 0x1680, *range(0x2000, 0x200B), 0x2028, 0x2029, 0x202F, 0x205F, 0x3000]
 _WIDE_SPACE = np.zeros(0x3002, dtype=bool)
-_WIDE_SPACE[[0x85, 0xA0, 0x1680, *range(0x2000, 0x200B), 0x2028, 0x2029, 0x202F, 0x205F, 0x3000]] = True
+_WIDE_SPACE[_WIDE_SPACES] = True
+_WIDE_SPACE_RE = re.compile("[" + "".join(map(chr, _WIDE_SPACES)) + "]")
+_SHORT = 1024  # characters: below it the regex is faster, above it the table
+
+
+def _has_wide_space(text: str) -> bool:
+    if len(text) < _SHORT:
+        return _WIDE_SPACE_RE.search(text) is not None
+    codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    return bool(_WIDE_SPACE.take(codes, mode="clip").any())
 
 
 def _utf8(text: str) -> bytes:
@@ -91,8 +103,7 @@ def _utf8(text: str) -> bytes:
     if not text.isascii():
         if not unicodedata.is_normalized("NFC", text):  # a fast scan: most text is NFC already
             text = unicodedata.normalize("NFC", text)
-        codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-        if _WIDE_SPACE.take(codes, mode="clip").any():
+        if _has_wide_space(text):
             text = " ".join(text.split())
     return text.encode("utf-8", "surrogatepass")
 

@@ -97,24 +97,32 @@ def test_the_batch_path_gives_the_reference_keys(texts, normalization):
 
 
 def test_every_whitespace_character_is_one_space():
-    """Both paths' whitespace is str.isspace()'s, every code point (ASCII ones on the byte path)."""
+    """Both paths' whitespace is str.isspace()'s, every code point (ASCII ones on the byte path); a
+    non-ASCII space is found in short texts (a regex) and in long ones (a code point table) alike."""
     spaces = [chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace()]
     texts = [f"a{s}b{s}{s}c{s}" for s in spaces]
     assert key_bytes(content_keys(texts)) == [content_key("a b c")] * len(spaces)
+    long = "\u00e9" * content._SHORT
+    texts = [f"{long}{s}b{s}{s}c{s}" for s in spaces]
+    assert key_bytes(content_keys(texts)) == [content_key(f"{long} b c")] * len(spaces)
 
 
 def test_the_wide_space_table_is_str_isspace_beyond_ascii():
-    """The batch path's table of non-ASCII spaces (looked up with mode="clip") is exactly str.isspace()'s."""
+    """The batch path's table of non-ASCII spaces (looked up with mode="clip") and its regex for short
+    texts are exactly str.isspace()'s."""
     table = content._WIDE_SPACE
     assert not table[-1]  # the entry every code point past the table's end is clipped to
-    assert set(np.flatnonzero(table).tolist()) == {c for c in range(0x80, sys.maxunicode + 1) if chr(c).isspace()}
+    wide = {c for c in range(0x80, sys.maxunicode + 1) if chr(c).isspace()}
+    assert set(np.flatnonzero(table).tolist()) == wide
+    assert {c for c in range(0x80, sys.maxunicode + 1) if content._WIDE_SPACE_RE.match(chr(c))} == wide
 
 
 @settings(max_examples=fuzz_examples(200), deadline=None)
-@given(st.lists(_any_text, max_size=12), st.integers(1, 40))
-def test_keys_do_not_depend_on_where_the_batch_path_cuts_its_chunks(texts, chunk_bytes):
-    """Texts are joined into chunks of ~_CHUNK_BYTES: a whitespace run never joins two texts, whatever the cut."""
-    with mock.patch.object(content, "_CHUNK_BYTES", chunk_bytes):
+@given(st.lists(_any_text, max_size=12), st.integers(1, 40), st.sampled_from([0, content._SHORT]))
+def test_keys_do_not_depend_on_where_the_batch_path_cuts_its_chunks(texts, chunk_bytes, short):
+    """Texts are joined into chunks of ~_CHUNK_BYTES: a whitespace run never joins two texts, whatever the
+    cut; and non-ASCII spaces are found by the code point table as by the regex (``short`` = 0: table only)."""
+    with mock.patch.object(content, "_CHUNK_BYTES", chunk_bytes), mock.patch.object(content, "_SHORT", short):
         got = key_bytes(content_keys(texts))
     assert got == [content_key(t) for t in texts]
 
