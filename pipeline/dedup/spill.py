@@ -7,8 +7,8 @@
 
 How exact dedup resolves billions of candidate documents on one machine with bounded memory
 (``mix/dedup.py``): the records of a partition are read back one partition at a time, so the peak is
-the buffer budget plus the largest partition, whatever the total. The files live in a temporary folder
-of the local disk (``TMPDIR``), removed on exit.
+the buffer budget plus the largest partition, whatever the total (``memory_budget``). The files live in
+a temporary folder of the local disk (``TMPDIR``), removed on exit.
 """
 
 from __future__ import annotations
@@ -19,9 +19,24 @@ from typing import Iterator
 
 import numpy as np
 
-__all__ = ["Spill", "BUFFER_BYTES", "partitions_for"]
+from ..errors import ConfigError
 
-BUFFER_BYTES = 256 << 20  # records held in memory before they are appended to the partitions' files
+__all__ = ["Spill", "BUFFER_BYTES", "MEMORY_ENV", "memory_budget", "partitions_for"]
+
+MEMORY_ENV = "MIXPREP_DEDUP_MEMORY_MB"
+
+
+def memory_budget() -> int:
+    """Bytes a dedup resolution may hold (``MIXPREP_DEDUP_MEMORY_MB``, default 1024 MiB): half for the
+    buffer, a quarter for a partition (its sort needs about as much again)."""
+    value = os.environ.get(MEMORY_ENV, "1024")
+    if not value.isdigit() or int(value) < 4:
+        raise ConfigError(f"{MEMORY_ENV}={value!r}: give a whole number of MiB, at least 4 (default 1024).")
+    return int(value) << 20
+
+
+# Records held in memory before they are appended to the partitions' files (None: half the budget).
+BUFFER_BYTES: int | None = None
 
 
 class Spill:
@@ -29,7 +44,7 @@ class Spill:
 
     def __init__(self, dtype, partitions: int, budget: int | None = None):
         self.dtype, self.count = np.dtype(dtype), int(partitions)
-        self.budget = BUFFER_BYTES if budget is None else budget
+        self.budget = budget if budget is not None else BUFFER_BYTES or memory_budget() // 2
         self._buffers: list[list[np.ndarray]] = [[] for _ in range(self.count)]
         self._buffered = 0
         self._folder: tempfile.TemporaryDirectory | None = None  # made on the first flush

@@ -15,7 +15,8 @@ result depends only on the caches' tables, the pairs and the config, never on wo
 
 Memory is bounded whatever the corpus (docs/SCALING.md): the candidates (40 bytes each) are spread by
 their key's leading bits over partitions (``dedup/spill.py``: in memory up to a budget, on local disk
-past it), and each partition is resolved alone, since equal keys share a partition. Only the groups a
+past it; ``MIXPREP_DEDUP_MEMORY_MB``), and each partition is resolved alone, since equal keys share a
+partition. Only the groups a
 near pair touches are held back and resolved together. The removals go the same way, by cache part,
 into the resolution's folder (``dedup/removed.py``, ``OUT/_dedup/<id>/``): every later pass reads the
 removed rows of the part it works on from there, and the resolution's id (a hash of its inputs) lets a
@@ -38,7 +39,7 @@ from ..cache import TokenCache
 from ..config import MixtureConfig
 from ..dedup.clusters import EXACT, KEPT, KINDS, NEAR, keep_order, resolve
 from ..dedup.removed import REMOVAL, Removed, index_path, read_records, records_path
-from ..dedup.spill import Spill, partitions_for
+from ..dedup.spill import Spill, memory_budget, partitions_for
 from ..errors import FormatError
 from ..layout import dedup_dir
 from ..storage import atomic_writer, read_json, write_json
@@ -47,7 +48,7 @@ from .select import doc_buckets
 __all__ = ["Dedup", "resolve_duplicates", "deduplicated", "PARTITION_BYTES"]
 
 RESOLUTION_FORMAT = 1  # in the resolution id: a folder written by another format is never read
-PARTITION_BYTES = 256 << 20  # the size a partition aims at (candidates, then removals): the peak's scale
+PARTITION_BYTES: int | None = None  # the size a partition aims at (None: a quarter of spill.memory_budget)
 _KEY_COLUMNS = ["content_key_hi", "content_key_lo"]
 # One candidate: its content key, doc hash, tokens, and place (a number for (source, part, row):
 # the documents of all parts counted in order, ``_Places``).
@@ -218,8 +219,9 @@ class _Resolution:
         self.names = tuple(rule["sources"])
         self.places = _Places()
         documents = sum(int(c.stats["documents"]) for c in caches.values())
-        self.key_bits = partitions_for(documents, _CANDIDATE.itemsize, PARTITION_BYTES).bit_length() - 1
-        self.out_partitions = partitions_for(documents, REMOVAL.itemsize, PARTITION_BYTES)
+        target = PARTITION_BYTES or memory_budget() // 4
+        self.key_bits = partitions_for(documents, _CANDIDATE.itemsize, target).bit_length() - 1
+        self.out_partitions = partitions_for(documents, REMOVAL.itemsize, target)
 
     def run(self, folder: str, pairs: list) -> dict:
         with Spill(_CANDIDATE, 1 << self.key_bits) as candidates:

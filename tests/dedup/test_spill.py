@@ -4,8 +4,10 @@ stayed in memory or went to disk; the folder is removed."""
 import os
 
 import numpy as np
+import pytest
 
-from pipeline.dedup.spill import Spill, partitions_for
+from pipeline.dedup.spill import MEMORY_ENV, Spill, memory_budget, partitions_for
+from pipeline.errors import ConfigError
 
 DTYPE = np.dtype([("key", "<u8"), ("value", "<i4")])
 
@@ -46,3 +48,14 @@ def test_partition_counts_are_powers_of_two_that_fit_the_target():
     assert partitions_for(0, 40, 1000) == 1 and partitions_for(25, 40, 1000) == 1
     assert partitions_for(26, 40, 1000) == 2 and partitions_for(1000, 40, 1000) == 64
     assert partitions_for(2 * 10**9, 40, 256 << 20) == 512  # stage 1's candidates: ~150 MiB a partition
+
+
+def test_the_memory_budget_comes_from_the_environment(monkeypatch):
+    monkeypatch.delenv(MEMORY_ENV, raising=False)
+    assert memory_budget() == 1024 << 20 and Spill(DTYPE, 1).budget == 512 << 20
+    monkeypatch.setenv(MEMORY_ENV, "64")
+    assert memory_budget() == 64 << 20 and Spill(DTYPE, 1).budget == 32 << 20
+    for bad in ("", "1.5", "-3", "2"):
+        monkeypatch.setenv(MEMORY_ENV, bad)
+        with pytest.raises(ConfigError, match=MEMORY_ENV):
+            memory_budget()
