@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from typing import Iterator, Mapping
 
 import numpy as np
@@ -46,6 +47,8 @@ from ..storage import atomic_writer, read_json, write_json
 from .select import doc_buckets
 
 __all__ = ["Dedup", "resolve_duplicates", "deduplicated", "PARTITION_BYTES"]
+
+log = logging.getLogger("mixprep")
 
 RESOLUTION_FORMAT = 1  # in the resolution id: a folder written by another format is never read
 PARTITION_BYTES: int | None = None  # the size a partition aims at (None: a quarter of spill.memory_budget)
@@ -165,9 +168,13 @@ def resolve_duplicates(cfg: MixtureConfig, caches: Mapping[str, TokenCache], rul
     folder = storage.join(dedup_dir(out), rid[:20])
     done = Dedup.load(folder)
     if done is not None and done.index.get("id") == rid:
+        log.info("dedup: the resolution in %s (made earlier in this run)", folder)
         return done
     index = _Resolution(rule, caches, rules, cfg.bucket_bounds).run(folder, pairs)
     write_json(index_path(folder), {**index, "id": rid})  # last: the folder is complete
+    log.info("dedup: %s of %s candidate documents removed (%d key partitions, %.0f MiB spilled to local disk)",
+             f"{sum(index['removed'].values()):,}", f"{sum(b['documents'] for b in index['before'].values()):,}",
+             index["key_partitions"], index["spilled"] / 2**20)
     return Dedup.load(folder)
 
 
@@ -239,7 +246,8 @@ class _Resolution:
                 if len(near):
                     self._route(removals, self._resolve(np.concatenate(held or [np.empty(0, _CANDIDATE)]), pairs))
                 index = self._write(folder, removals)
-        return {**index, **self.rule, "before": before}
+                spilled = candidates.spilled + removals.spilled
+        return {**index, **self.rule, "before": before, "spilled": spilled}
 
     def _candidates(self, spill: Spill) -> dict:
         """Every candidate into ``spill``, partitioned by its key's leading bits; what each source offers."""
