@@ -44,7 +44,7 @@ from ..dedup.spill import Spill, memory_budget, partitions_for
 from ..errors import FormatError
 from ..layout import dedup_dir
 from ..storage import atomic_writer, read_json, write_json
-from .select import doc_buckets
+from .select import DOC_COLUMNS, doc_buckets
 
 __all__ = ["Dedup", "resolve_duplicates", "deduplicated", "PARTITION_BYTES"]
 
@@ -257,16 +257,17 @@ class _Resolution:
             cache, docs, tokens = self.caches[name], 0, 0
             self.places.add_source()
             for part in range(len(cache.parts)):
-                n, bucket, h = doc_buckets(cache, part, self.bounds, self.rules.get(name))
-                base = self.places.add_part(len(n))
-                table = cache.doc_table(part, columns=_KEY_COLUMNS)
-                if table.schema.names != _KEY_COLUMNS:
+                table = cache.doc_table(part, columns=DOC_COLUMNS + _KEY_COLUMNS)  # one read of the table
+                if table.schema.names[-2:] != _KEY_COLUMNS:
                     raise FormatError(f"{cache.directory}: its document tables hold no content keys (a cache from "
                                       "before cache version 4); delete it and run again.")
+                n, bucket, h = doc_buckets(cache, part, self.bounds, self.rules.get(name), table)
+                base = self.places.add_part(len(n))
                 rows = np.flatnonzero(bucket <= len(self.bounds))  # the candidates: what a sample rule reads
                 docs, tokens = docs + len(rows), tokens + int(n[rows].sum())
                 rec = np.empty(len(rows), _CANDIDATE)
-                rec["hi"], rec["lo"] = table.column(0).to_numpy()[rows], table.column(1).to_numpy()[rows]
+                rec["hi"] = table.column(_KEY_COLUMNS[0]).to_numpy()[rows]
+                rec["lo"] = table.column(_KEY_COLUMNS[1]).to_numpy()[rows]
                 rec["hash"], rec["n"], rec["place"] = h[rows], n[rows], np.uint64(base) + rows.astype(np.uint64)
                 spill.add(rec["hi"] >> shift if self.key_bits else np.zeros(len(rec), np.int64), rec)
             before[name] = {"documents": docs, "tokens": tokens}
