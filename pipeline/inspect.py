@@ -280,9 +280,12 @@ def duplicate_of(out: str, source: str, part: int, row: int) -> dict | None:
     path = dedup_path(out)
     if not storage.exists(path):
         return None
-    with storage.open_read(path) as f:
-        table = pq.read_table(pa.BufferReader(f.read()), filters=[
-            ("removed_source", "=", source), ("removed_part", "=", part), ("removed_row", "=", row)])
+    where = [("removed_source", "=", source), ("removed_part", "=", part), ("removed_row", "=", row)]
+    if storage.is_remote(path):
+        with storage.open_read(path) as f:
+            table = pq.read_table(pa.BufferReader(f.read()), filters=where)
+    else:  # only the row groups whose statistics may hold it are read
+        table = pq.read_table(path, filters=where)
     return table.slice(0, 1).to_pylist()[0] if table.num_rows else None
 
 
