@@ -285,3 +285,17 @@ def test_a_resolution_in_many_partitions_spilled_to_disk_removes_the_same(corpus
     again = _resolve_in(corpus / "on.yaml", corpus, "cache", run, tmp_path / "one")
     assert again.folder == one.folder and again.digest == one.digest and os.stat(index).st_mtime_ns == written
     assert not (corpus / "on" / "_dedup").exists()  # the run's working folder is gone
+
+
+def test_the_resolution_memory_script_measures_this_resolution(corpus, run):
+    """scripts/resolution_memory.py (docs/SCALING.md's figures) resolves the run's caches as the run did."""
+    import subprocess
+    import sys
+
+    script = os.path.join(os.path.dirname(__file__), "..", "..", "scripts", "resolution_memory.py")
+    got = subprocess.run([sys.executable, script, "--mixture", str(corpus / "on.yaml"), "--cache",
+                          str(corpus / "cache"), "--memory-mb", "4"], capture_output=True, text=True, check=True)
+    row = json.loads(got.stdout.strip().splitlines()[-1])
+    assert row["removed"] == run["dedup"]["documents_removed"] > 0 and row["key_partitions"] == 1
+    assert row["candidates"] == sum(s["documents_before"] for s in run["dedup"]["sources"].values())
+    assert row["peak_rss_mib"] >= row["peak_rss_mib_before"] > 0 and len(row["removals_sha256"]) == 64
