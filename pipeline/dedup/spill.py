@@ -28,7 +28,7 @@ MEMORY_ENV = "MIXPREP_DEDUP_MEMORY_MB"
 
 def memory_budget() -> int:
     """Bytes a dedup resolution may hold (``MIXPREP_DEDUP_MEMORY_MB``, default 1024 MiB): half for the
-    buffer, a quarter for a partition (its sort needs about as much again)."""
+    buffer, an eighth for a partition's records (resolving them takes ~2.7x that)."""
     value = os.environ.get(MEMORY_ENV, "1024")
     if not value.isdigit() or int(value) < 4:
         raise ConfigError(f"{MEMORY_ENV}={value!r}: give a whole number of MiB, at least 4 (default 1024).")
@@ -91,15 +91,17 @@ class Spill:
 
     def partitions(self) -> Iterator[tuple[int, np.ndarray]]:
         """Each non-empty partition's records, in the order they were added (its file held the first)."""
+        if self._folder is not None:
+            self._flush()  # nothing stays buffered: the peak is one partition, not it and the buffer
         for i in range(self.count):
-            chunks = []
+            chunks, self._buffers[i] = self._buffers[i], []
             if self._folder is not None and os.path.exists(self._path(i)):
-                chunks.append(np.fromfile(self._path(i), dtype=self.dtype))
+                chunks.insert(0, np.fromfile(self._path(i), dtype=self.dtype))
                 os.remove(self._path(i))
-            chunks += self._buffers[i]
-            self._buffers[i] = []
             if chunks:
-                yield i, np.concatenate(chunks)
+                records = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+                del chunks
+                yield i, records
 
 
 def partitions_for(records: int, itemsize: int, target: int) -> int:

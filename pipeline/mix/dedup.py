@@ -51,7 +51,8 @@ __all__ = ["Dedup", "resolve_duplicates", "deduplicated", "PARTITION_BYTES"]
 log = logging.getLogger("mixprep")
 
 RESOLUTION_FORMAT = 1  # in the resolution id: a folder written by another format is never read
-PARTITION_BYTES: int | None = None  # the size a partition aims at (None: a quarter of spill.memory_budget)
+# The records a partition aims at (None: an eighth of spill.memory_budget; resolving one takes ~2.7x).
+PARTITION_BYTES: int | None = None
 _KEY_COLUMNS = ["content_key_hi", "content_key_lo"]
 # One candidate: its content key, doc hash, tokens, and place (a number for (source, part, row):
 # the documents of all parts counted in order, ``_Places``).
@@ -226,7 +227,7 @@ class _Resolution:
         self.names = tuple(rule["sources"])
         self.places = _Places()
         documents = sum(int(c.stats["documents"]) for c in caches.values())
-        target = PARTITION_BYTES or memory_budget() // 4
+        target = PARTITION_BYTES or memory_budget() // 8
         self.key_bits = partitions_for(documents, _CANDIDATE.itemsize, target).bit_length() - 1
         self.out_partitions = partitions_for(documents, REMOVAL.itemsize, target)
 
@@ -275,6 +276,8 @@ class _Resolution:
 
     def _resolve(self, records: np.ndarray, pairs: list | None = None) -> np.ndarray:
         """The removal records of ``records`` (and the near ``pairs`` among them)."""
+        if not pairs:  # exact only: the records whose key is seen once take no part (most of them)
+            records = records[_repeated(records)]
         src, part, row = self.places.decode(records["place"])
         a = {"src": src, "part": part, "row": row, "hash": records["hash"], "n": records["n"],
              "hi": records["hi"], "lo": records["lo"]}
@@ -324,11 +327,25 @@ class _Resolution:
                 "removed": {n: int(counts[i, :, 0].sum()) for i, n in enumerate(self.names)}}
 
 
+def _repeated(records: np.ndarray) -> np.ndarray:
+    """A mask of the records whose content key another record also has (~26 bytes a record at the peak)."""
+    order = np.lexsort((records["lo"], records["hi"]))
+    hi, lo = records["hi"][order], records["lo"][order]
+    same = (hi[1:] == hi[:-1]) & (lo[1:] == lo[:-1])
+    del hi, lo
+    out = np.zeros(len(records), bool)
+    out[order[1:][same]] = True
+    out[order[:-1][same]] = True
+    return out
+
+
 def _held_back(records: np.ndarray, near: np.ndarray, exact: bool) -> tuple[np.ndarray, np.ndarray]:
     """(the records resolved in their partition, those held back): a document in a near pair, with its
     exact copies, is resolved with every other near pair's (its cluster may reach other partitions)."""
     touched = np.isin(records["place"], near) if len(near) else np.zeros(len(records), bool)
-    if exact and touched.any():
+    if not touched.any():
+        return records, np.empty(0, records.dtype)  # not records[:0]: a view would keep the partition alive
+    if exact:
         keys = set(zip(records["hi"][touched].tolist(), records["lo"][touched].tolist()))
         maybe = np.flatnonzero(np.isin(records["hi"], records["hi"][touched]))
         touched[[i for i in maybe.tolist() if (int(records["hi"][i]), int(records["lo"][i])) in keys]] = True
@@ -338,7 +355,7 @@ def _held_back(records: np.ndarray, near: np.ndarray, exact: bool) -> tuple[np.n
 def _resolve(a: dict, names: tuple[str, ...], priority, exact: bool = True, near: np.ndarray | None = None) -> dict:
     """The removed documents and their kept ones, sorted by the removed one's (source, part, row).
     ``exact``: join equal content keys; ``near``: index pairs of near duplicates."""
-    hi, lo = a["hi"].astype(np.uint64), a["lo"].astype(np.uint64)
+    hi, lo = a["hi"].astype(np.uint64, copy=False), a["lo"].astype(np.uint64, copy=False)
     involved = np.zeros(len(hi), dtype=bool)  # documents in some pair: the only ones resolution needs
     if exact:
         by_key = np.lexsort((lo, hi))
