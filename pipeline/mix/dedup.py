@@ -53,6 +53,7 @@ log = logging.getLogger("mixprep")
 RESOLUTION_FORMAT = 1  # in the resolution id: a folder written by another format is never read
 # The records a partition aims at (None: an eighth of spill.memory_budget; resolving one takes ~2.7x).
 PARTITION_BYTES: int | None = None
+MAX_PARTITIONS = 4096
 _KEY_COLUMNS = ["content_key_hi", "content_key_lo"]
 # One candidate: its content key, doc hash, tokens, and place (a number for (source, part, row):
 # the documents of all parts counted in order, ``_Places``).
@@ -228,8 +229,10 @@ class _Resolution:
         self.places = _Places()
         documents = sum(int(c.stats["documents"]) for c in caches.values())
         target = PARTITION_BYTES or memory_budget() // 8
-        self.key_bits = partitions_for(documents, _CANDIDATE.itemsize, target).bit_length() - 1
-        self.out_partitions = partitions_for(documents, REMOVAL.itemsize, target)
+        # At most MAX_PARTITIONS files a flush appends to (past that, partitions outgrow the target).
+        key_partitions = min(partitions_for(documents, _CANDIDATE.itemsize, target), MAX_PARTITIONS)
+        self.key_bits = key_partitions.bit_length() - 1
+        self.out_partitions = min(partitions_for(documents, REMOVAL.itemsize, target), MAX_PARTITIONS)
 
     def run(self, folder: str, pairs: list) -> dict:
         with Spill(_CANDIDATE, 1 << self.key_bits) as candidates:
