@@ -100,9 +100,11 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench.py --mb $(BENCH_MB) --dir $(BENCH_DIR) --repeat $(BENCH_REPEAT) $(BENCH_ARGS)
 
 # Millions of documents: wall time and peak RSS per phase at SCALE_DOCS and 4x that (docs/SCALING.md).
+# SCALE_DUPLICATES=K: every K-th document an exact copy, removed by exact dedup (its resolution's memory).
 SCALE_DOCS ?= 5000000
+SCALE_DUPLICATES ?= 0
 bench-scale: $(STAMP)
-	$(BIN)/python scripts/bench.py --scale $(SCALE_DOCS) --dir $(BENCH_DIR)
+	$(BIN)/python scripts/bench.py --scale $(SCALE_DOCS) --scale-duplicates $(SCALE_DUPLICATES) --dir $(BENCH_DIR)
 
 # A long fuzzing campaign (not part of `make test`): config loader and .idx/.bin reader.
 FUZZ_EXAMPLES ?= 20000

@@ -275,16 +275,18 @@ def _find_doc(cache: TokenCache, doc_id: str) -> tuple[int, int, dict] | None:
 
 
 def duplicate_of(out: str, source: str, part: int, row: int) -> dict | None:
-    """The row of the mixture's removals (``layout.DEDUP_FILE``) for a removed document, or None."""
+    """The row of the mixture's removals (``layout.DEDUP_FILE``) for a removed document, or None (the
+    row groups whose statistics cannot hold it are skipped)."""
     path = dedup_path(out)
     if not storage.exists(path):
         return None
-    with storage.open_read(path) as f:
-        table = pq.read_table(pa.BufferReader(f.read()))
-    hit = np.flatnonzero((np.asarray(table.column("removed_source").to_pylist(), dtype=object) == source)
-                         & (table.column("removed_part").to_numpy() == part)
-                         & (table.column("removed_row").to_numpy() == row))
-    return table.slice(int(hit[0]), 1).to_pylist()[0] if len(hit) else None
+    where = [("removed_source", "=", source), ("removed_part", "=", part), ("removed_row", "=", row)]
+    if storage.is_remote(path):
+        with storage.open_read(path) as f:
+            table = pq.read_table(pa.BufferReader(f.read()), filters=where)
+    else:  # only the row groups whose statistics may hold it are read
+        table = pq.read_table(path, filters=where)
+    return table.slice(0, 1).to_pylist()[0] if table.num_rows else None
 
 
 def inspect_doc(out: str, query: str, cache_root: str) -> str:
@@ -309,7 +311,8 @@ def inspect_doc(out: str, query: str, cache_root: str) -> str:
             dup = duplicate_of(out, source, part, row)
             if dup is not None:
                 kind = f"an {dup['kind']}" if dup["kind"] == "exact" else f"a {dup['kind']}"
-                return (head + f" (dropped as {kind} duplicate of {dup['kept_source']}:{dup['kept_doc_id']}, "
+                kept = caches.doc_row(dup["kept_source"], dup["kept_part"], dup["kept_row"])["doc_id"]
+                return (head + f" (dropped as {kind} duplicate of {dup['kept_source']}:{kept}, "
                         f"cache part {dup['kept_part']}, row {dup['kept_row']}: dedup kept that copy)")
             return head + " (the selection did not take it)"
         lines = [head + ":"]

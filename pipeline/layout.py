@@ -16,6 +16,7 @@ A mixture folder (``OUT``; a held-out split's folder ``OUT/<split>/`` is one of 
     _shards/<shard>.json           a shard's record, written after its files: the shard is done (``finished_shard``)
     _provenance/<shard>.refs.npy   its document copies in stream order
     _refs/SSS-PPPPP.refs           routed references while packing, a file per cache part
+    _dedup/<id>/                   a dedup resolution's removals by cache part, until dedup-removed.parquet
     _plan.json                     a one-pipeline run's plan note, while it runs
     tokenizer.json  gpt-neox-data.json  megatron-args.txt  megatron-args.json   for the trainers
     report.md  report/*.png
@@ -163,6 +164,7 @@ DEDUP_FILE = "dedup-removed.parquet"  # the documents dedup removed and the ones
 NEAR_PAIRS_FILE = "_near-pairs.json"  # the near-dedup job's verified pairs, read by the driver and removed
 SHARDS_DIR = "_shards"
 PROVENANCE_DIR = "_provenance"
+DEDUP_DIR = "_dedup"  # a resolution's removals by cache part while the run lasts (dedup/removed.py)
 REFS_DIR = "_refs"  # routed references, a file per cache part, removed once every shard is written
 TOKENIZER_FILE = "tokenizer.json"  # the run's tokenizer.json, copied beside the shards for the trainer
 NEOX_FILE = "gpt-neox-data.json"
@@ -189,6 +191,10 @@ def plan_path(out: str) -> str:
 
 def dedup_path(out: str) -> str:
     return storage.join(out, DEDUP_FILE)
+
+
+def dedup_dir(out: str) -> str:
+    return storage.join(out, DEDUP_DIR)
 
 
 def near_pairs_path(out: str) -> str:

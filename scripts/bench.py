@@ -1123,16 +1123,18 @@ class PhaseSampler(_Sampling):
         return out
 
 
-def scale_run(corpus: Path, docs: int, work: Path, workers: int) -> dict:
-    """`mixprep run` of make_corpus.py's one-source mixture over ``docs`` documents, 80% taken."""
+def scale_run(corpus: Path, docs: int, work: Path, workers: int, duplicate_every: int = 0) -> dict:
+    """`mixprep run` of make_corpus.py's one-source mixture over ``docs`` documents, 80% taken (of what
+    exact dedup leaves, when ``duplicate_every`` plants duplicates)."""
     sys.path.insert(0, str(REPO / "scripts"))
     from make_corpus import make_corpus
 
     from pipeline.config import load_mixture
 
-    root = make_corpus(corpus, docs, 250_000, 20, str(REPO / "tokenizer" / "tokenizer.json"))
+    root = make_corpus(corpus, docs, 250_000, 20, str(REPO / "tokenizer" / "tokenizer.json"), duplicate_every)
     mixture = root / "one-source.yaml"
-    total = int(0.8 * SCALE_TOKENS_PER_DOC * docs)
+    unique = docs - (docs // duplicate_every if duplicate_every else 0)
+    total = int(0.8 * SCALE_TOKENS_PER_DOC * unique)
     shards = load_mixture(str(mixture), {"total_tokens": total}).num_shards
     out, cache = work / f"out-{docs}", work / f"cache-{docs}"
     for d in (out, cache):
@@ -1185,14 +1187,16 @@ def scale_ratios(small: dict, large: dict) -> dict:
                for n in SCALE_PHASES}}
 
 
-def scale_bench(docs: int, folder: Path) -> int:
-    """``docs`` and 4 x ``docs`` short documents (make_corpus.py), one source: time and memory per phase."""
+def scale_bench(docs: int, folder: Path, duplicate_every: int = 0) -> int:
+    """``docs`` and 4 x ``docs`` short documents (make_corpus.py), one source: time and memory per phase.
+    ``duplicate_every`` K: a share 1/K are exact copies, and the mixture removes them (exact dedup)."""
     work = Path(tempfile.mkdtemp(prefix="scale-", dir=folder))
     workers = os.cpu_count() or 1
-    rows = [scale_run(folder / f"corpus-{n}", n, work, workers) for n in (docs, 4 * docs)]
+    tag = f"-dup{duplicate_every}" if duplicate_every else ""
+    rows = [scale_run(folder / f"corpus-{n}{tag}", n, work, workers, duplicate_every) for n in (docs, 4 * docs)]
     ratios = scale_ratios(*rows)
     text = scale_markdown(rows) + "\n4x / 1x: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()) + "\n"
-    stem = folder / f"scale-{docs}-{time.strftime('%Y-%m-%dT%H%M%S')}"
+    stem = folder / f"scale-{docs}{tag}-{time.strftime('%Y-%m-%dT%H%M%S')}"
     stem.with_suffix(".json").write_text(json.dumps({"runs": rows, "ratios": ratios}, indent=1))
     stem.with_suffix(".md").write_text(text)
     print(text)
@@ -1215,10 +1219,12 @@ def main(argv=None) -> int:
     ap.add_argument("--scale", type=int, default=0, metavar="N",
                     help="instead: a one-source mixture of N and 4N short documents (make_corpus.py), "
                          "wall time and peak RSS of the driver and each worker per phase")
+    ap.add_argument("--scale-duplicates", type=int, default=0, metavar="K",
+                    help="with --scale: every K-th document is an exact copy, and the mixture has exact dedup on")
     args = ap.parse_args(argv)
     if args.scale:
         args.dir.mkdir(parents=True, exist_ok=True)
-        return scale_bench(args.scale, args.dir)
+        return scale_bench(args.scale, args.dir, args.scale_duplicates)
     skip = set(filter(None, args.skip.split(",")))
     cores = os.cpu_count() or 1
     corpus = args.dir / f"corpus-{args.mb}MB"

@@ -24,22 +24,28 @@ WORDS = ("the of and to in is was for on that with as by at from his her are wer
          "large between during under before over while where when family team game film book").split()
 
 
-def documents(first: int, count: int, words: int) -> list[str]:
+def documents(first: int, count: int, words: int, duplicate_every: int = 0) -> list[str]:
     """Documents ``first`` .. ``first + count - 1``: ``words`` words each, drawn from a generator
-    seeded by the first document's index, so any file can be written alone."""
+    seeded by the first document's index, so any file can be written alone. With ``duplicate_every``
+    K, document i is a copy of document i - 1 whenever i % K == K - 1 (a share 1/K of exact duplicates;
+    the two are in one file when files start at multiples of K)."""
     rng = np.random.default_rng(first)
     vocab = np.array(WORDS, dtype=object)
     picks = vocab[rng.integers(0, len(WORDS), size=(count, words))]
-    return [f"doc {first + i}: " + " ".join(row) + "." for i, row in enumerate(picks)]
+    out = [f"doc {first + i}: " + " ".join(row) + "." for i, row in enumerate(picks)]
+    for i in range(1, count) if duplicate_every else ():
+        if (first + i) % duplicate_every == duplicate_every - 1:
+            out[i] = out[i - 1]
+    return out
 
 
-def write_file(path: Path, first: int, count: int, words: int) -> None:
+def write_file(path: Path, first: int, count: int, words: int, duplicate_every: int = 0) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     ids = np.arange(first, first + count)
     table = pa.table({
-        "content": pa.array(documents(first, count, words), pa.string()),
+        "content": pa.array(documents(first, count, words, duplicate_every), pa.string()),
         "url": pa.array([f"https://example.org/{i}" for i in ids.tolist()], pa.string()),
         "timestamp": pa.array(np.full(count, 1_672_531_200_000, dtype="datetime64[ms]")),
         "dump": pa.array(["CC-MAIN-2023-06"] * count, pa.string()),
@@ -51,19 +57,21 @@ def write_file(path: Path, first: int, count: int, words: int) -> None:
     tmp.rename(path)
 
 
-def mixture(out: Path, tokenizer: str) -> Path:
+def mixture(out: Path, tokenizer: str, dedup: bool = False) -> Path:
     path = out / "one-source.yaml"
     path.write_text("\n".join([
         "name: scale", "description: one source of many short documents (scripts/make_corpus.py)",
         "total_tokens: 1000000", "seq_len: 2048", "seed: 1234", f"tokenizer: {tokenizer}",
-        "tokens_per_shard: 4000000", "tokenize_whole: true", "length_buckets: [2048, 4096, 16384]", "sources:",
+        "tokens_per_shard: 4000000", "tokenize_whole: true", "length_buckets: [2048, 4096, 16384]",
+        *(["dedup: {exact: true}"] if dedup else []), "sources:",
         "  - name: refinedweb", "    kind: refinedweb", f"    root: {ROOT}", "    category: web",
         "    weight: 1.0", "    max_repetition: 1.0", ""]))
     return path
 
 
-def make_corpus(out: Path, docs: int, per_file: int, words: int, tokenizer: str) -> Path:
-    """Write the corpus (files already there are kept) and its mixture; return the data root."""
+def make_corpus(out: Path, docs: int, per_file: int, words: int, tokenizer: str, duplicate_every: int = 0) -> Path:
+    """Write the corpus (files already there are kept) and its mixture (with exact dedup when the corpus
+    holds duplicates); return the data root."""
     data = out / ROOT / "data"
     data.mkdir(parents=True, exist_ok=True)
     files = -(-docs // per_file)
@@ -71,8 +79,8 @@ def make_corpus(out: Path, docs: int, per_file: int, words: int, tokenizer: str)
         path = data / f"train-{k:05d}-of-{files:05d}.parquet"
         if not path.exists():
             first = k * per_file
-            write_file(path, first, min(per_file, docs - first), words)
-    mixture(out, tokenizer)
+            write_file(path, first, min(per_file, docs - first), words, duplicate_every)
+    mixture(out, tokenizer, dedup=bool(duplicate_every))
     return out
 
 
@@ -84,10 +92,12 @@ def main(argv=None) -> int:
     ap.add_argument("--docs-per-file", type=int, default=250_000)
     ap.add_argument("--words", type=int, default=20)
     ap.add_argument("--tokenizer", default=str(repo / "tokenizer" / "tokenizer.json"))
+    ap.add_argument("--duplicate-every", type=int, default=0, metavar="K",
+                    help="every K-th document copies the one before it; the mixture then has exact dedup on")
     args = ap.parse_args(argv)
     if args.out.resolve().is_relative_to(repo):
         raise SystemExit(f"--out {args.out} is inside the repository; write the corpus elsewhere")
-    print(make_corpus(args.out, args.docs, args.docs_per_file, args.words, args.tokenizer))
+    print(make_corpus(args.out, args.docs, args.docs_per_file, args.words, args.tokenizer, args.duplicate_every))
     return 0
 
 

@@ -1,7 +1,7 @@
 """Duplicates across a mixture's sources, resolved before the plan (issue 26; docs/DEDUP.md).
 
-    dedup = resolve_duplicates(cfg, caches, rules, near)   # None when the config turns dedup off
-    caches = dedup.apply(caches)                           # the plan, selection and pack never see the removed
+    dedup = resolve_duplicates(cfg, caches, rules, out, near)   # None when the config turns dedup off
+    caches = dedup.apply(caches)                                # the plan, selection and pack never see the removed
 
 Every candidate document of every mixed source (a sampled source's: the documents its rule reads,
 i.e. what was tokenized of it) is grouped by its content key (the cache's document table,
@@ -11,18 +11,25 @@ removed: they are never candidates, so each source's available tokens shrink and
 are shares of what remains. With near dedup, the verified near-duplicate pairs (``mix/near.py``, a Beam
 job) join the same graph: a cluster is a connected component of exact and near pairs, one document kept
 per cluster, and a removal is "exact" when its content key is the kept document's, else "near". The
-result depends only on the caches' tables, the pairs and the config, never on workers or order, and is
-kept beside the shards (``layout.DEDUP_FILE``) for ``mixprep inspect``.
+result depends only on the caches' tables, the pairs and the config, never on workers or order.
 
-Memory: five numpy words per candidate document while resolving (keys, doc hash, place, tokens), and
-the keep order is computed only over documents whose key is seen more than once.
+Memory is bounded whatever the corpus (docs/SCALING.md): the candidates (40 bytes each) are spread by
+their key's leading bits over partitions (``dedup/spill.py``: in memory up to a budget, on local disk
+past it; ``MIXPREP_DEDUP_MEMORY_MB``), and each partition is resolved alone, since equal keys share a
+partition. Only the groups a
+near pair touches are held back and resolved together. The removals go the same way, by cache part,
+into the resolution's folder (``dedup/removed.py``, ``OUT/_dedup/<id>/``): every later pass reads the
+removed rows of the part it works on from there, and the resolution's id (a hash of its inputs) lets a
+second planner of the same run (a one-pipeline run's driver after its plan step) read it instead of
+resolving again. ``finish`` turns it into ``layout.DEDUP_FILE`` for ``mixprep inspect`` and removes it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import Mapping
+import logging
+from typing import Iterator, Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -32,180 +39,326 @@ from .. import storage
 from ..cache import TokenCache
 from ..config import MixtureConfig
 from ..dedup.clusters import EXACT, KEPT, KINDS, NEAR, keep_order, resolve
-from ..dedup.removed import Removed
+from ..dedup.removed import REMOVAL, Removed, index_path, read_records, records_path
+from ..dedup.spill import Spill, memory_budget, partitions_for
 from ..errors import FormatError
-from ..storage import atomic_writer
-from .select import doc_buckets
+from ..layout import dedup_dir
+from ..storage import atomic_writer, read_json, write_json
+from .select import DOC_COLUMNS, doc_buckets
 
-__all__ = ["Dedup", "resolve_duplicates", "deduplicated"]
+__all__ = ["Dedup", "resolve_duplicates", "deduplicated", "PARTITION_BYTES"]
 
+log = logging.getLogger("mixprep")
+
+RESOLUTION_FORMAT = 1  # in the resolution id: a folder written by another format is never read
+# The records a partition aims at (None: an eighth of spill.memory_budget; resolving one takes ~2.7x).
+PARTITION_BYTES: int | None = None
+MAX_PARTITIONS = 4096
 _KEY_COLUMNS = ["content_key_hi", "content_key_lo"]
-# One row per removed document: where it is, its tokens, and the document kept in its place.
-_ARRAYS = {"removed_source": np.uint16, "removed_part": np.uint32, "removed_row": np.uint32, "n_tokens": np.int64,
-           "kept_source": np.uint16, "kept_part": np.uint32, "kept_row": np.uint32, "kind": np.uint8}
+# One candidate: its content key, doc hash, tokens, and place (a number for (source, part, row):
+# the documents of all parts counted in order, ``_Places``).
+_CANDIDATE = np.dtype([("hi", "<u8"), ("lo", "<u8"), ("hash", "<u8"), ("n", "<i8"), ("place", "<u8")])
+_PARQUET = pa.schema([("removed_source", pa.string()), ("removed_doc_id", pa.string()),
+                      ("removed_part", pa.uint32()), ("removed_row", pa.uint32()), ("n_tokens", pa.int64()),
+                      ("kind", pa.string()), ("kept_source", pa.string()), ("kept_part", pa.uint32()),
+                      ("kept_row", pa.uint32())])
 
 
 class Dedup:
-    """A resolution: the removed documents (sorted by source, part, row) and what each source offered before."""
+    """A resolution, as its folder's index says: the rule, what each source offered before, the
+    counts removed, and where the removal records are (read on demand: ``records``, ``removed``)."""
 
-    def __init__(self, sources: tuple[str, ...], arrays: Mapping[str, np.ndarray], before: Mapping[str, dict],
-                 normalization: str, priority: tuple[str, ...], exact: bool = True, near: dict | None = None):
-        self.sources, self.before = tuple(sources), dict(before)
-        self.arrays = {k: np.asarray(arrays[k], dtype=t) for k, t in _ARRAYS.items()}
-        self.normalization, self.priority = normalization, tuple(priority)
-        self.exact, self.near = exact, near  # near: the MinHash parameters, None when off
+    def __init__(self, folder: str, index: dict):
+        self.folder, self.index = folder, index
+        self.sources = tuple(index["sources"])
+        self.before = index["before"]
+        self.normalization, self.priority = index["normalization"], tuple(index["priority"])
+        self.exact, self.near = index["exact"], index["near"]  # near: the MinHash parameters, None when off
+
+    @classmethod
+    def load(cls, folder: str) -> "Dedup | None":
+        path = index_path(folder)
+        return cls(folder, read_json(path)) if storage.exists(path) else None
+
+    @property
+    def digest(self) -> str:
+        """sha256 of the rule and the removal records: in the plan's hash."""
+        return self.index["digest"]
 
     def removed(self, source: str) -> Removed:
-        mine = self.arrays["removed_source"] == self.sources.index(source)
-        return Removed(self.arrays["removed_part"][mine], self.arrays["removed_row"][mine])
+        return Removed(self.folder, source, self.index["removed"][source], self.digest)
 
     def apply(self, caches: Mapping[str, TokenCache]) -> dict[str, TokenCache]:
         """The caches seen without the removed documents."""
         return {n: c.without(self.removed(n)) if n in self.sources else c for n, c in caches.items()}
 
-    @property
-    def digest(self) -> str:
-        """sha256 of the removals: in the plan's hash, so the driver and a plan step agree on them."""
-        h = hashlib.sha256(json.dumps([self.sources, self.normalization, self.priority, self.exact, self.near],
-                                      sort_keys=True).encode())
-        for k in _ARRAYS:
-            h.update(self.arrays[k].astype(f"<{self.arrays[k].dtype.str[1:]}").tobytes())
-        return h.hexdigest()
+    def records(self) -> Iterator[np.ndarray]:
+        """The removal records (``dedup.removed.REMOVAL``), file by file, in (source, part, row) order."""
+        for file in range(self.index["files"]):
+            yield read_records(self.folder, file)
 
     def summary(self) -> dict:
         """The manifest's ``dedup`` section: the rule, and per source and per (kept, removed) source pair
         the documents and tokens removed as exact and as near duplicates."""
-        a = self.arrays
-        kinds = [KINDS[EXACT]] + ([KINDS[NEAR]] if self.near else [])
+        counts, pairs_at = np.asarray(self.index["counts"], np.int64), np.asarray(self.index["pairs"], np.int64)
+        kinds = [EXACT] + ([NEAR] if self.near else [])
         per_source = {}
         for i, name in enumerate(self.sources):
             b = self.before[name]
             entry = {"documents_before": b["documents"], "tokens_before": b["tokens"]}
-            docs = tokens = 0
             for kind in kinds:
-                mine = (a["removed_source"] == i) & (a["kind"] == KINDS.index(kind))
-                entry[kind] = {"documents": int(mine.sum()), "tokens": int(a["n_tokens"][mine].sum())}
-                docs, tokens = docs + entry[kind]["documents"], tokens + entry[kind]["tokens"]
+                entry[KINDS[kind]] = {"documents": int(counts[i, kind, 0]), "tokens": int(counts[i, kind, 1])}
+            docs, tokens = (int(counts[i, kinds, j].sum()) for j in (0, 1))
             per_source[name] = {**entry, "documents_after": b["documents"] - docs, "tokens_after": b["tokens"] - tokens}
-        pairs = []
-        for k in range(len(self.sources)):
-            for r in range(len(self.sources)):
-                for kind in kinds:
-                    mine = (a["kept_source"] == k) & (a["removed_source"] == r) & (a["kind"] == KINDS.index(kind))
-                    if mine.any():
-                        pairs.append({"kept": self.sources[k], "removed": self.sources[r], "kind": kind,
-                                      "documents": int(mine.sum()), "tokens": int(a["n_tokens"][mine].sum())})
+        pairs = [{"kept": self.sources[k], "removed": self.sources[r], "kind": KINDS[kind],
+                  "documents": int(pairs_at[k, r, kind, 0]), "tokens": int(pairs_at[k, r, kind, 1])}
+                 for k in range(len(self.sources)) for r in range(len(self.sources)) for kind in kinds
+                 if pairs_at[k, r, kind, 0]]
         near = {"near": self.near} if self.near else {}
         return {"exact": self.exact, "normalization": self.normalization, "priority": list(self.priority), **near,
                 "rule": "per cluster (equal content keys" + (", verified near pairs" if self.near else "")
                         + "), the copy kept is the first by (priority rank, doc_hash, source, part, row)",
-                "documents_removed": int(len(a["n_tokens"])), "tokens_removed": int(a["n_tokens"].sum()),
+                "documents_removed": int(counts[:, :, 0].sum()), "tokens_removed": int(counts[:, :, 1].sum()),
                 "sources": per_source, "pairs": pairs}
 
     def write(self, path: str, caches: Mapping[str, TokenCache]) -> None:
-        """The removals as parquet, with both documents' ids (for ``mixprep inspect --doc``)."""
-        a = self.arrays
-        ids = {side: _doc_ids(caches, self.sources, a[f"{side}_source"], a[f"{side}_part"], a[f"{side}_row"])
-               for side in ("removed", "kept")}
-        names = np.asarray(self.sources + ("",), dtype=object)
-        table = pa.table({
-            "removed_source": pa.array(names[a["removed_source"]].tolist(), pa.string()),
-            "removed_doc_id": pa.array(ids["removed"], pa.string()),
-            **{k: pa.array(a[k]) for k in ("removed_part", "removed_row", "n_tokens")},
-            "kind": pa.array(np.asarray(KINDS, dtype=object)[a["kind"]].tolist(), pa.string()),
-            "kept_source": pa.array(names[a["kept_source"]].tolist(), pa.string()),
-            "kept_doc_id": pa.array(ids["kept"], pa.string()),
-            **{k: pa.array(a[k]) for k in ("kept_part", "kept_row")},
-        })
-        meta = {"sources": list(self.sources), "before": self.before, "normalization": self.normalization,
-                "priority": list(self.priority), "exact": self.exact, "near": self.near}
-        table = table.replace_schema_metadata({"mixprep.dedup": json.dumps(meta, sort_keys=True)})
-        with atomic_writer(path, "wb") as f:
-            pq.write_table(table, f, compression="zstd")
-
-    @classmethod
-    def read(cls, path: str) -> "Dedup":
-        with storage.open_read(path) as f:
-            table = pq.read_table(pa.BufferReader(f.read()))
-        meta = json.loads(table.schema.metadata[b"mixprep.dedup"])
-        sources = tuple(meta["sources"])
-        index = {n: i for i, n in enumerate(sources)}
-        arrays = {k: table.column(k).to_numpy() for k in ("removed_part", "removed_row", "n_tokens", "kept_part",
-                                                          "kept_row")}
-        for side in ("removed", "kept"):
-            arrays[f"{side}_source"] = np.array([index[n] for n in table.column(f"{side}_source").to_pylist()],
-                                                dtype=np.uint16)
-        arrays["kind"] = np.array([KINDS.index(k) for k in table.column("kind").to_pylist()], dtype=np.uint8)
-        return cls(sources, arrays, meta["before"], meta["normalization"], tuple(meta["priority"]),
-                   meta.get("exact", True), meta.get("near"))
+        """The removals as parquet (a row group per records file), with the removed document's id: what
+        ``mixprep inspect --doc`` reads. The kept document's id is looked up in its cache when asked."""
+        meta = {k: self.index[k] for k in ("sources", "before", "normalization", "priority", "exact", "near")}
+        schema = _PARQUET.with_metadata({"mixprep.dedup": json.dumps(meta, sort_keys=True)})
+        names = np.asarray(self.sources, dtype=object)
+        with atomic_writer(path, "wb") as f, pq.ParquetWriter(f, schema, compression="zstd") as w:
+            for r in self.records():
+                w.write_table(pa.table({
+                    "removed_source": pa.array(names[r["removed_source"]].tolist(), pa.string()),
+                    "removed_doc_id": pa.array(_doc_ids(caches, self.sources, r), pa.string()),
+                    **{k: pa.array(r[k]) for k in ("removed_part", "removed_row", "n_tokens")},
+                    "kind": pa.array(np.asarray(KINDS, dtype=object)[r["kind"]].tolist(), pa.string()),
+                    "kept_source": pa.array(names[r["kept_source"]].tolist(), pa.string()),
+                    **{k: pa.array(r[k]) for k in ("kept_part", "kept_row")},
+                }, schema=schema))
 
 
-def _doc_ids(caches, sources, src, part, row) -> list[str]:
-    """The doc ids at (source, part, row), each part's id column read once."""
-    out = [""] * len(src)
-    places = np.stack([src, part], axis=1) if len(src) else np.empty((0, 2), np.int64)
-    for s, p in np.unique(places, axis=0).tolist():
-        mine = np.flatnonzero((src == s) & (part == p))
+def _doc_ids(caches, sources, r: np.ndarray) -> list[str]:
+    """The removed documents' ids (records sorted by source, part, row), each part's id column read once."""
+    out: list[str] = []
+    places = np.stack([r["removed_source"], r["removed_part"]], axis=1).astype(np.int64)
+    starts = np.flatnonzero(np.r_[True, (places[1:] != places[:-1]).any(axis=1)]) if len(r) else []
+    for a, b in zip(list(starts), list(starts[1:]) + [len(r)]):
+        s, p = places[a].tolist()
         column = caches[sources[s]].doc_table(p, columns=["doc_id"]).column("doc_id")
-        for i, doc_id in zip(mine.tolist(), column.take(pa.array(row[mine])).to_pylist()):
-            out[i] = doc_id
+        out += column.take(pa.array(r["removed_row"][a:b])).to_pylist()
     return out
 
 
-def resolve_duplicates(cfg: MixtureConfig, caches: Mapping[str, TokenCache], rules: Mapping,
+def resolve_duplicates(cfg: MixtureConfig, caches: Mapping[str, TokenCache], rules: Mapping, out: str,
                        near: list | None = None) -> Dedup | None:
     """Duplicates among the candidates of every mixed source (None: dedup is off): exact ones when the
-    config asks, and the ``near`` pairs (``mix/near.py``: ((source, part, row), (source, part, row)))."""
+    config asks, and the ``near`` pairs (``mix/near.py``: ((source, part, row), (source, part, row))).
+    Written to (or, when resolved already, read from) the resolution's folder under ``out``."""
     if not (cfg.exact_dedup or cfg.near_dedup):
         return None
-    bounds = cfg.bucket_bounds
     names = tuple(s.name for s in cfg.sources if s.name in caches)  # config order: source indices
-    cols: dict[str, list] = {k: [] for k in ("src", "part", "row", "hash", "hi", "lo", "n")}
-    before, places = {}, {}
-    offset = 0
-    for si, name in enumerate(names):
-        cache = caches[name].without(None)  # every candidate, whatever an earlier resolution removed
-        docs = tokens = 0
-        for part in range(len(cache.parts)):
-            n, bucket, h = doc_buckets(cache, part, bounds, rules.get(name))
-            table = cache.doc_table(part, columns=_KEY_COLUMNS)
-            if table.schema.names != _KEY_COLUMNS:
-                raise FormatError(f"{cache.directory}: its document tables hold no content keys (a cache from "
-                                  "before cache version 4); delete it and run again.")
-            rows = np.flatnonzero(bucket <= len(bounds))  # the candidates: what a sample rule reads
-            docs, tokens = docs + len(rows), tokens + int(n[rows].sum())
-            places[(name, part)], offset = (offset, rows), offset + len(rows)
-            for k, v in (("src", np.full(len(rows), si, np.uint16)), ("part", np.full(len(rows), part, np.uint32)),
-                         ("row", rows.astype(np.uint32)), ("hash", h[rows]), ("n", n[rows]),
-                         ("hi", table.column(0).to_numpy()[rows]), ("lo", table.column(1).to_numpy()[rows])):
-                cols[k].append(v)
-        before[name] = {"documents": docs, "tokens": tokens}
-    a = {k: np.concatenate(v) if v else np.empty(0, np.uint64) for k, v in cols.items()}
-    pairs = _near_indices(near or [], places) if cfg.near_dedup else None
-    arrays = _resolve(a, names, cfg.dedup.priority, cfg.exact_dedup, pairs)
+    caches = {n: caches[n].without(None) for n in names}  # every candidate, whatever an earlier resolution removed
     params = cfg.near_params
     near_meta = {"threshold": params.threshold, "ngram": params.ngram, "num_perm": params.num_perm,
                  "bands": params.bands, "rows": params.rows, "seed": params.seed} if params else None
-    return Dedup(names, arrays, before, cfg.dedup.normalization, cfg.dedup.priority, cfg.exact_dedup, near_meta)
+    rule = {"sources": list(names), "normalization": cfg.dedup.normalization, "priority": list(cfg.dedup.priority),
+            "exact": cfg.exact_dedup, "near": near_meta}
+    pairs = sorted(tuple(map(tuple, p)) for p in near or []) if cfg.near_dedup else []
+    rid = _resolution_id(rule, caches, rules, cfg.bucket_bounds, pairs)
+    folder = storage.join(dedup_dir(out), rid[:20])
+    done = Dedup.load(folder)
+    if done is not None and done.index.get("id") == rid:
+        log.info("dedup: the resolution in %s (made earlier in this run)", folder)
+        return done
+    index = _Resolution(rule, caches, rules, cfg.bucket_bounds).run(folder, pairs)
+    write_json(index_path(folder), {**index, "id": rid})  # last: the folder is complete
+    log.info("dedup: %s of %s candidate documents removed (%d key partitions, %.0f MiB spilled to local disk)",
+             f"{sum(index['removed'].values()):,}", f"{sum(b['documents'] for b in index['before'].values()):,}",
+             index["key_partitions"], index["spilled"] / 2**20)
+    return Dedup.load(folder)
 
 
-def _near_indices(near: list, places: dict) -> np.ndarray:
-    """Near pairs as index pairs into the candidate arrays (a pair naming a non-candidate is a bug)."""
-    out = np.empty((len(near), 2), np.int64)
-    for i, pair in enumerate(near):
-        for j, (source, part, row) in enumerate(pair):
-            offset, rows = places[(source, part)]
-            at = int(np.searchsorted(rows, row))
-            if at >= len(rows) or rows[at] != row:
-                raise RuntimeError(f"near pair {pair}: {source} part {part} row {row} is not a candidate (a bug)")
-            out[i, j] = offset + at
+def _resolution_id(rule: dict, caches: Mapping[str, TokenCache], rules: Mapping, bounds, pairs: list) -> str:
+    """A hash of everything a resolution depends on: the rule, each cache (its rows are the removals'
+    places), each sample rule, the length buckets (which documents are candidates) and the near pairs."""
+    key = {"format": RESOLUTION_FORMAT, **rule, "bounds": list(bounds), "pairs": pairs,
+           "caches": {n: [c.directory, c.manifest["fingerprint"], rules[n].to_dict() if rules.get(n) else None]
+                      for n, c in caches.items()}}
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=list).encode()).hexdigest()
+
+
+class _Places:
+    """A place numbers every document of every part in order (source, part, row): 8 bytes, not 10."""
+
+    def __init__(self):
+        self.bases: list[int] = []  # per global part: its first place
+        self.first_part: list[int] = []  # per source: its first global part
+        self.total = 0
+
+    def add_source(self) -> None:
+        self.first_part.append(len(self.bases))
+
+    def add_part(self, documents: int) -> int:
+        self.bases.append(self.total)
+        self.total += documents
+        return self.bases[-1]
+
+    def of(self, source: int, part: int, row: int) -> int:
+        return self.bases[self.first_part[source] + part] + row
+
+    def decode(self, place: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(source, part, row) of places. A part's base is the last base not above its places (an empty
+        part's base equals the next one's)."""
+        bases, first = np.asarray(self.bases, np.uint64), np.asarray(self.first_part, np.int64)
+        g = np.searchsorted(bases, place, side="right") - 1
+        src = np.searchsorted(first, g, side="right") - 1
+        return src.astype(np.uint16), (g - first[src]).astype(np.uint32), (place - bases[g]).astype(np.uint32)
+
+    def part_index(self, source: np.ndarray, part: np.ndarray) -> np.ndarray:
+        return np.asarray(self.first_part, np.int64)[source.astype(np.int64)] + part.astype(np.int64)
+
+
+class _Resolution:
+    """One resolution: candidates partitioned by key, each partition resolved, removals written by part."""
+
+    def __init__(self, rule: dict, caches: Mapping[str, TokenCache], rules: Mapping, bounds):
+        self.rule, self.caches, self.rules, self.bounds = rule, caches, rules, tuple(bounds)
+        self.names = tuple(rule["sources"])
+        self.places = _Places()
+        documents = sum(int(c.stats["documents"]) for c in caches.values())
+        target = PARTITION_BYTES or memory_budget() // 8
+        # At most MAX_PARTITIONS files a flush appends to (past that, partitions outgrow the target).
+        key_partitions = min(partitions_for(documents, _CANDIDATE.itemsize, target), MAX_PARTITIONS)
+        self.key_bits = key_partitions.bit_length() - 1
+        self.out_partitions = min(partitions_for(documents, REMOVAL.itemsize, target), MAX_PARTITIONS)
+
+    def run(self, folder: str, pairs: list) -> dict:
+        with Spill(_CANDIDATE, 1 << self.key_bits) as candidates:
+            before = self._candidates(candidates)
+            parts = max(1, len(self.places.bases))
+            near = np.array(sorted(self.places.of(self.names.index(s), p, r) for pair in pairs for s, p, r in pair),
+                            np.uint64)
+            with Spill(REMOVAL, min(parts, self.out_partitions)) as removals:
+                held = []  # the groups a near pair touches: resolved together, at the end
+                for _, records in candidates.partitions():
+                    records, touched = _held_back(records, near, self.rule["exact"])
+                    held.append(touched)
+                    if self.rule["exact"]:
+                        self._route(removals, self._resolve(records))
+                if len(near):
+                    self._route(removals, self._resolve(np.concatenate(held or [np.empty(0, _CANDIDATE)]), pairs))
+                index = self._write(folder, removals)
+                spilled = candidates.spilled + removals.spilled
+        return {**index, **self.rule, "before": before, "spilled": spilled}
+
+    def _candidates(self, spill: Spill) -> dict:
+        """Every candidate into ``spill``, partitioned by its key's leading bits; what each source offers."""
+        before = {}
+        shift = np.uint64(64 - self.key_bits)
+        for name in self.names:
+            cache, docs, tokens = self.caches[name], 0, 0
+            self.places.add_source()
+            for part in range(len(cache.parts)):
+                table = cache.doc_table(part, columns=DOC_COLUMNS + _KEY_COLUMNS)  # one read of the table
+                if table.schema.names[-2:] != _KEY_COLUMNS:
+                    raise FormatError(f"{cache.directory}: its document tables hold no content keys (a cache from "
+                                      "before cache version 4); delete it and run again.")
+                n, bucket, h = doc_buckets(cache, part, self.bounds, self.rules.get(name), table)
+                base = self.places.add_part(len(n))
+                rows = np.flatnonzero(bucket <= len(self.bounds))  # the candidates: what a sample rule reads
+                docs, tokens = docs + len(rows), tokens + int(n[rows].sum())
+                rec = np.empty(len(rows), _CANDIDATE)
+                rec["hi"] = table.column(_KEY_COLUMNS[0]).to_numpy()[rows]
+                rec["lo"] = table.column(_KEY_COLUMNS[1]).to_numpy()[rows]
+                rec["hash"], rec["n"], rec["place"] = h[rows], n[rows], np.uint64(base) + rows.astype(np.uint64)
+                spill.add(rec["hi"] >> shift if self.key_bits else np.zeros(len(rec), np.int64), rec)
+            before[name] = {"documents": docs, "tokens": tokens}
+        return before
+
+    def _resolve(self, records: np.ndarray, pairs: list | None = None) -> np.ndarray:
+        """The removal records of ``records`` (and the near ``pairs`` among them)."""
+        if not pairs:  # exact only: the records whose key is seen once take no part (most of them)
+            records = records[_repeated(records)]
+        src, part, row = self.places.decode(records["place"])
+        a = {"src": src, "part": part, "row": row, "hash": records["hash"], "n": records["n"],
+             "hi": records["hi"], "lo": records["lo"]}
+        index = None
+        if pairs:
+            order = np.argsort(records["place"])
+            at = np.array([[self.places.of(self.names.index(s), p, r) for s, p, r in pair] for pair in pairs],
+                          np.uint64)
+            found = np.searchsorted(records["place"][order], at).clip(0, max(len(order) - 1, 0))
+            if not len(order) or (records["place"][order][found] != at).any():
+                raise RuntimeError("a near pair names a document that is not a candidate (a bug)")
+            index = order[found]
+        got = _resolve(a, self.names, self.rule["priority"], self.rule["exact"], index)
+        out = np.empty(len(got["kind"]), REMOVAL)
+        for k in REMOVAL.names:
+            out[k] = got[k]
+        return out
+
+    def _route(self, spill: Spill, removals: np.ndarray) -> None:
+        """Removals into the output partitions, by their cache part (a contiguous range of parts each)."""
+        g = self.places.part_index(removals["removed_source"], removals["removed_part"])
+        spill.add(g * spill.count // max(1, len(self.places.bases)), removals)
+
+    def _write(self, folder: str, spill: Spill) -> dict:
+        """Each output partition, sorted, as a records file; the index's counts, parts and digest."""
+        s = len(self.names)
+        counts, pairs = np.zeros((s, len(KINDS), 2), np.int64), np.zeros((s, s, len(KINDS), 2), np.int64)
+        where: dict[str, dict[int, list[int]]] = {n: {} for n in self.names}
+        digest = hashlib.sha256(json.dumps(self.rule, sort_keys=True).encode())
+        files = 0
+        for _, r in spill.partitions():
+            r = r[np.lexsort((r["removed_row"], r["removed_part"], r["removed_source"]))]
+            with atomic_writer(records_path(folder, files), "wb") as f:
+                f.write(r.tobytes())
+            digest.update(r.tobytes())
+            rs, rk, kind = (r[k].astype(np.int64) for k in ("removed_source", "kept_source", "kind"))
+            for j, v in enumerate((np.ones(len(r), np.int64), r["n_tokens"])):
+                np.add.at(counts, (rs, kind, j), v)
+                np.add.at(pairs, (rk, rs, kind, j), v)
+            sp = np.stack([rs, r["removed_part"].astype(np.int64)], axis=1)
+            starts = np.flatnonzero(np.r_[True, (sp[1:] != sp[:-1]).any(axis=1)])
+            for a, b in zip(starts.tolist(), starts[1:].tolist() + [len(r)]):
+                where[self.names[sp[a, 0]]][int(sp[a, 1])] = [files, a, b - a]
+            files += 1
+        return {"files": files, "key_partitions": 1 << self.key_bits, "digest": digest.hexdigest(),
+                "counts": counts.tolist(), "pairs": pairs.tolist(), "parts": where,
+                "removed": {n: int(counts[i, :, 0].sum()) for i, n in enumerate(self.names)}}
+
+
+def _repeated(records: np.ndarray) -> np.ndarray:
+    """A mask of the records whose content key another record also has (~26 bytes a record at the peak)."""
+    order = np.lexsort((records["lo"], records["hi"]))
+    hi, lo = records["hi"][order], records["lo"][order]
+    same = (hi[1:] == hi[:-1]) & (lo[1:] == lo[:-1])
+    del hi, lo
+    out = np.zeros(len(records), bool)
+    out[order[1:][same]] = True
+    out[order[:-1][same]] = True
     return out
+
+
+def _held_back(records: np.ndarray, near: np.ndarray, exact: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(the records resolved in their partition, those held back): a document in a near pair, with its
+    exact copies, is resolved with every other near pair's (its cluster may reach other partitions)."""
+    touched = np.isin(records["place"], near) if len(near) else np.zeros(len(records), bool)
+    if not touched.any():
+        return records, np.empty(0, records.dtype)  # not records[:0]: a view would keep the partition alive
+    if exact:
+        keys = set(zip(records["hi"][touched].tolist(), records["lo"][touched].tolist()))
+        maybe = np.flatnonzero(np.isin(records["hi"], records["hi"][touched]))
+        touched[[i for i in maybe.tolist() if (int(records["hi"][i]), int(records["lo"][i])) in keys]] = True
+    return records[~touched], records[touched]
 
 
 def _resolve(a: dict, names: tuple[str, ...], priority, exact: bool = True, near: np.ndarray | None = None) -> dict:
     """The removed documents and their kept ones, sorted by the removed one's (source, part, row).
     ``exact``: join equal content keys; ``near``: index pairs of near duplicates."""
-    hi, lo = a["hi"].astype(np.uint64), a["lo"].astype(np.uint64)
+    hi, lo = a["hi"].astype(np.uint64, copy=False), a["lo"].astype(np.uint64, copy=False)
     involved = np.zeros(len(hi), dtype=bool)  # documents in some pair: the only ones resolution needs
     if exact:
         by_key = np.lexsort((lo, hi))
@@ -216,7 +369,7 @@ def _resolve(a: dict, names: tuple[str, ...], priority, exact: bool = True, near
     involved[near.ravel()] = True
     sub = np.flatnonzero(involved)
     if not len(sub):
-        return {k: np.empty(0, t) for k, t in _ARRAYS.items()}
+        return {k: np.empty(0, REMOVAL[k]) for k in REMOVAL.names}
     at = np.full(len(hi), -1, np.int64)
     at[sub] = np.arange(len(sub))
     src, part, row = a["src"].astype(np.int64)[sub], a["part"][sub], a["row"][sub]
@@ -234,8 +387,8 @@ def _resolve(a: dict, names: tuple[str, ...], priority, exact: bool = True, near
     return {key: v[order] for key, v in out.items()}
 
 
-def deduplicated(cfg: MixtureConfig, caches: Mapping[str, TokenCache], rules: Mapping,
+def deduplicated(cfg: MixtureConfig, caches: Mapping[str, TokenCache], rules: Mapping, out: str,
                  near: list | None = None) -> tuple[dict[str, TokenCache], Dedup | None]:
     """``caches`` without the documents dedup removes (as they are, when it is off), and the resolution."""
-    dedup = resolve_duplicates(cfg, caches, rules, near)
+    dedup = resolve_duplicates(cfg, caches, rules, out, near)
     return (dedup.apply(caches) if dedup else dict(caches)), dedup

@@ -70,7 +70,7 @@ def plan_mixture(cfg: MixtureConfig, tokenizer: TokenizerInfo, caches: dict[str,
     ``near``: the near-duplicate pairs (``mix/near.py``) when the config asks for near dedup.
     """
     # Duplicates out first: from here on, every count, plan, selection and pack sees only what remains.
-    caches, dedup = deduplicated(cfg, caches, rules, near)
+    caches, dedup = deduplicated(cfg, caches, rules, out, near)
     if dedup is not None or candidates is None:
         candidates = candidates_of(caches, cfg.bucket_bounds, rules)
     held_out = select_held_out(cfg, caches, rules, candidates, available(rules, candidates)) \
@@ -92,12 +92,13 @@ def plan_from_note(cfg: MixtureConfig, tokenizer: TokenizerInfo, caches: dict[st
     held_out = {split: {n: tuple(BucketSelection.from_dict(d) for d in sel) for n, sel in noted[split].items()}
                 for split in SPLIT_FOLDERS if split in noted}
     candidates = {n: (list(t), list(d)) for n, (t, d) in note["candidates"].items()}
-    # The removals are resolved again (one pass over the key columns; the note stays small): the plan
-    # hash covers them, so the check below also says the plan step removed the same documents. (Near
-    # dedup needs its own Beam job before the plan: such runs plan on the driver, never from a note.)
+    # The removals are the plan step's resolution, read from its folder (found by the hash of its
+    # inputs; resolved again if it is missing): the plan hash covers them, so the check below also says
+    # the plan step removed the same documents. (Near dedup needs its own Beam job before the plan:
+    # such runs plan on the driver, never from a note.)
     if cfg.near_dedup:
         raise RuntimeError(f"{where}: a plan with near dedup is made on the driver, not from a note (a bug)")
-    caches, dedup = deduplicated(cfg, caches, rules)
+    caches, dedup = deduplicated(cfg, caches, rules, out)
     planned = _assemble(cfg, tokenizer, caches, rules, out, candidates, held_out, selections, dedup=dedup)
     if planned.packing.plan_hash != note["plan_hash"]:
         raise RuntimeError(f"{where}: the plan step's plan differs from the driver's (a bug: please report it)")

@@ -23,6 +23,7 @@ import dataclasses
 from typing import Iterator, Sequence
 
 import numpy as np
+import pyarrow as pa
 
 from ..cache import TokenCache
 from ..hashing import SELECT, decision_keys, held_out_purpose
@@ -31,6 +32,7 @@ from ..sampling import SampleRule, sample_units
 __all__ = ["BucketSelection", "SplitRule", "TRAIN", "select_source", "doc_buckets", "doc_arrays",
            "candidates_by_bucket", "rule_tokens", "copies_for", "selected_by_subset"]
 
+DOC_COLUMNS = ["n_tokens", "doc_hash", "n_chars"]  # what doc_buckets reads (n_chars only with a sample rule)
 _BIN_BITS = 16
 _BINS = 1 << _BIN_BITS
 _SHIFT = np.uint64(64 - _BIN_BITS)
@@ -98,8 +100,10 @@ class SplitRule:
                 "sample": self.sample.to_dict() if self.sample else None}
 
 
-def doc_buckets(cache: TokenCache, part: int, bounds: Sequence[int], rule: SampleRule | SplitRule | None = None):
-    """(n_tokens, bucket, doc_hash) arrays of one cache part.
+def doc_buckets(cache: TokenCache, part: int, bounds: Sequence[int], rule: SampleRule | SplitRule | None = None,
+                table: pa.Table | None = None):
+    """(n_tokens, bucket, doc_hash) arrays of one cache part (``table``: its document table, when read
+    already with these columns and others).
 
     With a sample rule (or a split rule), documents that are not candidates of their bucket get
     bucket ``len(bounds) + 1``, which no selection covers: they are never taken. So do documents
@@ -107,7 +111,8 @@ def doc_buckets(cache: TokenCache, part: int, bounds: Sequence[int], rule: Sampl
     split, pack stage and count reads documents through here.
     """
     sample = rule.sample if isinstance(rule, SplitRule) else rule
-    table = cache.doc_table(part, columns=["n_tokens", "doc_hash"] + (["n_chars"] if sample else []))
+    if table is None:
+        table = cache.doc_table(part, columns=DOC_COLUMNS if sample else DOC_COLUMNS[:2])
     n = table.column("n_tokens").to_numpy().astype(np.int64)
     h = table.column("doc_hash").to_numpy().astype(np.uint64)
     bucket = np.searchsorted(np.asarray(bounds, dtype=np.int64), n, side="right")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from .. import storage
 from ..crashpoints import crash_point
-from ..layout import NEOX_FILE, TOKENIZER_FILE, dedup_path, manifest_path, split_dir, written_shards
+from ..layout import NEOX_FILE, TOKENIZER_FILE, dedup_dir, dedup_path, manifest_path, split_dir, written_shards
 from ..mix.held_out import documents_per_split, split_plans
 from ..mix.planning import Planned, available
 from ..mix.select import rule_tokens, selected_by_subset
@@ -44,6 +44,7 @@ def finish(run: Run, planned: Planned, plotter=None) -> dict:
         f.write(tokenizer.json_bytes)
     write_json(storage.join(out, NEOX_FILE), neox_config(manifest, out))
     write_megatron_args(manifest, out, cfg.tokenizer_path)
+    storage.delete_tree(dedup_dir(out))  # the dedup resolutions' working files (a crashed run's too): read above
     crash_point(f"before-manifest:{cfg.name}")
     write_json(manifest_path(out), manifest)  # last: its presence means complete
     write_report(out, manifest, run.cache_root, plotter)  # report.md + plots, from the manifest and the caches

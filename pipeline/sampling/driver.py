@@ -46,7 +46,7 @@ def tokenize_samples(run: Run, rules: Rules, found: dict[str, TokenCache], missi
     # With exact dedup the samples are checked against what dedup leaves of them (duplicates across
     # sources are resolved over what was tokenized), counted again after every top-up.
     dedup = cfg.exact_dedup and any(rules.values())
-    candidates = candidates_of(deduplicated(cfg, caches, rules)[0] if dedup else caches, bounds, rules)
+    candidates = candidates_of(deduplicated(cfg, caches, rules, run.out)[0] if dedup else caches, bounds, rules)
 
     def tokenize_again(new_rules: dict[str, SampleRule | None]) -> list:
         # A top-up copies the sample it grows (its cache may be a larger one found on disk: then only if covered).
@@ -56,7 +56,7 @@ def tokenize_samples(run: Run, rules: Rules, found: dict[str, TokenCache], missi
         again, still = find_caches(run, rules, only=list(new_rules))
         caches.update({**again, **tokenize_missing(run, still, earlier)})
         if dedup:  # a top-up's new documents may duplicate, or be duplicated by, another source's
-            candidates.update(candidates_of(deduplicated(cfg, caches, rules)[0], bounds, rules))
+            candidates.update(candidates_of(deduplicated(cfg, caches, rules, run.out)[0], bounds, rules))
         else:
             candidates.update({n: candidates_by_bucket(caches[n], bounds, rules[n]) for n in new_rules})
         return plan_sources(cfg, rules, candidates)

@@ -1,13 +1,14 @@
 """mix/dedup.py's resolution over arrays, against a brute force of the keep rule (clusters.keep_key);
-dedup/removed.py's per-part lookup."""
+dedup/removed.py's per-part lookup in a resolution's folder."""
 
 import pickle
 
 import numpy as np
 
 from pipeline.dedup.clusters import DocRef, keep_key
-from pipeline.dedup.removed import Removed
+from pipeline.dedup.removed import REMOVAL, Removed, index_path, records_path
 from pipeline.mix.dedup import _resolve
+from pipeline.storage import write_json
 
 NAMES = ("web", "books", "code")
 
@@ -51,12 +52,24 @@ def test_no_duplicates_no_removals():
     assert all(len(v) == 0 for v in _resolve(a, NAMES, ()).values())
 
 
-def test_removed_rows_per_part():
-    r = Removed(np.array([2, 0, 2, 5]), np.array([9, 4, 1, 0]))
-    assert r.rows_of(2).tolist() == [1, 9] and r.rows_of(1).tolist() == [] and len(r) == 4
-    assert r.mask(0, 6).tolist() == [False] * 4 + [True, False]
-    again = pickle.loads(pickle.dumps(r))
-    assert again == r and hash(again) == hash(r) and again != Removed(np.array([0]), np.array([4]))
+def test_removed_rows_per_part_are_read_from_the_resolutions_folder(tmp_path):
+    """Removed reads one part's rows from the records files the index points to, and pickles as a few
+    values (a pack step carries no removal list)."""
+    r = np.zeros(4, REMOVAL)
+    r["removed_source"], r["removed_part"], r["removed_row"] = [1, 1, 1, 1], [0, 2, 2, 5], [4, 1, 9, 0]
+    folder = str(tmp_path)
+    for file, chunk in enumerate((r[:3], r[3:])):
+        with open(records_path(folder, file), "wb") as f:
+            f.write(chunk.tobytes())
+    parts = {"books": {"0": [0, 0, 1], "2": [0, 1, 2], "5": [1, 0, 1]}}
+    write_json(index_path(folder), {"parts": parts})
+    removed = Removed(folder, "books", 4, "d1")
+    assert removed.rows_of(2).tolist() == [1, 9] and removed.rows_of(1).tolist() == [] and len(removed) == 4
+    assert removed.rows_of(5).tolist() == [0] and removed.mask(0, 6).tolist() == [False] * 4 + [True, False]
+    again = pickle.loads(pickle.dumps(removed))
+    assert len(pickle.dumps(removed)) < 300 and again == removed and hash(again) == hash(removed)
+    assert again.rows_of(2).tolist() == [1, 9] and again != Removed(folder, "books", 4, "d2")
+    assert Removed(folder, "web", 0, "d1").rows_of(0).tolist() == []  # a source without removals
 
 
 def test_near_pairs_join_clusters_with_exact_ones():

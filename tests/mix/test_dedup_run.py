@@ -243,3 +243,59 @@ def _removed_places(out, source):
     t = pq.read_table(out / DEDUP_FILE).to_pydict()
     keep = np.array(t["removed_source"]) == source
     return np.array(t["removed_part"])[keep].tolist(), np.array(t["removed_row"])[keep].tolist()
+
+
+def _resolve_in(cfg_path, root, cache, m, out, near=None):
+    from pipeline.config import load_mixture
+    from pipeline.mix.dedup import resolve_duplicates
+
+    caches = {n: TokenCache(cache_dir(str(root / cache), n, s["cache_fingerprint"])) for n, s in m["sources"].items()}
+    return resolve_duplicates(load_mixture(str(cfg_path)), caches, {n: None for n in caches}, str(out), near)
+
+
+def resolutions_agree(one, many, parquet) -> None:
+    """Two resolutions (one partition, many) hold the same records, counts and digest, and the run's
+    ``DEDUP_FILE`` lists the same removals."""
+    import pyarrow.parquet as pq
+
+    assert one.index["key_partitions"] == 1 < many.index["key_partitions"]
+    a, b = (np.concatenate(list(r.records())) for r in (one, many))
+    assert len(a) and np.array_equal(a, b)
+    assert one.digest == many.digest and one.summary() == many.summary()
+    t = pq.read_table(parquet).to_pydict()
+    for k in ("removed_part", "removed_row", "n_tokens", "kept_part", "kept_row"):
+        assert t[k] == a[k].tolist()
+    assert t["removed_source"] == [one.sources[s] for s in a["removed_source"].tolist()]
+
+
+def test_a_resolution_in_many_partitions_spilled_to_disk_removes_the_same(corpus, run, tmp_path, monkeypatch):
+    """Partitioned by key into 64 partitions and by part into several files, every record through the
+    disk: the same removals as one partition in memory, and as the run's. Resolved again with the same
+    inputs, the folder is read, not written again."""
+    from pipeline.dedup import spill
+    from pipeline.mix import dedup
+
+    one = _resolve_in(corpus / "on.yaml", corpus, "cache", run, tmp_path / "one")
+    monkeypatch.setattr(dedup, "PARTITION_BYTES", 64)
+    monkeypatch.setattr(spill, "BUFFER_BYTES", 64)
+    many = _resolve_in(corpus / "on.yaml", corpus, "cache", run, tmp_path / "many")
+    resolutions_agree(one, many, corpus / "on" / DEDUP_FILE)
+    index = os.path.join(one.folder, "index.json")
+    written = os.stat(index).st_mtime_ns
+    again = _resolve_in(corpus / "on.yaml", corpus, "cache", run, tmp_path / "one")
+    assert again.folder == one.folder and again.digest == one.digest and os.stat(index).st_mtime_ns == written
+    assert not (corpus / "on" / "_dedup").exists()  # the run's working folder is gone
+
+
+def test_the_resolution_memory_script_measures_this_resolution(corpus, run):
+    """scripts/resolution_memory.py (docs/SCALING.md's figures) resolves the run's caches as the run did."""
+    import subprocess
+    import sys
+
+    script = os.path.join(os.path.dirname(__file__), "..", "..", "scripts", "resolution_memory.py")
+    got = subprocess.run([sys.executable, script, "--mixture", str(corpus / "on.yaml"), "--cache",
+                          str(corpus / "cache"), "--memory-mb", "4"], capture_output=True, text=True, check=True)
+    row = json.loads(got.stdout.strip().splitlines()[-1])
+    assert row["removed"] == run["dedup"]["documents_removed"] > 0 and row["key_partitions"] == 1
+    assert row["candidates"] == sum(s["documents_before"] for s in run["dedup"]["sources"].values())
+    assert row["peak_rss_mib"] >= row["peak_rss_mib_before"] > 0 and len(row["removals_sha256"]) == 64

@@ -10,7 +10,8 @@ import random
 import pytest
 from conftest import TOKENIZER, WORDS, mixprep
 
-from pipeline.layout import DEDUP_FILE
+from pipeline.cache import TokenCache
+from pipeline.layout import DEDUP_FILE, cache_dir
 from pipeline.sources import SourceSpec, list_source_files, read_documents
 
 EDITED, EXACT = range(6), range(6, 9)  # curated documents copied into web: one word changed / byte for byte
@@ -55,6 +56,15 @@ def _ids(root, name):
     return [d.doc_id for sf in list_source_files(spec, str(root)) for d in read_documents(spec, sf)]
 
 
+def _kept_ids(root, m, removals) -> list[str]:
+    """The kept documents' ids (the removals name them by cache part and row)."""
+    ids = {}
+    for name, s in m["sources"].items():
+        c = TokenCache(cache_dir(str(root / "cache-one"), name, s["cache_fingerprint"]))
+        ids[name] = [c.doc_table(p, columns=["doc_id"]).column("doc_id").to_pylist() for p in range(len(c.parts))]
+    return [ids[s][p][r] for s, p, r in zip(removals["kept_source"], removals["kept_part"], removals["kept_row"])]
+
+
 def _run(root, out, *beam):
     (root / "near.yaml").write_text(MIXTURE.format(tokenizer=TOKENIZER))
     rc, _, err = mixprep("run", "--mixture", root / "near.yaml", "--data-root", root, "--out", root / out, "--cache",
@@ -76,7 +86,7 @@ def test_edited_copies_are_removed_as_near_duplicates_of_the_priority_source(nea
 
     t = pq.read_table(root / "one" / DEDUP_FILE).to_pydict()
     curated, web = _ids(root, "curated"), _ids(root, "web")
-    got = {(r, k, kind) for r, k, kind in zip(t["removed_doc_id"], t["kept_doc_id"], t["kind"])}
+    got = {(r, k, kind) for r, k, kind in zip(t["removed_doc_id"], _kept_ids(root, m, t), t["kind"])}
     want = {(web[16 + j], curated[i], "near") for j, i in enumerate(EDITED)}
     want |= {(web[16 + len(EDITED) + j], curated[i], "exact") for j, i in enumerate(EXACT)}
     assert got == want  # every planted copy, and nothing else: distinct documents are not joined
@@ -107,3 +117,26 @@ def test_near_dedup_with_two_workers_writes_the_same_bytes(near_run):
     for name in sorted(os.listdir(root / "one")):
         if name.endswith((".bin", ".idx", ".parquet")) or name == "manifest.json":
             assert (root / "one" / name).read_bytes() == (root / "two" / name).read_bytes(), name
+
+
+def test_near_clusters_reach_across_key_partitions(near_run, tmp_path, monkeypatch):
+    """The run's near removals as pairs (removed, kept) give the same clusters back: resolved in one
+    partition and in 64 (a cluster's documents in different partitions, held back and joined), the same
+    removals as the run's."""
+    import pyarrow.parquet as pq
+    from test_dedup_run import _resolve_in, resolutions_agree
+
+    from pipeline.dedup import spill
+    from pipeline.mix import dedup
+
+    root, m = near_run
+    t = pq.read_table(root / "one" / DEDUP_FILE).to_pydict()
+    near = [i for i, k in enumerate(t["kind"]) if k == "near"]
+    pairs = [((t["removed_source"][i], t["removed_part"][i], t["removed_row"][i]),
+              (t["kept_source"][i], t["kept_part"][i], t["kept_row"][i])) for i in near]
+    assert len(pairs) == len(EDITED)
+    one = _resolve_in(root / "near.yaml", root, "cache-one", m, tmp_path / "one", pairs)
+    monkeypatch.setattr(dedup, "PARTITION_BYTES", 64)
+    monkeypatch.setattr(spill, "BUFFER_BYTES", 64)
+    many = _resolve_in(root / "near.yaml", root, "cache-one", m, tmp_path / "many", pairs)
+    resolutions_agree(one, many, root / "one" / DEDUP_FILE)
