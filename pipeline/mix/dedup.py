@@ -142,13 +142,19 @@ class Dedup:
 def _doc_ids(caches, sources, r: np.ndarray) -> list[str]:
     """The removed documents' ids (records sorted by source, part, row), each part's id column read once."""
     out: list[str] = []
-    places = np.stack([r["removed_source"], r["removed_part"]], axis=1).astype(np.int64)
-    starts = np.flatnonzero(np.r_[True, (places[1:] != places[:-1]).any(axis=1)]) if len(r) else []
-    for a, b in zip(list(starts), list(starts[1:]) + [len(r)]):
-        s, p = places[a].tolist()
-        column = caches[sources[s]].doc_table(p, columns=["doc_id"]).column("doc_id")
-        out += column.take(pa.array(r["removed_row"][a:b])).to_pylist()
+    for a, b in _part_runs(r):
+        column = caches[sources[r["removed_source"][a]]].doc_table(int(r["removed_part"][a]), columns=["doc_id"])
+        out += column.column("doc_id").take(pa.array(r["removed_row"][a:b])).to_pylist()
     return out
+
+
+def _part_runs(r: np.ndarray) -> list[tuple[int, int]]:
+    """[start, end) of each cache part's run of removal records (sorted by source, part, row)."""
+    if not len(r):
+        return []
+    new = (r["removed_source"][1:] != r["removed_source"][:-1]) | (r["removed_part"][1:] != r["removed_part"][:-1])
+    starts = np.flatnonzero(np.r_[True, new]).tolist()
+    return list(zip(starts, starts[1:] + [len(r)]))
 
 
 def resolve_duplicates(cfg: MixtureConfig, caches: Mapping[str, TokenCache], rules: Mapping, out: str,
@@ -313,17 +319,17 @@ class _Resolution:
         files = 0
         for _, r in spill.partitions():
             r = r[np.lexsort((r["removed_row"], r["removed_part"], r["removed_source"]))]
+            data = r.tobytes()
             with atomic_writer(records_path(folder, files), "wb") as f:
-                f.write(r.tobytes())
-            digest.update(r.tobytes())
+                f.write(data)
+            digest.update(data)
+            del data
             rs, rk, kind = (r[k].astype(np.int64) for k in ("removed_source", "kept_source", "kind"))
             for j, v in enumerate((np.ones(len(r), np.int64), r["n_tokens"])):
                 np.add.at(counts, (rs, kind, j), v)
                 np.add.at(pairs, (rk, rs, kind, j), v)
-            sp = np.stack([rs, r["removed_part"].astype(np.int64)], axis=1)
-            starts = np.flatnonzero(np.r_[True, (sp[1:] != sp[:-1]).any(axis=1)])
-            for a, b in zip(starts.tolist(), starts[1:].tolist() + [len(r)]):
-                where[self.names[sp[a, 0]]][int(sp[a, 1])] = [files, a, b - a]
+            for a, b in _part_runs(r):
+                where[self.names[r["removed_source"][a]]][int(r["removed_part"][a])] = [files, a, b - a]
             files += 1
         return {"files": files, "key_partitions": 1 << self.key_bits, "digest": digest.hexdigest(),
                 "counts": counts.tolist(), "pairs": pairs.tolist(), "parts": where,
